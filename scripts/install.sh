@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up toucan-speakemb in ./.venv on a fresh machine of the project's kind (Debian, Python 3.11, CPU).
+#   bash scripts/install.sh          the package and its dependencies
+#   bash scripts/install.sh --test   also the test tools and the Debian programs the tests speak with
+# What it does, and what to do instead on an ordinary machine, is explained in README.md ("Installing").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WITH_TEST=0
+[ "${1:-}" = "--test" ] && WITH_TEST=1
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+if [ "$WITH_TEST" = 1 ] && ! command -v espeak-ng >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[install] Debian packages for test speech: espeak-ng flite"
+    apt-get update -qq >/dev/null && apt-get install -y -qq espeak-ng flite >/dev/null
+  else
+    echo "[install] note: espeak-ng is not installed; tests that synthesise speech will be skipped"
+  fi
+fi
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/pip"
+"$PIP" install -q --upgrade pip >/dev/null 2>&1 || true
+# torch first, pinned: this machine keeps a CPU build of 2.13.0 on disk; an unpinned torch (asked for by
+# speechbrain) would pull a multi-GB CUDA build. With it installed, torch>=2.1 below installs nothing more.
+"$VENV/bin/python" -c "import torch" 2>/dev/null || "$PIP" install -q "torch==${TORCH_VERSION:-2.13.0}"
+if [ "$WITH_TEST" = 1 ]; then "$PIP" install -q -e ".[test]"; else "$PIP" install -q -e .; fi
+# speechbrain imports torchaudio; PyPI's torchaudio is CUDA-built and cannot load its extension beside a CPU
+# torch. The doctor disables the extension only when it fails to load, and checks the result.
+"$VENV/bin/toucan-speakemb" doctor --repair-torchaudio
+"$VENV/bin/python" -c "import speechbrain, torchaudio, toucan_speakemb; print('[install] ok: toucan-speakemb', toucan_speakemb.__version__, '| torch', __import__('torch').__version__, '| speechbrain', speechbrain.__version__)"

@@ -1,0 +1,34 @@
+"""toucan-speakemb: new voices for IMS Toucan from a diffusion model of speaker embeddings.
+
+The public Python API, in the order data flows through it::
+
+    from toucan_speakemb import EmbeddingSet, train, Generator
+    run = train("my_set.safetensors", "runs/default")        # or the CLI: toucan-speakemb train
+    voices = Generator.load("runs/default").sample(10, seed=0)  # (10, d) numpy array
+"""
+
+__version__ = "0.1.0"
+
+from .errors import SpeakEmbError  # noqa: E402
+from .profiles import Profile, get_profile  # noqa: E402
+from .embedding_set import EmbeddingSet  # noqa: E402
+
+
+def __getattr__(name):
+    # torch-heavy parts are imported on first use so that `import toucan_speakemb` stays light.
+    if name in ("train", "TrainConfig"):
+        from . import training
+
+        return getattr(training, name if name == "train" else "TrainConfig")
+    if name == "Generator":
+        from .generator import Generator
+
+        return Generator
+    if name == "VoiceBank":
+        from .voicebank import VoiceBank
+
+        return VoiceBank
+    raise AttributeError(name)
+
+
+__all__ = ["EmbeddingSet", "Profile", "get_profile", "SpeakEmbError", "train", "TrainConfig", "Generator", "VoiceBank"]

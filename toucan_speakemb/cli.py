@@ -1,0 +1,79 @@
+"""The ``toucan-speakemb`` command: a thin click layer over the Python API.
+
+Every command turns a :class:`SpeakEmbError` (bad input the user can fix) into one line on stderr and exit
+code 1; click's own usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from . import __version__
+from .errors import SpeakEmbError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SpeakEmbError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted; files already written are complete (atomic writes)", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="toucan-speakemb")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def main(verbose: int, quiet: bool):
+    """New voices for IMS Toucan: learn the distribution of speaker embeddings in the exact space a Toucan
+    model is conditioned on, and sample voices that belong to no real speaker.
+
+    \b
+    Typical flow:
+      toucan-speakemb train  --data set.safetensors --out runs/default
+      toucan-speakemb sample --generator runs/default -n 100 --seed 0 --out voices.safetensors
+    Try everything without data:  toucan-speakemb demo --out demo_out
+    """
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+@main.command()
+@click.option("--repair-torchaudio", is_flag=True,
+              help="If torchaudio's compiled extension cannot load beside this torch (a CPU torch with "
+                   "PyPI's CUDA-built torchaudio), disable it so torchaudio imports as pure Python.")
+@click.option("--undo", is_flag=True, help="With --repair-torchaudio: put the extension files back.")
+def doctor(repair_torchaudio: bool, undo: bool):
+    """Check the environment (torch, torchaudio, SpeechBrain) and optionally repair torchaudio."""
+    from . import doctor as d
+
+    if repair_torchaudio:
+        msg, _ = d.repair_torchaudio(undo=undo)
+        click.echo(msg)
+        if msg.startswith("torchaudio still fails"):
+            sys.exit(1)
+        return
+    bad = False
+    for name, ver in d.report():
+        click.echo(f"{name:12s} {ver}")
+        bad |= ver.startswith("FAILS")
+    sys.exit(1 if bad else 0)
+
+
+# Commands defined in other modules are registered here, one line each.
+from .cli_generate import demo, sample, train  # noqa: E402
+
+main.add_command(train)
+main.add_command(sample)
+main.add_command(demo)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Training configuration: every hyperparameter of a run, read from YAML, checked key by key.
+
+A recipe YAML may set any subset of these keys; the rest keep the defaults below, which are the project's
+default recipe (``recipes/default/hparams.yaml`` spells them out). The run folder gets the full resolved
+config as ``config.yaml``. Unknown keys and wrong types are errors, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+from .errors import SpeakEmbError
+
+DATA_LEVELS = ("speaker", "balanced", "utterance")
+
+
+@dataclass
+class DataConfig:
+    # speaker: one vector per training speaker (its mean); balanced: utterances drawn so that every speaker
+    # weighs the same; utterance: every utterance once per epoch (the source presentation's setting).
+    level: str = "speaker"
+    # Optional path of the training data (the CLI's --data wins); "builtin:synthetic" is the embedded default.
+    path: Optional[str] = None
+    min_utterances: int = 1  # speakers with fewer utterances are left out
+
+
+@dataclass
+class DiffusionConfig:
+    timesteps: int = 1000
+    schedule: str = "cosine"
+    beta_start: float = 1.0e-5  # linear / quadratic / sigmoid only
+    beta_end: float = 1.0e-2
+    prediction: str = "v"
+    loss: str = "l2"
+    variance: str = "small"  # ancestral sampling: posterior variance β̃ ("small") or β ("large")
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "resmlp"  # resmlp (default) | fc3 (the source's three-layer network)
+    hidden: int = 512
+    blocks: int = 3
+    expansion: int = 2
+    time_dim: int = 128
+    dropout: float = 0.1
+
+    def options(self) -> Dict[str, Any]:
+        if self.kind == "fc3":
+            return {"hidden": self.hidden}
+        return {"hidden": self.hidden, "blocks": self.blocks, "expansion": self.expansion,
+                "time_dim": self.time_dim, "dropout": self.dropout}
+
+
+@dataclass
+class NormalizationConfig:
+    standardize: bool = True  # per-dimension mean/std, stored with the model
+    min_std: float = 1.0e-4   # floor for dimensions that are (nearly) constant in the training data
+
+
+@dataclass
+class TrainLoopConfig:
+    steps: int = 4000
+    batch_size: int = 256
+    lr: float = 1.0e-3
+    lr_schedule: str = "cosine"  # cosine | constant
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    threads: Optional[int] = None  # torch CPU threads (None: torch's default)
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "ddim"  # ddim (fast, deterministic) | ancestral
+    steps: int = 50        # ddim steps
+    eta: float = 0.0
+    batch_size: int = 4096
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    # ---- (de)serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], source: str = "config") -> "TrainConfig":
+        cfg = _build(cls, d or {}, source, "")
+        cfg.check(source)
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "TrainConfig":
+        path = Path(path)
+        if not path.exists():
+            raise SpeakEmbError(f"config file not found: {path}")
+        try:
+            d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise SpeakEmbError(f"config {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(d, dict):
+            raise SpeakEmbError(f"config {path} must be a mapping of keys to values")
+        return cls.from_dict(apply_overrides(d, overrides), str(path))
+
+    def check(self, source: str = "config") -> None:
+        from .diffusion.denoisers import DENOISERS
+        from .diffusion.gaussian import LOSSES, PREDICTIONS, VARIANCES
+        from .diffusion.schedules import SCHEDULES
+
+        choices = [
+            ("data.level", self.data.level, DATA_LEVELS),
+            ("diffusion.schedule", self.diffusion.schedule, SCHEDULES),
+            ("diffusion.prediction", self.diffusion.prediction, PREDICTIONS),
+            ("diffusion.loss", self.diffusion.loss, LOSSES),
+            ("diffusion.variance", self.diffusion.variance, VARIANCES),
+            ("model.kind", self.model.kind, tuple(DENOISERS)),
+            ("train.lr_schedule", self.train.lr_schedule, ("cosine", "constant")),
+            ("sample.sampler", self.sample.sampler, ("ddim", "ancestral")),
+        ]
+        for key, value, allowed in choices:
+            if value not in allowed:
+                raise SpeakEmbError(f"{source}: {key} must be one of {', '.join(allowed)}; got '{value}'")
+        positive = [("diffusion.timesteps", self.diffusion.timesteps), ("train.steps", self.train.steps),
+                    ("train.batch_size", self.train.batch_size), ("train.lr", self.train.lr),
+                    ("model.hidden", self.model.hidden), ("train.log_every", self.train.log_every),
+                    ("train.checkpoint_every", self.train.checkpoint_every), ("sample.steps", self.sample.steps)]
+        for key, value in positive:
+            if not value > 0:
+                raise SpeakEmbError(f"{source}: {key} must be positive; got {value}")
+        if not 0 <= self.train.ema_decay < 1:
+            raise SpeakEmbError(f"{source}: train.ema_decay must be in [0, 1); got {self.train.ema_decay}")
+        if not 0 < self.diffusion.beta_start < self.diffusion.beta_end < 1:
+            raise SpeakEmbError(f"{source}: need 0 < diffusion.beta_start < diffusion.beta_end < 1")
+        if self.sample.steps > self.diffusion.timesteps:
+            raise SpeakEmbError(f"{source}: sample.steps ({self.sample.steps}) exceeds diffusion.timesteps "
+                                f"({self.diffusion.timesteps})")
+
+
+def _build(cls, d: Dict[str, Any], source: str, prefix: str):
+    if not isinstance(d, dict):
+        raise SpeakEmbError(f"{source}: '{prefix.rstrip('.') or 'config'}' must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in d if k not in fields]
+    if unknown:
+        raise SpeakEmbError(f"{source}: unknown config key '{prefix}{unknown[0]}' (known in this section: "
+                            f"{', '.join(fields)})")
+    kwargs = {}
+    defaults = cls()
+    for name, value in d.items():
+        default = getattr(defaults, name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, source, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, default, f"{prefix}{name}", source)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    raise SpeakEmbError(f"{source}: {key} must be a {type(default).__name__}; got {value!r}")
+
+
+def apply_overrides(d: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a nested dict, returning a copy."""
+    import copy
+
+    out = copy.deepcopy(d)
+    for item in overrides:
+        if "=" not in item:
+            raise SpeakEmbError(f"bad override '{item}': expected section.key=value, e.g. train.steps=2000")
+        key, raw = item.split("=", 1)
+        parts: List[str] = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise SpeakEmbError(f"bad override '{item}': empty key")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise SpeakEmbError(f"bad override '{item}': '{p}' is not a section")
+        node[parts[-1]] = value
+    return out

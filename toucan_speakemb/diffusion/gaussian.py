@@ -1,0 +1,166 @@
+"""Gaussian diffusion on vectors: forward process, training targets and losses, and samplers.
+
+Notation (Ho et al. 2020; Nichol & Dhariwal 2021; Salimans & Ho 2022 for v; Song et al. 2021 for DDIM),
+with index t = 0..T-1 standing for diffusion step t+1:
+
+    α_t = 1 - β_t,   ᾱ_t = Π_{s<=t} α_s
+    q(x_t | x_0)          = N(√ᾱ_t x_0, (1 - ᾱ_t) I)
+    q(x_{t-1} | x_t, x_0) = N(μ̃_t, β̃_t I),  μ̃_t = c0_t x_0 + ct_t x_t,
+        c0_t = √ᾱ_{t-1} β_t / (1 - ᾱ_t),  ct_t = √α_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t),  β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t)
+    ε-prediction: the network predicts ε in x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε
+    v-prediction: the network predicts v = √ᾱ_t ε - √(1-ᾱ_t) x_0
+
+The denoiser is any callable ``model(x_t, t) -> prediction`` with t an integer tensor of shape (n,).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PREDICTIONS = ("eps", "v")
+LOSSES = ("l1", "l2")
+VARIANCES = ("small", "large")  # β̃_t (posterior) or β_t, the two choices of Ho et al.
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class GaussianDiffusion:
+    def __init__(self, betas: np.ndarray, prediction: str = "eps", loss: str = "l2", variance: str = "small"):
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction '{prediction}' (known: {', '.join(PREDICTIONS)})")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss '{loss}' (known: {', '.join(LOSSES)})")
+        if variance not in VARIANCES:
+            raise ValueError(f"unknown variance '{variance}' (known: {', '.join(VARIANCES)})")
+        self.prediction, self.loss_type, self.variance = prediction, loss, variance
+        b = np.asarray(betas, dtype=np.float64)
+        self.num_timesteps = len(b)
+        self.betas = b
+        self.alphas = 1.0 - b
+        self.alphas_cumprod = np.cumprod(self.alphas)
+        self.alphas_cumprod_prev = np.concatenate([[1.0], self.alphas_cumprod[:-1]])
+        ab, abp = self.alphas_cumprod, self.alphas_cumprod_prev
+        self.posterior_variance = b * (1 - abp) / (1 - ab)
+        self.posterior_coef_x0 = np.sqrt(abp) * b / (1 - ab)
+        self.posterior_coef_xt = np.sqrt(self.alphas) * (1 - abp) / (1 - ab)
+
+    # ---- helpers ----------------------------------------------------------------------------------
+    @staticmethod
+    def _at(arr: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """arr[t] as a column broadcastable against ``like`` (n, d)."""
+        return torch.as_tensor(arr, dtype=like.dtype, device=like.device)[t].reshape(-1, *([1] * (like.dim() - 1)))
+
+    # ---- forward process --------------------------------------------------------------------------
+    def q_mean_variance(self, x0: torch.Tensor, t: torch.Tensor):
+        return self._at(np.sqrt(self.alphas_cumprod), t, x0) * x0, self._at(1 - self.alphas_cumprod, t, x0)
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        mean, var = self.q_mean_variance(x0, t)
+        return mean + var.sqrt() * noise
+
+    def q_posterior(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
+        mean = self._at(self.posterior_coef_x0, t, xt) * x0 + self._at(self.posterior_coef_xt, t, xt) * xt
+        return mean, self._at(self.posterior_variance, t, xt)
+
+    # ---- conversions between what the network predicts and x0 / ε ---------------------------------
+    def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        if self.prediction == "eps":
+            return noise
+        return self._at(np.sqrt(self.alphas_cumprod), t, x0) * noise - self._at(np.sqrt(1 - self.alphas_cumprod), t, x0) * x0
+
+    def x0_and_eps(self, xt: torch.Tensor, t: torch.Tensor, out: torch.Tensor):
+        sa = self._at(np.sqrt(self.alphas_cumprod), t, xt)
+        s1 = self._at(np.sqrt(1 - self.alphas_cumprod), t, xt)
+        if self.prediction == "eps":
+            eps = out
+            x0 = (xt - s1 * eps) / sa
+        else:
+            x0 = sa * xt - s1 * out
+            eps = s1 * xt + sa * out
+        return x0, eps
+
+    # ---- training ---------------------------------------------------------------------------------
+    def training_loss(self, model: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Mean L1 or L2 between the network output at x_t ~ q(x_t|x_0) and its target."""
+        out = model(self.q_sample(x0, t, noise), t)
+        tgt = self.target(x0, t, noise)
+        return F.l1_loss(out, tgt) if self.loss_type == "l1" else F.mse_loss(out, tgt)
+
+    # ---- samplers ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def p_sample_loop(self, model: Denoiser, x_T: torch.Tensor, generator: Optional[torch.Generator] = None,
+                      clip: Optional[float] = None, progress: Optional[Callable] = None) -> torch.Tensor:
+        """Ancestral DDPM sampling over all T steps, from x_T (usually N(0, I))."""
+        x = x_T
+        var = self.posterior_variance if self.variance == "small" else self.betas
+        for i in reversed(range(self.num_timesteps)):
+            t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+            x0, _ = self.x0_and_eps(x, t, model(x, t))
+            if clip is not None:
+                x0 = x0.clamp(-clip, clip)
+            mean, _ = self.q_posterior(x0, x, t)
+            if i > 0:
+                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+                x = mean + self._at(np.sqrt(var), t, x) * noise
+            else:
+                x = mean
+            if progress is not None:
+                progress(1)
+        return x
+
+    @staticmethod
+    def ddim_timesteps(num_timesteps: int, steps: int) -> np.ndarray:
+        """A decreasing sub-sequence of ``steps`` indices from T-1 to 0 ("trailing" spacing, so the first step
+        starts from pure noise: Lin et al. 2024)."""
+        if not 1 <= steps <= num_timesteps:
+            raise ValueError(f"sampling steps must be in 1..{num_timesteps}, got {steps}")
+        ts = np.round(np.linspace(num_timesteps, 0, steps + 1))[:-1].astype(np.int64) - 1
+        return np.unique(np.clip(ts, 0, num_timesteps - 1))[::-1]
+
+    @torch.no_grad()
+    def ddim_sample_loop(self, model: Denoiser, x_T: torch.Tensor, steps: int = 50, eta: float = 0.0,
+                         generator: Optional[torch.Generator] = None, clip: Optional[float] = None,
+                         timesteps: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """DDIM (Song et al. 2021, eq. 12): deterministic for eta = 0; eta = 1 is DDPM-like on the sub-sequence."""
+        ts = np.asarray(timesteps) if timesteps is not None else self.ddim_timesteps(self.num_timesteps, steps)
+        x = x_T
+        ab = self.alphas_cumprod
+        for k, i in enumerate(ts):
+            t = torch.full((x.shape[0],), int(i), dtype=torch.long, device=x.device)
+            x0, eps = self.x0_and_eps(x, t, model(x, t))
+            if clip is not None:
+                x0 = x0.clamp(-clip, clip)
+                eps = (x - float(np.sqrt(ab[i])) * x0) / float(np.sqrt(1 - ab[i]))
+            a_prev = ab[ts[k + 1]] if k + 1 < len(ts) else 1.0
+            sigma = eta * np.sqrt((1 - a_prev) / (1 - ab[i]) * (1 - ab[i] / a_prev))
+            x = float(np.sqrt(a_prev)) * x0 + float(np.sqrt(max(1 - a_prev - sigma**2, 0.0))) * eps
+            if sigma > 0:
+                x = x + float(sigma) * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return x
+
+
+def gaussian_optimal_denoiser(diffusion: GaussianDiffusion, mean: torch.Tensor, cov: torch.Tensor) -> Denoiser:
+    """The exact (Bayes-optimal) network output when the data is N(mean, cov).
+
+    E[x_0 | x_t] = μ + √ᾱ Σ (ᾱ Σ + (1-ᾱ) I)^{-1} (x_t - √ᾱ μ); converted to the diffusion's prediction type.
+    Used by the tests: with it, samplers must reproduce N(mean, cov).
+    """
+    d = mean.shape[0]
+    eye = torch.eye(d, dtype=cov.dtype)
+
+    def model(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(xt)
+        for i in torch.unique(t).tolist():
+            rows = t == i
+            a = float(diffusion.alphas_cumprod[i])
+            gain = np.sqrt(a) * cov @ torch.linalg.inv(a * cov + (1 - a) * eye)
+            x0 = mean + (xt[rows] - np.sqrt(a) * mean) @ gain.T
+            eps = (xt[rows] - np.sqrt(a) * x0) / np.sqrt(1 - a)
+            out[rows] = eps if diffusion.prediction == "eps" else np.sqrt(a) * eps - np.sqrt(1 - a) * x0
+        return out
+
+    return model

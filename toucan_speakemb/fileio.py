@@ -1,0 +1,96 @@
+"""Atomic, pickle-free file writing and reading (safetensors for tensors, JSON for everything else).
+
+Every writer goes through :func:`atomic_write_bytes`: the bytes land in a temporary file in the target's
+folder and are renamed into place, so a killed process leaves either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, Tuple
+
+import numpy as np
+
+from .errors import SpeakEmbError
+
+META_KEY = "toucan_speakemb"
+
+
+def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: os.PathLike | str, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: os.PathLike | str, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_tensors(path: os.PathLike | str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
+    """Write numpy arrays and a JSON-able metadata dict into one safetensors file, atomically."""
+    from safetensors.numpy import save
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    blob = save(arrays, metadata={META_KEY: json.dumps(meta)})
+    return atomic_write_bytes(path, blob)
+
+
+def load_tensors(path: os.PathLike | str, what: str = "file") -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+    """Read a file written by :func:`save_tensors`; any problem becomes one clear SpeakEmbError."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise SpeakEmbError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise SpeakEmbError(f"{what} {path} is a folder, expected a file")
+    if path.stat().st_size == 0:
+        raise SpeakEmbError(f"{what} {path} is empty")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            raw_meta = f.metadata() or {}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises several types for damaged headers and truncated data
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpeakEmbError(f"{what} {path} is damaged or not a safetensors file ({first})") from None
+    if META_KEY not in raw_meta:
+        raise SpeakEmbError(f"{what} {path} was not written by toucan-speakemb (no '{META_KEY}' metadata)")
+    try:
+        meta = json.loads(raw_meta[META_KEY])
+    except json.JSONDecodeError as e:
+        raise SpeakEmbError(f"{what} {path} has damaged metadata ({e.msg})") from None
+    return arrays, meta
+
+
+def read_json(path: os.PathLike | str, what: str = "file") -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise SpeakEmbError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SpeakEmbError(f"{what} {path} is not valid JSON ({e})") from None
+
+
+def check_finite(x: np.ndarray, what: str) -> None:
+    if not np.all(np.isfinite(x)):
+        bad = int((~np.isfinite(x)).any(axis=-1).sum()) if x.ndim > 1 else int((~np.isfinite(x)).sum())
+        raise SpeakEmbError(f"{what} contains NaN or infinite values ({bad} rows affected)")

@@ -1,0 +1,129 @@
+"""Generator: a trained run, loaded for sampling new voices.
+
+Each voice has its own 63-bit seed; with the deterministic DDIM sampler (eta = 0) a voice depends only on
+its seed and the generator's weights, so it can be re-made alone, in any batch, by id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .errors import SpeakEmbError
+from .fileio import load_tensors
+from .profiles import Profile
+from .standardize import Standardizer
+from .training import GENERATOR_KIND, FORMAT_VERSION, build_diffusion, build_model
+
+
+def voice_seeds(seed: int, n: int) -> np.ndarray:
+    """n distinct per-voice seeds derived from one bank seed (SeedSequence: no overlap between bank seeds)."""
+    state = np.random.SeedSequence(int(seed)).generate_state(2 * n, dtype=np.uint32).astype(np.uint64)
+    seeds = ((state[0::2] << np.uint64(31)) ^ state[1::2]) & np.uint64((1 << 63) - 1)
+    return seeds.astype(np.int64)
+
+
+class Generator:
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, standardizer: Standardizer, profile: Profile,
+                 meta: Dict, fingerprint: str, path: Optional[Path] = None):
+        self.model, self.cfg, self.standardizer, self.profile = model.eval(), cfg, standardizer, profile
+        self.meta, self.fingerprint, self.path = meta, fingerprint, path
+        self.diffusion = build_diffusion(cfg)
+
+    @property
+    def dim(self) -> int:
+        return self.profile.dim
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "Generator":
+        """Load from a run folder (its ``generator.safetensors``) or the file itself."""
+        path = Path(path)
+        if path.is_dir():
+            if not (path / "generator.safetensors").exists():
+                hint = " (training has not finished; resume it with the same train command)" if (
+                    path / "checkpoints").exists() else ""
+                raise SpeakEmbError(f"{path} holds no generator.safetensors{hint}")
+            path = path / "generator.safetensors"
+        arrays, meta = load_tensors(path, "generator")
+        if meta.get("kind") != GENERATOR_KIND:
+            raise SpeakEmbError(f"{path} is a '{meta.get('kind')}' file, not a generator")
+        if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
+            raise SpeakEmbError(f"{path} has generator format {meta.get('format_version')!r}; "
+                                f"this version reads up to {FORMAT_VERSION}")
+        try:
+            cfg = TrainConfig.from_dict(meta["config"], f"{path} config")
+            profile = Profile.from_json(meta["profile"])
+            model = build_model(cfg, profile.dim)
+            sd = {k[len("model."):]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("model.")}
+            model.load_state_dict(sd)
+            st = Standardizer(arrays["norm.mean"], arrays["norm.std"])
+        except (KeyError, RuntimeError) as e:
+            raise SpeakEmbError(f"generator {path} is damaged or incomplete ({str(e).splitlines()[0][:160]})") from None
+        if len(st.mean) != profile.dim:
+            raise SpeakEmbError(f"generator {path}: statistics are {len(st.mean)}-dim, profile is {profile.dim}-dim")
+        h = hashlib.sha256()
+        for k in sorted(arrays):
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(arrays[k]).tobytes())
+        return cls(model, cfg, st, profile, meta, h.hexdigest()[:16], path)
+
+    # ---- sampling ---------------------------------------------------------------------------------
+    def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
+        """x_T for each voice from its own seed."""
+        out = torch.empty(len(seeds), self.dim)
+        g = torch.Generator()
+        for i, s in enumerate(seeds):
+            g.manual_seed(int(s))
+            out[i] = torch.randn(self.dim, generator=g)
+        return out
+
+    @torch.no_grad()
+    def sample_seeds(self, seeds: Sequence[int], sampler: Optional[str] = None, steps: Optional[int] = None,
+                     eta: Optional[float] = None, batch_size: Optional[int] = None) -> np.ndarray:
+        """Embeddings (n, d) in the data space for the given per-voice seeds."""
+        sc = self.cfg.sample
+        sampler = sampler or sc.sampler
+        steps = steps or sc.steps
+        eta = sc.eta if eta is None else eta
+        batch_size = batch_size or sc.batch_size
+        if sampler not in ("ddim", "ancestral"):
+            raise SpeakEmbError(f"unknown sampler '{sampler}' (known: ddim, ancestral)")
+        if sampler == "ddim" and not 1 <= steps <= self.diffusion.num_timesteps:
+            raise SpeakEmbError(f"--steps must be in 1..{self.diffusion.num_timesteps}; got {steps}")
+        seeds = [int(s) for s in seeds]
+        out = []
+        for b in range(0, len(seeds), batch_size):
+            chunk = seeds[b:b + batch_size]
+            x_T = self.initial_noise(chunk)
+            # Stochastic parts (ancestral noise, eta > 0) follow the chunk's first seed: reproducible per bank.
+            g = torch.Generator().manual_seed(chunk[0] ^ 0x5EED)
+            if sampler == "ddim":
+                z = self.diffusion.ddim_sample_loop(self.model, x_T, steps=steps, eta=eta, generator=g)
+            else:
+                z = self.diffusion.p_sample_loop(self.model, x_T, generator=g)
+            out.append(self.standardizer.inverse(z.numpy()))
+        return np.concatenate(out, axis=0) if out else np.zeros((0, self.dim), np.float32)
+
+    def sample(self, n: int, seed: int = 0, **kwargs) -> np.ndarray:
+        """n new voices from one seed: ``sample(n, seed)`` always gives the same (n, d) array."""
+        if n < 1:
+            raise SpeakEmbError(f"number of voices must be at least 1; got {n}")
+        return self.sample_seeds(voice_seeds(seed, n), **kwargs)
+
+    def describe(self) -> Dict:
+        return {"path": str(self.path) if self.path else None, "fingerprint": self.fingerprint,
+                "profile": self.profile.name, "dim": self.dim, "trained_steps": self.meta.get("trained_steps"),
+                "schedule": self.cfg.diffusion.schedule, "model": self.cfg.model.kind,
+                "level": self.cfg.data.level}
+
+
+def timed_sample(gen: Generator, n: int, seed: int = 0, **kwargs):
+    t0 = time.perf_counter()
+    x = gen.sample(n, seed, **kwargs)
+    return x, time.perf_counter() - t0

@@ -1,0 +1,398 @@
+"""Training a generator: data at the chosen level, the DDPM loop, checkpoints that resume exactly.
+
+A run folder holds, as the run goes::
+
+    config.yaml               the resolved config the run uses (every hyperparameter)
+    train.log                 what happened, with times
+    checkpoints/step_NNNNNNN.safetensors   weights, EMA, optimiser, RNG states, loss history
+    loss.csv, loss.png        the training loss (written at every checkpoint and at the end)
+    train_speakers.safetensors  the training speakers (means), for novelty checks
+    generator.safetensors     the finished generator: EMA weights, standardisation, config, profile
+    summary.json              data, timing and the final loss
+
+Resuming after a kill restarts from the newest checkpoint and gives the same weights as a run that was never
+interrupted (all randomness comes from generators whose states are checkpointed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import TrainConfig
+from .diffusion.denoisers import build_denoiser
+from .diffusion.gaussian import GaussianDiffusion
+from .diffusion.schedules import make_betas
+from .embedding_set import EmbeddingSet
+from .errors import SpeakEmbError
+from .fileio import atomic_write_json, atomic_write_text, load_tensors, save_tensors
+from .standardize import Standardizer
+
+log = logging.getLogger("toucan_speakemb.train")
+
+CHECKPOINT_KIND = "checkpoint"
+GENERATOR_KIND = "generator"
+FORMAT_VERSION = 1
+
+
+def build_diffusion(cfg: TrainConfig) -> GaussianDiffusion:
+    dc = cfg.diffusion
+    betas = make_betas(dc.schedule, dc.timesteps, dc.beta_start, dc.beta_end)
+    return GaussianDiffusion(betas, dc.prediction, dc.loss, dc.variance)
+
+
+def build_model(cfg: TrainConfig, dim: int) -> torch.nn.Module:
+    return build_denoiser(cfg.model.kind, dim, cfg.diffusion.timesteps, cfg.model.options())
+
+
+# ---- data ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainingData:
+    """Rows the loop draws from, in standardised units, and how a batch is drawn."""
+
+    rows: np.ndarray               # (n, d) standardised
+    row_speaker: np.ndarray        # (n,) speaker index of each row
+    level: str
+    n_speakers: int
+    standardizer: Standardizer
+
+    def draw(self, batch: int, gen: torch.Generator) -> torch.Tensor:
+        n = len(self.rows)
+        if self.level == "balanced":
+            spk = torch.randint(self.n_speakers, (batch,), generator=gen).numpy()
+            u = torch.rand(batch, generator=gen, dtype=torch.float64).numpy()
+            idx = self._starts[spk] + np.minimum((u * self._counts[spk]).astype(np.int64), self._counts[spk] - 1)
+            idx = self._order[idx]
+        else:
+            idx = torch.randint(n, (batch,), generator=gen).numpy()
+        return torch.from_numpy(self.rows[idx])
+
+    def __post_init__(self):
+        self._order = np.argsort(self.row_speaker, kind="stable")
+        self._counts = np.bincount(self.row_speaker, minlength=self.n_speakers)
+        self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]])
+
+
+def prepare_data(es: EmbeddingSet, cfg: TrainConfig) -> Tuple[TrainingData, EmbeddingSet]:
+    """Filter speakers, pick the level, fit the standardisation. Returns the data and the training speakers."""
+    counts = es.counts_per_speaker()
+    keep = [c >= cfg.data.min_utterances for c in (counts[s] for s in es.speaker_ids)]
+    if not all(keep):
+        dropped = sum(1 for s, c in counts.items() if c < cfg.data.min_utterances)
+        log.info("leaving out %d speakers with fewer than %d utterances", dropped, cfg.data.min_utterances)
+        es = es.subset(np.array(keep))
+    if len(es.speakers) < 2:
+        raise SpeakEmbError(f"training needs at least 2 speakers; the data has {len(es.speakers)} "
+                            f"(a generator of new voices learns how speakers differ)")
+    means = es.speaker_means()
+    level = cfg.data.level
+    if level == "speaker":
+        raw, row_spk, weights = means.embeddings, np.arange(len(means)), None
+    else:
+        raw, row_spk = es.embeddings, es.speaker_index()
+        weights = 1.0 / np.bincount(row_spk)[row_spk] if level == "balanced" else None
+    st = Standardizer.fit(raw, weights, cfg.normalization.min_std, cfg.normalization.standardize)
+    data = TrainingData(st.forward(raw), row_spk, level, len(means), st)
+    return data, means
+
+
+# ---- checkpoints --------------------------------------------------------------------------------------
+def _state_arrays(prefix: str, sd: Dict[str, torch.Tensor]) -> Dict[str, np.ndarray]:
+    return {f"{prefix}{k}": v.detach().cpu().numpy() for k, v in sd.items()}
+
+
+def _optim_arrays(opt: torch.optim.Optimizer) -> Dict[str, np.ndarray]:
+    out = {}
+    for pid, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            out[f"optim.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().numpy()
+    return out
+
+
+def _load_optim(opt: torch.optim.Optimizer, arrays: Dict[str, np.ndarray]) -> None:
+    sd = opt.state_dict()
+    state: Dict[int, Dict[str, torch.Tensor]] = {}
+    for key, arr in arrays.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = torch.from_numpy(arr.copy())
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def _rng_array(state: torch.Tensor) -> np.ndarray:
+    return state.numpy().copy()
+
+
+def list_checkpoints(run_dir: Path) -> List[Path]:
+    return sorted((run_dir / "checkpoints").glob("step_*.safetensors"))
+
+
+@dataclass
+class TrainState:
+    step: int
+    history: List[List[float]]  # [step, loss, lr]
+    elapsed: float
+
+
+def save_checkpoint(run_dir: Path, cfg: TrainConfig, model, ema, opt, gen: torch.Generator, data: TrainingData,
+                    state: TrainState, profile_json: Dict) -> Path:
+    arrays = {}
+    arrays.update(_state_arrays("model.", model.state_dict()))
+    arrays.update(_state_arrays("ema.", ema.state_dict()))
+    arrays.update(_optim_arrays(opt))
+    arrays["rng.loop"] = _rng_array(gen.get_state())
+    arrays["rng.torch"] = _rng_array(torch.get_rng_state())
+    arrays["norm.mean"], arrays["norm.std"] = data.standardizer.mean, data.standardizer.std
+    meta = {"kind": CHECKPOINT_KIND, "format_version": FORMAT_VERSION, "step": state.step,
+            "elapsed": state.elapsed, "history": state.history, "config": cfg.to_dict(), "profile": profile_json}
+    path = run_dir / "checkpoints" / f"step_{state.step:07d}.safetensors"
+    save_tensors(path, arrays, meta)
+    for old in list_checkpoints(run_dir)[: -cfg.train.keep_checkpoints]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path):
+    arrays, meta = load_tensors(path, "checkpoint")
+    if meta.get("kind") != CHECKPOINT_KIND:
+        raise SpeakEmbError(f"{path} is a '{meta.get('kind')}' file, not a training checkpoint")
+    return arrays, meta
+
+
+def _sub(arrays: Dict[str, np.ndarray], prefix: str) -> Dict[str, torch.Tensor]:
+    return {k[len(prefix):]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith(prefix)}
+
+
+# ---- the loop -----------------------------------------------------------------------------------------
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    tc = cfg.train
+    if step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    if tc.lr_schedule == "constant":
+        return tc.lr
+    progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
+    return tc.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _config_differences(a: Dict, b: Dict, prefix: str = "") -> List[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _config_differences(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {vb!r} -> {va!r}")
+    return out
+
+
+def _attach_log_file(run_dir: Path) -> logging.Handler:
+    h = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    h.setLevel(logging.INFO)
+    logging.getLogger("toucan_speakemb").addHandler(h)
+    if logging.getLogger("toucan_speakemb").getEffectiveLevel() > logging.INFO:
+        logging.getLogger("toucan_speakemb").setLevel(logging.INFO)
+    return h
+
+
+def load_training_set(data: Union[str, Path, EmbeddingSet], profile: Optional[str] = None) -> EmbeddingSet:
+    if isinstance(data, EmbeddingSet):
+        return data
+    if str(data).startswith("builtin:"):
+        from .synthetic import builtin_set
+
+        return builtin_set(str(data))
+    return EmbeddingSet.load(data, profile=profile)
+
+
+def train(data: Union[str, Path, EmbeddingSet], out: Union[str, Path], cfg: Optional[TrainConfig] = None,
+          progress: bool = True, max_steps: Optional[int] = None) -> Path:
+    """Train (or resume) a generator in ``out``; returns the path of ``generator.safetensors``.
+
+    ``max_steps`` stops early after that many steps of this call (a stand-in for a kill in tests and
+    benchmarks); the run can then be resumed with the same call.
+    """
+    cfg = cfg or TrainConfig()
+    run_dir = Path(out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = _attach_log_file(run_dir)
+    try:
+        return _train(load_training_set(data), run_dir, cfg, progress, max_steps, data)
+    finally:
+        logging.getLogger("toucan_speakemb").removeHandler(handler)
+        handler.close()
+
+
+def _train(es: EmbeddingSet, run_dir: Path, cfg: TrainConfig, progress: bool, max_steps: Optional[int],
+           data_source) -> Path:
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    cfg_path = run_dir / "config.yaml"
+    checkpoints = list_checkpoints(run_dir)
+    if cfg_path.exists() and checkpoints:
+        import yaml
+
+        previous = TrainConfig.from_dict(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
+        diffs = [d for d in _config_differences(cfg.to_dict(), previous.to_dict()) if not d.startswith("train.steps")]
+        if diffs:
+            raise SpeakEmbError(f"{run_dir} holds a run with a different config ({diffs[0]}); "
+                                f"use another --out or the same config to resume")
+    atomic_write_text(cfg_path, cfg.to_yaml())
+
+    data, train_speakers = prepare_data(es, cfg)
+    dim = es.dim
+    log.info("data: %s; training at the %s level on %d rows", es.summary(), cfg.data.level, len(data.rows))
+
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    diffusion = build_diffusion(cfg)
+    model = build_model(cfg, dim)
+    ema = build_model(cfg, dim)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    state = TrainState(0, [], 0.0)
+
+    if checkpoints:
+        arrays, meta = load_checkpoint(checkpoints[-1])
+        prof = meta.get("profile", {})
+        if prof.get("dim") != dim or prof.get("name") != es.profile.name:
+            raise SpeakEmbError(
+                f"{run_dir} was trained on '{prof.get('name')}' ({prof.get('dim')}-dim) data, but --data is "
+                f"'{es.profile.name}' ({dim}-dim); use another --out"
+            )
+        try:
+            model.load_state_dict(_sub(arrays, "model."))
+            ema.load_state_dict(_sub(arrays, "ema."))
+            _load_optim(opt, arrays)
+            gen.set_state(torch.from_numpy(arrays["rng.loop"].copy()))
+            torch.set_rng_state(torch.from_numpy(arrays["rng.torch"].copy()))
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise SpeakEmbError(f"checkpoint {checkpoints[-1]} does not fit this config/model "
+                                f"({str(e).splitlines()[0][:200]})") from None
+        if not (np.array_equal(arrays["norm.mean"], data.standardizer.mean)
+                and np.array_equal(arrays["norm.std"], data.standardizer.std)):
+            raise SpeakEmbError(f"{run_dir} was trained on different data than --data (its statistics differ); "
+                                f"use another --out")
+        state = TrainState(int(meta["step"]), meta.get("history", []), float(meta.get("elapsed", 0.0)))
+        log.info("resuming from %s (step %d)", checkpoints[-1].name, state.step)
+
+    EmbeddingSet.save(train_speakers, run_dir / "train_speakers.safetensors")
+    total = cfg.train.steps
+    stop_at = total if max_steps is None else min(total, state.step + max_steps)
+    model.train()
+    t0 = time.perf_counter()
+    elapsed0 = state.elapsed
+    running, count = 0.0, 0
+    bar = None
+    if progress and state.step < stop_at:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
+    while state.step < stop_at:
+        step = state.step
+        lr = lr_at(cfg, step)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x0 = data.draw(cfg.train.batch_size, gen)
+        t = torch.randint(diffusion.num_timesteps, (len(x0),), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        loss = diffusion.training_loss(model, x0, t, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        opt.step()
+        decay = min(cfg.train.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
+        running += float(loss.detach())
+        count += 1
+        state.step += 1
+        if bar is not None:
+            bar.update(1)
+        if state.step % cfg.train.log_every == 0 or state.step == total:
+            state.history.append([state.step, running / count, lr])
+            if bar is not None:
+                bar.set_postfix(loss=f"{running / count:.4f}")
+            running, count = 0.0, 0
+        if state.step % cfg.train.checkpoint_every == 0 or state.step == total:
+            state.elapsed = elapsed0 + time.perf_counter() - t0
+            save_checkpoint(run_dir, cfg, model, ema, opt, gen, data, state, es.profile.to_json())
+            write_loss_log(run_dir, state.history)
+    if bar is not None:
+        bar.close()
+    state.elapsed = elapsed0 + time.perf_counter() - t0
+    if state.step < total:
+        log.info("stopped at step %d of %d (resume with the same command)", state.step, total)
+        return run_dir / "generator.safetensors"
+
+    gen_path = save_generator(run_dir, cfg, ema, data.standardizer, es, train_speakers, state)
+    write_loss_log(run_dir, state.history, plot=True)
+    atomic_write_json(run_dir / "summary.json", {
+        "toucan_speakemb_version": __version__,
+        "data": str(data_source) if not isinstance(data_source, EmbeddingSet) else "in-memory EmbeddingSet",
+        "data_summary": es.summary(),
+        "level": cfg.data.level,
+        "training_rows": int(len(data.rows)),
+        "training_speakers": int(data.n_speakers),
+        "steps": state.step,
+        "train_seconds": round(state.elapsed, 2),
+        "final_loss": state.history[-1][1] if state.history else None,
+        "generator": gen_path.name,
+    })
+    log.info("finished %d steps in %.1f s; generator: %s", state.step, state.elapsed, gen_path)
+    return gen_path
+
+
+def save_generator(run_dir: Path, cfg: TrainConfig, ema, st: Standardizer, es: EmbeddingSet,
+                   train_speakers: EmbeddingSet, state: TrainState) -> Path:
+    arrays = _state_arrays("model.", ema.state_dict())
+    arrays["norm.mean"], arrays["norm.std"] = st.mean, st.std
+    meta = {
+        "kind": GENERATOR_KIND,
+        "format_version": FORMAT_VERSION,
+        "profile": es.profile.to_json(),
+        "config": cfg.to_dict(),
+        "trained_steps": state.step,
+        "training_speakers": len(train_speakers),
+        "toucan_speakemb_version": __version__,
+    }
+    return save_tensors(run_dir / "generator.safetensors", arrays, meta)
+
+
+def write_loss_log(run_dir: Path, history: Sequence[Sequence[float]], plot: bool = False) -> None:
+    lines = ["step,loss,lr"] + [f"{int(s)},{l:.6g},{lr:.6g}" for s, l, lr in history]
+    atomic_write_text(run_dir / "loss.csv", "\n".join(lines) + "\n")
+    if plot and history:
+        from .plots import plot_loss
+
+        plot_loss(history, run_dir / "loss.png")
+
+
+def read_loss_log(run_dir: Path) -> List[Tuple[int, float, float]]:
+    path = Path(run_dir) / "loss.csv"
+    rows = []
+    for line in path.read_text().splitlines()[1:]:
+        s, l, lr = line.split(",")
+        rows.append((int(s), float(l), float(lr)))
+    return rows
+
+
+def config_from_generator_meta(meta: Dict) -> TrainConfig:
+    return TrainConfig.from_dict(meta["config"], "generator config")
+
+
+def summary_json(run_dir: Path) -> Dict:
+    return json.loads((Path(run_dir) / "summary.json").read_text())

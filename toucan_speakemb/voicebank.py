@@ -1,0 +1,95 @@
+"""VoiceBank: sampled voices with their ids, seeds, embeddings and provenance.
+
+On disk: safetensors with ``embeddings`` (n, d) float32 and ``seeds`` (n,) int64; JSON metadata holds the
+ids, the profile, and where the voices came from (generator path and fingerprint, sampler, steps, time,
+version). A voice id is ``<generator fingerprint[:8]>-<seed>``: with the generator it re-makes the voice.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+
+from . import __version__
+from .errors import SpeakEmbError
+from .fileio import atomic_write_bytes, check_finite, load_tensors, save_tensors
+from .profiles import Profile
+
+KIND = "voice-bank"
+FORMAT_VERSION = 1
+
+
+def voice_id(fingerprint: str, seed: int) -> str:
+    return f"{fingerprint[:8]}-{int(seed)}"
+
+
+@dataclass
+class VoiceBank:
+    embeddings: np.ndarray
+    seeds: np.ndarray
+    ids: List[str]
+    profile: Profile
+    provenance: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.embeddings = np.asarray(self.embeddings, dtype=np.float32)
+        self.seeds = np.asarray(self.seeds, dtype=np.int64)
+        n = len(self.embeddings)
+        if self.embeddings.ndim != 2 or self.embeddings.shape[1] != self.profile.dim:
+            raise SpeakEmbError(f"voice bank: embeddings of shape {self.embeddings.shape} do not fit profile "
+                                f"'{self.profile.name}' ({self.profile.dim}-dim)")
+        if len(self.seeds) != n or len(self.ids) != n:
+            raise SpeakEmbError(f"voice bank: {n} embeddings but {len(self.seeds)} seeds and {len(self.ids)} ids")
+        if len(set(self.ids)) != n:
+            raise SpeakEmbError("voice bank: voice ids are not unique")
+        check_finite(self.embeddings, "voice bank")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def from_generator(cls, generator, n: int, seed: int, sampler: Optional[str] = None,
+                       steps: Optional[int] = None) -> "VoiceBank":
+        from .generator import voice_seeds
+
+        seeds = voice_seeds(seed, n)
+        x = generator.sample_seeds(seeds, sampler=sampler, steps=steps)
+        sc = generator.cfg.sample
+        prov = {
+            "generator": generator.describe(),
+            "bank_seed": int(seed),
+            "sampler": sampler or sc.sampler,
+            "steps": steps or sc.steps if (sampler or sc.sampler) == "ddim" else generator.diffusion.num_timesteps,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "toucan_speakemb_version": __version__,
+        }
+        return cls(x, seeds, [voice_id(generator.fingerprint, s) for s in seeds], generator.profile, prov)
+
+    def save(self, path: Union[str, Path]) -> Path:
+        meta = {"kind": KIND, "format_version": FORMAT_VERSION, "profile": self.profile.to_json(),
+                "ids": self.ids, "provenance": self.provenance}
+        return save_tensors(path, {"embeddings": self.embeddings, "seeds": self.seeds}, meta)
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "VoiceBank":
+        arrays, meta = load_tensors(path, "voice bank")
+        if meta.get("kind") != KIND:
+            raise SpeakEmbError(f"{path} is a '{meta.get('kind')}' file, not a voice bank")
+        if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
+            raise SpeakEmbError(f"{path} has voice-bank format {meta.get('format_version')!r}; "
+                                f"this version reads up to {FORMAT_VERSION}")
+        try:
+            return cls(arrays["embeddings"], arrays["seeds"], list(meta["ids"]), Profile.from_json(meta["profile"]),
+                       meta.get("provenance") or {})
+        except KeyError as e:
+            raise SpeakEmbError(f"voice bank {path} lacks {e}") from None
+
+    def save_npy(self, path: Union[str, Path]) -> Path:
+        buf = io.BytesIO()
+        np.save(buf, self.embeddings, allow_pickle=False)
+        return atomic_write_bytes(path, buf.getvalue())
