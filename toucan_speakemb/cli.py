@@ -22,6 +22,10 @@ class _Group(click.Group):
         except SpeakEmbError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
+        except OSError as e:  # unwritable output, a file where a folder should be, a full disk
+            where = f": {e.filename}" if getattr(e, "filename", None) else ""
+            click.echo(f"error: {e.strerror or e}{where}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted; files already written are complete (atomic writes)", err=True)
             sys.exit(130)
@@ -73,6 +77,8 @@ from .cli_generate import demo, sample, train  # noqa: E402
 main.add_command(train)
 main.add_command(sample)
 main.add_command(demo)
+from . import cli_extract  # noqa: E402
+cli_extract.register(main)
 
 
 if __name__ == "__main__":

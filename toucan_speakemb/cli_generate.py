@@ -67,6 +67,10 @@ def sample(generator, n, seed, out, npy, sampler, steps):
     from .generator import Generator
     from .voicebank import VoiceBank
 
+    from .fileio import check_writable
+
+    for target in filter(None, (out, npy)):  # fail before anything is written, so nothing is half-replaced
+        check_writable(target)
     gen = Generator.load(generator)
     bank = VoiceBank.from_generator(gen, n, seed, sampler=sampler, steps=steps)
     bank.save(out)
@@ -80,7 +84,7 @@ def sample(generator, n, seed, out, npy, sampler, steps):
 @click.option("--out", "out", default="demo_out", type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--steps", type=click.IntRange(min=10), default=3000, help="Training steps.")
 @click.option("--voices", type=click.IntRange(min=20), default=500, help="Voices to sample.")
-@click.option("--seed", type=int, default=0)
+@click.option("--seed", type=int, default=0, help="Seed of training and sampling (same seed, same report).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def demo(out, steps, voices, seed, no_progress):
     """Train a small generator on embedded data of known structure, sample voices, write a report.

@@ -8,6 +8,7 @@ config as ``config.yaml``. Unknown keys and wrong types are errors, not silently
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -58,7 +59,11 @@ class ModelConfig:
 
 @dataclass
 class NormalizationConfig:
-    standardize: bool = True  # per-dimension mean/std, stored with the model
+    standardize: bool = True  # transform the data to unit scale (stored with the model); False: raw data
+    # standard: per-dimension mean/std; quantile: empirical CDF -> normal per dimension, then mean/std
+    # (generated values stay inside each dimension's training range; see toucan_speakemb/standardize.py)
+    transform: str = "standard"
+    n_quantiles: int = 1000
     min_std: float = 1.0e-4   # floor for dimensions that are (nearly) constant in the training data
 
 
@@ -135,6 +140,7 @@ class TrainConfig:
             ("diffusion.variance", self.diffusion.variance, VARIANCES),
             ("model.kind", self.model.kind, tuple(DENOISERS)),
             ("train.lr_schedule", self.train.lr_schedule, ("cosine", "constant")),
+            ("normalization.transform", self.normalization.transform, ("standard", "quantile")),
             ("sample.sampler", self.sample.sampler, ("ddim", "ancestral")),
         ]
         for key, value, allowed in choices:
@@ -143,10 +149,25 @@ class TrainConfig:
         positive = [("diffusion.timesteps", self.diffusion.timesteps), ("train.steps", self.train.steps),
                     ("train.batch_size", self.train.batch_size), ("train.lr", self.train.lr),
                     ("model.hidden", self.model.hidden), ("train.log_every", self.train.log_every),
-                    ("train.checkpoint_every", self.train.checkpoint_every), ("sample.steps", self.sample.steps)]
+                    ("train.checkpoint_every", self.train.checkpoint_every), ("sample.steps", self.sample.steps),
+                    ("normalization.n_quantiles", self.normalization.n_quantiles)]
         for key, value in positive:
             if not value > 0:
                 raise SpeakEmbError(f"{source}: {key} must be positive; got {value}")
+        at_least = [("sample.batch_size", self.sample.batch_size, 1), ("train.keep_checkpoints", self.train.keep_checkpoints, 1),
+                    ("train.warmup_steps", self.train.warmup_steps, 0), ("sample.eta", self.sample.eta, 0),
+                    ("model.blocks", self.model.blocks, 1), ("model.expansion", self.model.expansion, 1),
+                    ("model.time_dim", self.model.time_dim, 2), ("data.min_utterances", self.data.min_utterances, 1),
+                    ("train.weight_decay", self.train.weight_decay, 0), ("train.grad_clip", self.train.grad_clip, 0)]
+        if self.train.threads is not None:
+            at_least.append(("train.threads", self.train.threads, 1))
+        for key, value, low in at_least:
+            if value < low:
+                raise SpeakEmbError(f"{source}: {key} must be at least {low}; got {value}")
+        if not 0 <= self.model.dropout < 1:
+            raise SpeakEmbError(f"{source}: model.dropout must be in [0, 1); got {self.model.dropout}")
+        if not self.normalization.min_std > 0:
+            raise SpeakEmbError(f"{source}: normalization.min_std must be positive; got {self.normalization.min_std}")
         if not 0 <= self.train.ema_decay < 1:
             raise SpeakEmbError(f"{source}: train.ema_decay must be in [0, 1); got {self.train.ema_decay}")
         if not 0 < self.diffusion.beta_start < self.diffusion.beta_end < 1:
@@ -164,6 +185,7 @@ def _build(cls, d: Dict[str, Any], source: str, prefix: str):
     if unknown:
         raise SpeakEmbError(f"{source}: unknown config key '{prefix}{unknown[0]}' (known in this section: "
                             f"{', '.join(fields)})")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     defaults = cls()
     for name, value in d.items():
@@ -171,22 +193,27 @@ def _build(cls, d: Dict[str, Any], source: str, prefix: str):
         if dataclasses.is_dataclass(default):
             kwargs[name] = _build(type(default), value, source, f"{prefix}{name}.")
         else:
-            kwargs[name] = _coerce(value, default, f"{prefix}{name}", source)
+            kwargs[name] = _coerce(value, hints[name], f"{prefix}{name}", source)
     return cls(**kwargs)
 
 
-def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the field's annotation (int, float, str, bool or Optional of one)."""
+    optional = typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
+    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if value is None:
+        if optional:
+            return None
+        raise SpeakEmbError(f"{source}: {key} must be a {base.__name__}; got null")
+    if base is bool:
         if isinstance(value, bool):
             return value
-    elif isinstance(default, int):
+    elif base is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-    elif isinstance(default, float):
+    elif base is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str):  # YAML reads "1e-3" (no dot) as a string
@@ -194,10 +221,10 @@ def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-    elif isinstance(default, str):
+    elif base is str:
         if isinstance(value, str):
             return value
-    raise SpeakEmbError(f"{source}: {key} must be a {type(default).__name__}; got {value!r}")
+    raise SpeakEmbError(f"{source}: {key} must be a {base.__name__}; got {value!r}")
 
 
 def apply_overrides(d: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:

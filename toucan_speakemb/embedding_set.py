@@ -209,6 +209,9 @@ class EmbeddingSet:
             raise SpeakEmbError(f"embedding file not found: {path}")
         if path.stat().st_size == 0:
             raise SpeakEmbError(f"embedding file {path} is empty")
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # .npz files are zip archives
+                raise SpeakEmbError(f"{path} is not a readable .npz file (not a zip archive)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}

@@ -36,6 +36,20 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> Path:
     return path
 
 
+def check_writable(path: os.PathLike | str) -> None:
+    """Refuse early, with one line, an output path that cannot be written (a file where a folder must be)."""
+    path = Path(path)
+    if path.is_dir():
+        raise SpeakEmbError(f"output {path} is a folder, expected a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SpeakEmbError(f"cannot write {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK):
+                raise SpeakEmbError(f"cannot write {path}: {parent} is not writable")
+            return
+
+
 def atomic_write_text(path: os.PathLike | str, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -62,7 +62,7 @@ class Generator:
             model = build_model(cfg, profile.dim)
             sd = {k[len("model."):]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("model.")}
             model.load_state_dict(sd)
-            st = Standardizer(arrays["norm.mean"], arrays["norm.std"])
+            st = Standardizer.from_arrays(arrays)
         except (KeyError, RuntimeError) as e:
             raise SpeakEmbError(f"generator {path} is damaged or incomplete ({str(e).splitlines()[0][:160]})") from None
         if len(st.mean) != profile.dim:

@@ -1,38 +1,128 @@
-"""Per-dimension standardisation of embeddings, stored with the model.
+"""Data transforms between embedding space and the unit-scale space the diffusion works in.
 
-Embedding dimensions differ in scale by orders of magnitude (ECAPA vs x-vector parts of the 704 space;
-GE2E dimensions that are almost always 0), and the diffusion's N(0, I) prior only matches data of unit
-scale. Dimensions that are (nearly) constant get a floor on their std so they map to ~0, not to ±inf.
+Stored with the model and undone after sampling:
+
+- ``standard``: per-dimension standardisation. Embedding dimensions differ in scale by orders of magnitude
+  (ECAPA vs x-vector parts of the 704 space), and the diffusion's N(0, I) prior only fits data of unit scale.
+  Dimensions that are (nearly) constant get a floor on their std so they map to ~0, not to ±inf.
+- ``quantile``: each dimension is first mapped through its empirical distribution function onto a standard
+  normal (a Gaussian-copula marginal transform, as TabDDPM does for tabular features; Kotelnikov et al.
+  2023), then standardised. Its inverse is the empirical quantile function, so every generated value lies in
+  the range that dimension takes in the training data: encoders whose outputs are non-negative (ReLU before
+  the embedding layer, e.g. GE2E) or bounded keep that property, and point masses (dimensions that are often
+  exactly 0) are reproduced as point masses. It changes marginals only; the joint structure (norms,
+  correlations, speakers) is left to the diffusion model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
+from scipy.special import ndtr, ndtri
+
+TRANSFORMS = ("standard", "quantile")
 
 
 @dataclass
 class Standardizer:
     mean: np.ndarray
     std: np.ndarray
+    # (k, d) sorted quantile values of each dimension at levels (i + 0.5) / k; None for kind "standard"
+    quantiles: Optional[np.ndarray] = None
+
+    @property
+    def kind(self) -> str:
+        return "standard" if self.quantiles is None else "quantile"
 
     @classmethod
     def fit(cls, x: np.ndarray, weights: Optional[np.ndarray] = None, min_std: float = 1e-4,
-            enabled: bool = True) -> "Standardizer":
+            enabled: bool = True, kind: str = "standard", n_quantiles: int = 1000) -> "Standardizer":
         x = np.asarray(x, dtype=np.float64)
         d = x.shape[1]
         if not enabled:
             return cls(np.zeros(d, np.float32), np.ones(d, np.float32))
+        if kind not in TRANSFORMS:
+            raise ValueError(f"unknown transform '{kind}' (known: {', '.join(TRANSFORMS)})")
+        q = None
+        if kind == "quantile":
+            k = min(n_quantiles, len(x))
+            levels = (np.arange(k) + 0.5) / k
+            if weights is None:
+                q = np.quantile(x, levels, axis=0, method="inverted_cdf" if k == len(x) else "linear")
+            else:
+                q = _weighted_quantiles(x, np.asarray(weights, dtype=np.float64), levels)
+            q = np.maximum.accumulate(q, axis=0).astype(np.float32)
+            x = _to_normal(x, q)
         w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
         w = w / w.sum()
         mean = w @ x
         std = np.sqrt(w @ (x - mean) ** 2)
-        return cls(mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32))
+        return cls(mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32), q)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
+        x = np.asarray(x, dtype=np.float64)
+        if self.quantiles is not None:
+            x = _to_normal(x, self.quantiles)
+        return ((x - self.mean) / self.std).astype(np.float32)
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
-        return (np.asarray(z, dtype=np.float32) * self.std + self.mean).astype(np.float32)
+        x = np.asarray(z, dtype=np.float64) * self.std + self.mean
+        if self.quantiles is not None:
+            x = _from_normal(x, self.quantiles)
+        return x.astype(np.float32)
+
+    def to_arrays(self, prefix: str = "norm.") -> Dict[str, np.ndarray]:
+        out = {f"{prefix}mean": self.mean, f"{prefix}std": self.std}
+        if self.quantiles is not None:
+            out[f"{prefix}quantiles"] = self.quantiles
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Dict[str, np.ndarray], prefix: str = "norm.") -> "Standardizer":
+        return cls(arrays[f"{prefix}mean"], arrays[f"{prefix}std"], arrays.get(f"{prefix}quantiles"))
+
+    def same_as(self, other: "Standardizer") -> bool:
+        return (np.array_equal(self.mean, other.mean) and np.array_equal(self.std, other.std)
+                and (self.quantiles is None) == (other.quantiles is None)
+                and (self.quantiles is None or np.array_equal(self.quantiles, other.quantiles)))
+
+
+def _levels(k: int) -> np.ndarray:
+    return (np.arange(k) + 0.5) / k
+
+
+def _to_normal(x: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Empirical CDF per dimension (ties get the middle of their level range), then Φ⁻¹."""
+    k = len(q)
+    p = _levels(k)
+    out = np.empty_like(x, dtype=np.float64)
+    for j in range(x.shape[1]):
+        qj = q[:, j].astype(np.float64)
+        up = np.interp(x[:, j], qj, p)
+        # the same interpolation from the top: at a run of tied values, up gives the run's last level and
+        # down its first, so their mean is the run's middle
+        down = 1.0 - np.interp(-x[:, j], -qj[::-1], p)
+        out[:, j] = 0.5 * (up + down)
+    return ndtri(np.clip(out, p[0], p[-1]))
+
+
+def _from_normal(z: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Φ, then the empirical quantile function per dimension: values stay inside the training range."""
+    p = _levels(len(q))
+    u = ndtr(z)
+    out = np.empty_like(z, dtype=np.float64)
+    for j in range(z.shape[1]):
+        out[:, j] = np.interp(u[:, j], p, q[:, j].astype(np.float64))
+    return out
+
+
+def _weighted_quantiles(x: np.ndarray, w: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    w = w / w.sum()
+    out = np.empty((len(levels), x.shape[1]))
+    for j in range(x.shape[1]):
+        order = np.argsort(x[:, j], kind="stable")
+        cw = np.cumsum(w[order]) - 0.5 * w[order]
+        out[:, j] = np.interp(levels, cw, x[order, j])
+    return out

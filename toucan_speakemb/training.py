@@ -100,7 +100,8 @@ def prepare_data(es: EmbeddingSet, cfg: TrainConfig) -> Tuple[TrainingData, Embe
     else:
         raw, row_spk = es.embeddings, es.speaker_index()
         weights = 1.0 / np.bincount(row_spk)[row_spk] if level == "balanced" else None
-    st = Standardizer.fit(raw, weights, cfg.normalization.min_std, cfg.normalization.standardize)
+    nc = cfg.normalization
+    st = Standardizer.fit(raw, weights, nc.min_std, nc.standardize, nc.transform, nc.n_quantiles)
     data = TrainingData(st.forward(raw), row_spk, level, len(means), st)
     return data, means
 
@@ -142,6 +143,8 @@ class TrainState:
     step: int
     history: List[List[float]]  # [step, loss, lr]
     elapsed: float
+    running: float = 0.0  # loss sum and count since the last log line: checkpointed, so a resumed
+    count: int = 0        # run logs exactly what an uninterrupted one does
 
 
 def save_checkpoint(run_dir: Path, cfg: TrainConfig, model, ema, opt, gen: torch.Generator, data: TrainingData,
@@ -152,9 +155,10 @@ def save_checkpoint(run_dir: Path, cfg: TrainConfig, model, ema, opt, gen: torch
     arrays.update(_optim_arrays(opt))
     arrays["rng.loop"] = _rng_array(gen.get_state())
     arrays["rng.torch"] = _rng_array(torch.get_rng_state())
-    arrays["norm.mean"], arrays["norm.std"] = data.standardizer.mean, data.standardizer.std
+    arrays.update(data.standardizer.to_arrays())
     meta = {"kind": CHECKPOINT_KIND, "format_version": FORMAT_VERSION, "step": state.step,
-            "elapsed": state.elapsed, "history": state.history, "config": cfg.to_dict(), "profile": profile_json}
+            "elapsed": state.elapsed, "history": state.history,
+            "running": [state.running, state.count], "config": cfg.to_dict(), "profile": profile_json}
     path = run_dir / "checkpoints" / f"step_{state.step:07d}.safetensors"
     save_tensors(path, arrays, meta)
     for old in list_checkpoints(run_dir)[: -cfg.train.keep_checkpoints]:
@@ -223,17 +227,21 @@ def train(data: Union[str, Path, EmbeddingSet], out: Union[str, Path], cfg: Opti
     benchmarks); the run can then be resumed with the same call.
     """
     cfg = cfg or TrainConfig()
+    es = load_training_set(data)
+    prepared = prepare_data(es, cfg)  # bad data fails here, before anything is written
     run_dir = Path(out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SpeakEmbError(f"--out {run_dir} is a file, not a folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _attach_log_file(run_dir)
     try:
-        return _train(load_training_set(data), run_dir, cfg, progress, max_steps, data)
+        return _train(es, prepared, run_dir, cfg, progress, max_steps, data)
     finally:
         logging.getLogger("toucan_speakemb").removeHandler(handler)
         handler.close()
 
 
-def _train(es: EmbeddingSet, run_dir: Path, cfg: TrainConfig, progress: bool, max_steps: Optional[int],
+def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_dir: Path, cfg: TrainConfig, progress: bool, max_steps: Optional[int],
            data_source) -> Path:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -243,13 +251,14 @@ def _train(es: EmbeddingSet, run_dir: Path, cfg: TrainConfig, progress: bool, ma
         import yaml
 
         previous = TrainConfig.from_dict(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
-        diffs = [d for d in _config_differences(cfg.to_dict(), previous.to_dict()) if not d.startswith("train.steps")]
+        # the number of steps may grow, and threads/checkpoint keeping do not change the result
+        free = ("train.steps", "train.threads", "train.keep_checkpoints")
+        diffs = [d for d in _config_differences(cfg.to_dict(), previous.to_dict()) if not d.startswith(free)]
         if diffs:
             raise SpeakEmbError(f"{run_dir} holds a run with a different config ({diffs[0]}); "
                                 f"use another --out or the same config to resume")
+    data, train_speakers = prepared
     atomic_write_text(cfg_path, cfg.to_yaml())
-
-    data, train_speakers = prepare_data(es, cfg)
     dim = es.dim
     log.info("data: %s; training at the %s level on %d rows", es.summary(), cfg.data.level, len(data.rows))
 
@@ -280,11 +289,12 @@ def _train(es: EmbeddingSet, run_dir: Path, cfg: TrainConfig, progress: bool, ma
         except (KeyError, RuntimeError, ValueError) as e:
             raise SpeakEmbError(f"checkpoint {checkpoints[-1]} does not fit this config/model "
                                 f"({str(e).splitlines()[0][:200]})") from None
-        if not (np.array_equal(arrays["norm.mean"], data.standardizer.mean)
-                and np.array_equal(arrays["norm.std"], data.standardizer.std)):
+        if not Standardizer.from_arrays(arrays).same_as(data.standardizer):
             raise SpeakEmbError(f"{run_dir} was trained on different data than --data (its statistics differ); "
                                 f"use another --out")
-        state = TrainState(int(meta["step"]), meta.get("history", []), float(meta.get("elapsed", 0.0)))
+        running, count = meta.get("running", [0.0, 0])
+        state = TrainState(int(meta["step"]), meta.get("history", []), float(meta.get("elapsed", 0.0)),
+                           float(running), int(count))
         log.info("resuming from %s (step %d)", checkpoints[-1].name, state.step)
 
     EmbeddingSet.save(train_speakers, run_dir / "train_speakers.safetensors")
@@ -293,7 +303,6 @@ def _train(es: EmbeddingSet, run_dir: Path, cfg: TrainConfig, progress: bool, ma
     model.train()
     t0 = time.perf_counter()
     elapsed0 = state.elapsed
-    running, count = 0.0, 0
     bar = None
     if progress and state.step < stop_at:
         from tqdm.auto import tqdm
@@ -317,16 +326,16 @@ def _train(es: EmbeddingSet, run_dir: Path, cfg: TrainConfig, progress: bool, ma
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
-        running += float(loss.detach())
-        count += 1
+        state.running += float(loss.detach())
+        state.count += 1
         state.step += 1
         if bar is not None:
             bar.update(1)
         if state.step % cfg.train.log_every == 0 or state.step == total:
-            state.history.append([state.step, running / count, lr])
+            state.history.append([state.step, state.running / state.count, lr])
             if bar is not None:
-                bar.set_postfix(loss=f"{running / count:.4f}")
-            running, count = 0.0, 0
+                bar.set_postfix(loss=f"{state.running / state.count:.4f}")
+            state.running, state.count = 0.0, 0
         if state.step % cfg.train.checkpoint_every == 0 or state.step == total:
             state.elapsed = elapsed0 + time.perf_counter() - t0
             save_checkpoint(run_dir, cfg, model, ema, opt, gen, data, state, es.profile.to_json())
@@ -359,7 +368,7 @@ def _train(es: EmbeddingSet, run_dir: Path, cfg: TrainConfig, progress: bool, ma
 def save_generator(run_dir: Path, cfg: TrainConfig, ema, st: Standardizer, es: EmbeddingSet,
                    train_speakers: EmbeddingSet, state: TrainState) -> Path:
     arrays = _state_arrays("model.", ema.state_dict())
-    arrays["norm.mean"], arrays["norm.std"] = st.mean, st.std
+    arrays.update(st.to_arrays())
     meta = {
         "kind": GENERATOR_KIND,
         "format_version": FORMAT_VERSION,

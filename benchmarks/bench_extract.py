@@ -1,0 +1,162 @@
+"""Benchmark: extraction speed of our pipeline against a naive loop and the forward pass alone.
+
+Makes N utterances of 2-10 s with espeak-ng (and flite, when installed), builds SpeechBrain model folders
+with the real ECAPA / x-vector architectures (random weights: speed does not depend on the weights), and
+times on the same files, with the same models:
+
+- pipeline: ``toucan_speakemb.extraction.extract`` (length-bucketed batches, DataLoader workers decoding and
+  preprocessing beside the encoder, checkpoint chunks, final file), models already loaded;
+- naive: a loop that reads each file, preprocesses it the same way and calls SpeechBrain's ``encode_batch``
+  on it alone, once per encoder (what a script around Toucan's own extractor does);
+- ceiling: the encoders' forward pass alone on the pipeline's own batches, audio already decoded,
+  preprocessed and padded in memory (what the pipeline would reach if loading cost nothing).
+
+Prints utterances/s and the real-time factor (wall time / audio duration) of each, and the ratios against
+the naive loop from the same run. Targets: pipeline >= 2x naive, pipeline >= 80% of the ceiling.
+
+    python benchmarks/bench_extract.py                 # 200 utterances, toucan-v2.2, CPU
+    python benchmarks/bench_extract.py -n 400 --device cuda --batch-size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # the model-folder builder shared with the tests
+
+WORDS = ("the quick brown fox jumps over a lazy dog while seven bright birds sing softly near the old stone "
+         "bridge and every morning a gentle wind carries the sound of distant bells across quiet green "
+         "fields where children play and farmers talk about rain weather markets and the coming harvest").split()
+
+
+def make_corpus(root: Path, n: int, seed: int = 0) -> Path:
+    """n utterances of 2-10 s (espeak-ng, some flite), 10 speakers = sub-folders; reused when present."""
+    import soundfile as sf
+
+    root.mkdir(parents=True, exist_ok=True)
+    have = sorted(root.rglob("*.wav"))
+    if len(have) >= n:
+        return root
+    rng = random.Random(seed)
+    voices = ["en+m1", "en+f3", "en+m3", "en+f2", "en-us+m2", "en-us+f4", "en+m4", "en+f4"]
+    flite = shutil.which("flite") is not None
+    made = 0
+    while made < n:
+        spk = made % 10
+        target = rng.uniform(2.0, 10.0)
+        words = max(4, int(target * 2.6))
+        text = " ".join(rng.choice(WORDS) for _ in range(words)) + "."
+        path = root / f"spk{spk}" / f"utt{made:04d}.wav"
+        path.parent.mkdir(exist_ok=True)
+        if flite and spk >= 8:
+            subprocess.run(["flite", "-voice", "slt" if spk == 8 else "kal", "-t", text, "-o", str(path)],
+                           check=True, capture_output=True)
+        else:
+            subprocess.run(["espeak-ng", "-v", voices[spk % len(voices)], "-s", str(rng.randint(150, 190)),
+                            "-w", str(path), text], check=True, capture_output=True)
+        secs = sf.info(str(path)).duration
+        if not 2.0 <= secs <= 10.0:
+            path.unlink()
+            continue
+        made += 1
+    return root
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=200, help="utterances (default 200)")
+    ap.add_argument("--profile", default="toucan-v2.2", choices=["toucan-v2.2", "toucan-v3"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=-1, help="DataLoader workers (-1: cores - 1)")
+    ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "speakemb_bench",
+                    help="where the speech and the model folders are made (reused)")
+    args = ap.parse_args()
+
+    import torch
+
+    from conftest import build_speechbrain_model_dir
+    from toucan_speakemb.audio import load_and_preprocess
+    from toucan_speakemb.corpora import load_corpus
+    from toucan_speakemb.encoders import load_encoder
+    from toucan_speakemb.extraction import ExtractConfig, extract, plan_batches
+
+    corpus = make_corpus(args.data / "speech", args.n)
+    utts = load_corpus(corpus)[1][: args.n]
+    models = args.data / "models"
+    dirs = {}
+    for comp, sub in (("ecapa", "spkrec-ecapa-voxceleb"), ("xvector", "spkrec-xvect-voxceleb")):
+        if not (models / sub / "embedding_model.ckpt").exists():
+            build_speechbrain_model_dir(comp, models / sub, seed=7, out_neurons=7205)
+        dirs[comp] = models / sub
+    if args.profile == "toucan-v3":
+        dirs.pop("xvector")
+    enc = load_encoder(args.profile, dirs, args.device)
+    import soundfile as sf
+
+    audio = sum(sf.info(u.path).duration for u in utts)
+    print(f"{len(utts)} utterances, {audio / 60:.1f} min of audio, profile {args.profile}, device {args.device}, "
+          f"torch threads {torch.get_num_threads()}", flush=True)
+
+    # warm-up (first calls allocate; not part of any timing)
+    w = load_and_preprocess(utts[0].path, args.profile)
+    enc.encode(w.unsqueeze(0), torch.tensor([len(w)]))
+
+    results = {}
+    # ---- naive loop ------------------------------------------------------------------------------------
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for u in utts:
+            wave = load_and_preprocess(u.path, args.profile)
+            parts = [e.model.encode_batch(wave.unsqueeze(0).to(enc.device)).squeeze().cpu() for e in enc.encoders]
+            torch.cat(parts)
+    results["naive loop (encode_batch per file)"] = time.perf_counter() - t
+    print(f"naive done in {results['naive loop (encode_batch per file)']:.1f} s", flush=True)
+
+    # ---- our pipeline ----------------------------------------------------------------------------------
+    out_dir = Path(tempfile.mkdtemp(prefix="bench_out_"))
+    cfg = ExtractConfig(profile=args.profile, batch_size=args.batch_size, workers=args.workers, progress=False,
+                        device=args.device)
+    t = time.perf_counter()
+    res = extract(utts, out_dir / "emb.safetensors", cfg, encoder=enc)
+    results["pipeline (toucan-speakemb extract)"] = time.perf_counter() - t
+    assert res.n_embedded == len(utts), res.summary()
+    print(f"pipeline done in {results['pipeline (toucan-speakemb extract)']:.1f} s", flush=True)
+
+    # ---- forward pass alone on the pipeline's batches ----------------------------------------------------
+    waves = [load_and_preprocess(u.path, args.profile) for u in utts]
+    batches = plan_batches([len(x) / 16000 for x in waves], args.batch_size, cfg.max_batch_seconds)
+    padded = []
+    for b in batches:
+        xs = [waves[j] for j in b]
+        padded.append((torch.nn.utils.rnn.pad_sequence(xs, batch_first=True), torch.tensor([len(x) for x in xs])))
+    t = time.perf_counter()
+    for feats, lens in padded:
+        enc.encode(feats, lens)
+    results["ceiling (forward pass alone, same batches)"] = time.perf_counter() - t
+    shutil.rmtree(out_dir, ignore_errors=True)
+
+    naive = results["naive loop (encode_batch per file)"]
+    ceiling = results["ceiling (forward pass alone, same batches)"]
+    print()
+    print(f"| {'mode':<44} | {'utt/s':>7} | {'RTF':>7} | {'vs naive':>8} | {'of ceiling':>10} |")
+    print(f"|{'-' * 46}|{'-' * 9}|{'-' * 9}|{'-' * 10}|{'-' * 12}|")
+    for name, secs in results.items():
+        print(f"| {name:<44} | {len(utts) / secs:7.2f} | {secs / audio:7.4f} | {naive / secs:7.2f}x | "
+              f"{ceiling / secs * 100:9.0f}% |")
+    pipe = results["pipeline (toucan-speakemb extract)"]
+    print()
+    print(f"pipeline vs naive: {naive / pipe:.2f}x (target >= 2x); pipeline vs ceiling: "
+          f"{ceiling / pipe * 100:.0f}% (target >= 80%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Quality and speed of the default generator against the source's baseline and a Gaussian fit.
+
+    python benchmarks/bench_generation.py [--out DIR] [--data ../shared/data/ge2e_dev_voices.npz] [--only a|b]
+
+(a) real GE2E embeddings (../shared/data/ge2e_dev_voices.npz), split by source voice (`group`): two thirds
+    of the groups train, the rest are held-out real speakers;
+(b) a synthetic 704-dim population of known structure (toucan_speakemb.synthetic): 2000 training speakers,
+    and fresh speakers from the true distribution as the reference.
+
+Each system samples 1000 voices and is compared at the level it generates (speaker means against real
+speaker means; utterances against real utterances). Every figure is printed beside what real unseen
+speakers score on the same split. Times are reported beside each other from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from toucan_speakemb import EmbeddingSet, get_profile
+from toucan_speakemb.config import TrainConfig
+from toucan_speakemb.evaluation import metrics as M
+from toucan_speakemb.evaluation.generation import Reference, format_table, gaussian_fit_sample, measure
+from toucan_speakemb.generator import Generator
+from toucan_speakemb.synthetic import SyntheticPopulation
+from toucan_speakemb.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+N_VOICES = 1000
+COLUMNS = [
+    ("level", "level", "s"),
+    ("precision", "P", ".2f"), ("recall", "R", ".2f"),
+    ("frechet_ratio", "FD/floor", ".2f"), ("variance_ratio", "var ratio", ".2f"),
+    ("memorised", "memorised", ".2f"), ("memorised_strict", "memorised (split-half thr)", ".2f"),
+    ("close_pairs", "close pairs", ".3f"), ("constraints", "constraints kept", ".2f"),
+    ("train_s", "train s", ".0f"), ("sample_s", "sample s", ".2f"),
+]
+
+
+def load_recipe(path: Path, **overrides) -> TrainConfig:
+    cfg = TrainConfig.from_yaml(path)
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        setattr(getattr(cfg, section), name, value)
+    return cfg
+
+
+def run_system(name, data: EmbeddingSet, cfg: TrainConfig, out: Path, n=N_VOICES, seed=0):
+    t0 = time.perf_counter()
+    train(data, out / name, cfg, progress=False)
+    train_s = time.perf_counter() - t0
+    gen = Generator.load(out / name)
+    t0 = time.perf_counter()
+    x = gen.sample(n, seed)
+    sample_s = time.perf_counter() - t0
+    return gen, x, train_s, sample_s
+
+
+def constraints_for(real: np.ndarray, min_entry):
+    lo, hi = np.percentile(np.linalg.norm(real, axis=1), [1, 99])
+    return min_entry, (float(lo), float(hi))
+
+
+def evaluate_dataset(tag, train_set: EmbeddingSet, refs: dict, out: Path, recipes: dict, rows: dict,
+                     extra: dict, fresh_rows: dict, steps_sweep=True):
+    """refs: level -> (Reference, strict threshold, fd floor, match)."""
+    for sys_name, (cfg, level) in recipes.items():
+        gen, x, train_s, sample_s = run_system(f"{tag}_{sys_name}", train_set, cfg, out)
+        ref, strict, floor, match = refs[level]
+        m = measure(x, ref, match=match, fd_floor=floor)
+        m["memorised_strict"] = M.memorised_share(x, ref.train, strict) if strict else None
+        m.update(level=level, train_s=train_s, sample_s=sample_s)
+        rows[f"({tag}) {sys_name}"] = m
+        if sys_name == "default":
+            extra[tag] = {"gen": gen, "ref": refs[level]}
+    ref, strict, floor, match = refs["speaker"]
+    g = gaussian_fit_sample(ref.train, N_VOICES, seed=0)
+    m = measure(g, ref, match=match, fd_floor=floor)
+    m["memorised_strict"] = M.memorised_share(g, ref.train, strict) if strict else None
+    m["level"] = "speaker"
+    rows[f"({tag}) Gaussian fit"] = m
+    rows.update(fresh_rows)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/bench_generation", help="folder for runs and results.json")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ge2e_dev_voices.npz"))
+    ap.add_argument("--only", choices=["a", "b"], default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    default_yaml = ROOT / "recipes" / "default" / "hparams.yaml"
+    baseline_yaml = ROOT / "recipes" / "source_baseline" / "linear.yaml"
+    rows, extra = {}, {}
+    t_start = time.perf_counter()
+
+    # ---------------------------------------------------------------- (a) GE2E, held out by source voice
+    if args.only in (None, "a"):
+        z = np.load(args.data, allow_pickle=False)
+        X, spk, grp = z["X"], z["speaker"].astype(str), z["group"].astype(str)
+        groups = np.unique(grp)
+        np.random.default_rng(0).shuffle(groups)
+        train_groups = set(groups[: round(len(groups) * 2 / 3)])
+        is_train = np.array([g in train_groups for g in grp])
+        prof = get_profile("ge2e-256")
+        tr = EmbeddingSet(X[is_train], spk[is_train].tolist(), prof)
+        ho = EmbeddingSet(X[~is_train], spk[~is_train].tolist(), prof)
+        thr, eer = M.same_speaker_threshold(tr.embeddings, tr.speaker_ids)
+        strict, _ = M.split_half_threshold(tr.embeddings, tr.speaker_ids)
+        tm, hm = tr.speaker_means().embeddings, ho.speaker_means().embeddings
+        real_means = np.concatenate([tm, hm])
+        ref_spk = Reference(hm, tm, thr, *constraints_for(real_means, -0.01))
+        ref_utt = Reference(ho.embeddings, tr.embeddings, thr, *constraints_for(np.concatenate([tr.embeddings, ho.embeddings]), -0.01))
+        floor_spk = M.frechet_distance(tm, hm)
+        floor_utt = np.mean([M.frechet_distance(tr.embeddings[np.random.default_rng(i).choice(len(tr), N_VOICES, replace=False)], ho.embeddings) for i in range(3)])
+        refs = {"speaker": (ref_spk, strict, floor_spk, len(tm)), "utterance": (ref_utt, None, floor_utt, N_VOICES)}
+        real_row = {
+            "level": "speaker", "precision": M.precision_recall(hm, tm)[0], "recall": M.precision_recall(hm, tm)[1],
+            "frechet_ratio": 1.0, "variance_ratio": M.total_variance_ratio(hm, real_means),
+            "memorised": M.memorised_share(hm, tm, thr), "memorised_strict": M.memorised_share(hm, tm, strict),
+            "close_pairs": M.close_pair_share(real_means, thr),
+            "constraints": M.constraint_share(real_means, ref_spk.min_entry, ref_spk.norm_range),
+        }
+        print(f"(a) {tr.summary()} train / {ho.summary()} held out; same-speaker threshold {thr:.3f} "
+              f"(EER {eer:.1%}), split-half threshold {strict:.3f}", flush=True)
+        recipes = {"default": (TrainConfig.from_yaml(default_yaml), "speaker"),
+                   "source baseline (linear)": (TrainConfig.from_yaml(baseline_yaml, ["data.path=null"]), "utterance")}
+        evaluate_dataset("a", tr, refs, out, recipes, rows, extra,
+                         {"(a) real held-out speakers (reference)": real_row})
+
+    # ---------------------------------------------------------------- (b) synthetic 704-dim, known truth
+    if args.only in (None, "b"):
+        pop = SyntheticPopulation(dim=704)
+        per = 8
+        tr = pop.make_set(2000, per, seed=11, prefix="train")
+        fresh_big = pop.make_set(5000, per, seed=12, prefix="fresh")
+        fresh_same = pop.make_set(N_VOICES, per, seed=13, prefix="new")
+        thr, eer = M.same_speaker_threshold(tr.embeddings, tr.speaker_ids)
+        strict, _ = M.split_half_threshold(tr.embeddings, tr.speaker_ids)
+        tm, fm, sm = (s.speaker_means().embeddings for s in (tr, fresh_big, fresh_same))
+        ref_spk = Reference(fm, tm, thr)
+        floor_spk = M.frechet_distance(tm[:N_VOICES], fm)
+        ref_utt = Reference(fresh_big.embeddings[: 5 * N_VOICES * 4], tr.embeddings, thr)
+        floor_utt = M.frechet_distance(tr.embeddings[:N_VOICES], ref_utt.heldout)
+        refs = {"speaker": (ref_spk, strict, floor_spk, N_VOICES), "utterance": (ref_utt, None, floor_utt, N_VOICES)}
+        fresh_row = measure(sm, ref_spk, match=N_VOICES, fd_floor=floor_spk)
+        fresh_row.update(level="speaker", memorised_strict=M.memorised_share(sm, tm, strict))
+        print(f"(b) {tr.summary()}; reference: 5000 fresh true speakers; same-speaker threshold {thr:.3f} "
+              f"(EER {eer:.1%}), split-half threshold {strict:.3f}", flush=True)
+        recipes = {"default": (TrainConfig.from_yaml(default_yaml), "speaker"),
+                   "source baseline (linear)": (TrainConfig.from_yaml(baseline_yaml, ["data.path=null"]), "utterance")}
+        evaluate_dataset("b", tr, refs, out, recipes, rows, extra,
+                         {f"(b) fresh true speakers, {N_VOICES} (reference)": fresh_row})
+
+    print()
+    print(format_table(rows, COLUMNS, "Generated voices against real held-out speakers (1000 voices per system)"))
+    print()
+
+    # ---------------------------------------------------------------- sampler speed and quality by steps
+    sweep = {}
+    for tag, e in extra.items():
+        gen, (ref, strict, floor, match) = e["gen"], e["ref"]
+        for sampler, steps in (("ddim", 10), ("ddim", 25), ("ddim", 50), ("ancestral", None)):
+            t0 = time.perf_counter()
+            x = gen.sample(N_VOICES, 1, sampler=sampler, steps=steps)
+            dt = time.perf_counter() - t0
+            m = measure(x, ref, match=match, fd_floor=floor)
+            m.update(level="speaker", sample_s=dt, memorised_strict=M.memorised_share(x, ref.train, strict))
+            sweep[f"({tag}) default, {sampler}" + (f" {steps} steps" if steps else f" {gen.diffusion.num_timesteps} steps")] = m
+    if sweep:
+        print(format_table(sweep, COLUMNS, "Samplers: time for 1000 voices and quality"))
+        for tag in extra:
+            anc = sweep[f"({tag}) default, ancestral {extra[tag]['gen'].diffusion.num_timesteps} steps"]["sample_s"]
+            fast = sweep[f"({tag}) default, ddim {extra[tag]['gen'].cfg.sample.steps} steps"]["sample_s"]
+            print(f"({tag}) fast sampler ({extra[tag]['gen'].cfg.sample.steps} DDIM steps) is {anc / fast:.0f}x faster "
+                  f"than ancestral sampling")
+        print()
+
+    # ---------------------------------------------------------------- the issue's targets
+    checks = []
+    if "(b) default" in rows:
+        d, f = rows["(b) default"], rows[f"(b) fresh true speakers, {N_VOICES} (reference)"]
+        checks += [
+            ("(b) precision >= 0.9 x fresh", d["precision"] >= 0.9 * f["precision"], f"{d['precision']:.2f} vs {0.9 * f['precision']:.2f}"),
+            ("(b) recall >= 0.9 x fresh", d["recall"] >= 0.9 * f["recall"], f"{d['recall']:.2f} vs {0.9 * f['recall']:.2f}"),
+            ("(b) memorised <= fresh + 0.05", d["memorised"] <= f["memorised"] + 0.05, f"{d['memorised']:.2f} vs {f['memorised'] + 0.05:.2f}"),
+            ("(b) variance ratio in 0.9..1.1", 0.9 <= d["variance_ratio"] <= 1.1, f"{d['variance_ratio']:.2f}"),
+            ("(b) Fréchet ratio <= 1.1", d["frechet_ratio"] <= 1.1, f"{d['frechet_ratio']:.2f}"),
+        ]
+    if "(a) default" in rows:
+        d, r = rows["(a) default"], rows["(a) real held-out speakers (reference)"]
+        checks += [
+            ("(a) memorised <= held-out + 0.10", d["memorised"] <= r["memorised"] + 0.10, f"{d['memorised']:.2f} vs {r['memorised'] + 0.10:.2f}"),
+            ("(a) memorised (split-half thr) <= held-out + 0.10", d["memorised_strict"] <= r["memorised_strict"] + 0.10, f"{d['memorised_strict']:.2f} vs {r['memorised_strict'] + 0.10:.2f}"),
+            ("(a) close pairs <= real + 0.01", d["close_pairs"] <= r["close_pairs"] + 0.01, f"{d['close_pairs']:.3f} vs {r['close_pairs'] + 0.01:.3f}"),
+            ("(a) variance ratio in 0.8..1.25", 0.8 <= d["variance_ratio"] <= 1.25, f"{d['variance_ratio']:.2f}"),
+            ("(a) constraints kept >= 0.95", d["constraints"] >= 0.95, f"{d['constraints']:.2f}"),
+            ("(a) training <= 300 s", d["train_s"] <= 300, f"{d['train_s']:.0f} s"),
+        ]
+    for tag in extra:
+        fast = sweep[f"({tag}) default, ddim {extra[tag]['gen'].cfg.sample.steps} steps"]["sample_s"]
+        checks.append((f"({tag}) 1000 voices with the fast sampler <= 1 s", fast <= 1.0, f"{fast:.2f} s"))
+    if checks:
+        print("Targets:")
+        for name, ok, detail in checks:
+            print(f"  {'PASS' if ok else 'FAIL'}  {name}: {detail}")
+    results = {"rows": rows, "samplers": sweep, "checks": [(n, bool(ok), d) for n, ok, d in checks],
+               "seconds": time.perf_counter() - t_start}
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    print(f"\n(total {time.perf_counter() - t_start:.0f} s; results in {out / 'results.json'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

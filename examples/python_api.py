@@ -1,0 +1,26 @@
+"""The Python API in a few lines: train a generator, sample voices, keep them in a voice bank.
+
+    python examples/python_api.py [--data my_set.safetensors]
+
+Without --data it uses the embedded data of known structure, with a short training run.
+"""
+import argparse
+
+from toucan_speakemb import EmbeddingSet, Generator, TrainConfig, VoiceBank, train
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--data", default="builtin:synthetic")
+ap.add_argument("--out", default="runs/example")
+args = ap.parse_args()
+
+cfg = TrainConfig.from_yaml("recipes/default/hparams.yaml", ["train.steps=500"])
+train(args.data, args.out, cfg)                      # resumes if interrupted
+
+generator = Generator.load(args.out)
+voices = generator.sample(10, seed=0)                # (10, d) numpy array, same seed -> same voices
+bank = VoiceBank.from_generator(generator, 10, seed=0)
+bank.save("runs/example_voices.safetensors")
+print(voices.shape, bank.ids[:3])
+
+# Your own embeddings: an interchange .npz (embeddings, speaker_ids[, utterance_ids, gender, age]).
+# es = EmbeddingSet.load("my_embeddings.npz", profile="toucan-v2.2"); es.save("my_set.safetensors")

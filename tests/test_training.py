@@ -1,0 +1,449 @@
+"""Specification tests for training: the run folder, exact resumption after an interruption or a kill,
+refusal of incompatible resumes and bad data, the data levels and the stored standardisation."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.numpy import load_file
+
+from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
+from toucan_speakemb.config import TrainConfig
+from toucan_speakemb.generator import Generator
+from toucan_speakemb.training import prepare_data, train
+
+CLI = Path(sys.executable).with_name("toucan-speakemb")
+
+TINY = {
+    "seed": 3,
+    "model": {"hidden": 32, "blocks": 1, "time_dim": 16, "dropout": 0.1},  # dropout: global torch RNG is used
+    "diffusion": {"timesteps": 50},
+    "train": {"steps": 30, "batch_size": 16, "threads": 1, "log_every": 5, "checkpoint_every": 10,
+              "warmup_steps": 3, "keep_checkpoints": 2},
+    "sample": {"steps": 10, "batch_size": 64},
+}
+
+
+def tiny(**sections) -> TrainConfig:
+    d = yaml.safe_load(yaml.safe_dump(TINY))
+    for sec, values in sections.items():
+        if isinstance(values, dict):
+            d.setdefault(sec, {}).update(values)
+        else:
+            d[sec] = values
+    return TrainConfig.from_dict(d)
+
+
+def make_data(n_speakers=12, per=3, dim=6, seed=0, profile="custom-test") -> EmbeddingSet:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 2, (n_speakers, dim)) * np.linspace(0.5, 3, dim)
+    counts = [per] * n_speakers if np.isscalar(per) else list(per)
+    x = np.concatenate([centres[s] + 0.3 * rng.normal(size=(c, dim)) for s, c in enumerate(counts)])
+    ids = [f"s{s:02d}" for s, c in enumerate(counts) for _ in range(c)]
+    return EmbeddingSet(x.astype(np.float32), ids, get_profile(profile, dim))
+
+
+def tensors(path: Path) -> dict:
+    return load_file(str(path))
+
+
+def assert_bitwise_equal(a: dict, b: dict):
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert a[k].tobytes() == b[k].tobytes(), f"tensor {k} differs"
+
+
+def one_line(excinfo) -> str:
+    msg = str(excinfo.value)
+    assert "\n" not in msg and msg.strip(), repr(msg)
+    return msg
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """An uninterrupted run of the TINY config on make_data()."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    cfg = tiny()
+    gen_path = train(make_data(), out, cfg, progress=False)
+    return out, cfg, gen_path
+
+
+# ---- the run folder -------------------------------------------------------------------------------------
+
+def test_a_finished_run_folder_holds_every_documented_artifact(reference_run):
+    out, cfg, gen_path = reference_run
+    assert gen_path == out / "generator.safetensors" and gen_path.is_file()
+    for name in ("config.yaml", "loss.csv", "loss.png", "summary.json", "train.log", "train_speakers.safetensors"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    ckpts = sorted(p.name for p in (out / "checkpoints").glob("*.safetensors"))
+    assert ckpts == ["step_0000020.safetensors", "step_0000030.safetensors"]  # keep_checkpoints = 2
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out.rglob("*.tmp")]
+
+
+def test_config_yaml_of_the_run_is_the_config_used(reference_run):
+    out, cfg, _ = reference_run
+    assert TrainConfig.from_yaml(out / "config.yaml") == cfg
+
+
+def test_loss_csv_has_one_row_per_log_interval(reference_run):
+    out, cfg, _ = reference_run
+    lines = (out / "loss.csv").read_text().splitlines()
+    assert lines[0] == "step,loss,lr"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [int(r[0]) for r in rows] == list(range(5, 31, 5))
+    assert all(float(r[1]) > 0 and np.isfinite(float(r[1])) for r in rows)
+    assert all(0 < float(r[2]) <= cfg.train.lr for r in rows)
+
+
+def test_summary_and_log_describe_the_run(reference_run):
+    import json
+
+    out, cfg, _ = reference_run
+    s = json.loads((out / "summary.json").read_text())
+    assert s["steps"] == cfg.train.steps
+    assert s["training_speakers"] == 12 and s["level"] == "speaker" and s["training_rows"] == 12
+    assert s["generator"] == "generator.safetensors"
+    assert np.isfinite(s["final_loss"])
+    assert "finished" in (out / "train.log").read_text()
+
+
+def test_train_speakers_file_holds_the_speaker_means(reference_run):
+    out, _, _ = reference_run
+    ts = EmbeddingSet.load(out / "train_speakers.safetensors")
+    means = make_data().speaker_means()
+    assert ts.speaker_ids == means.speaker_ids
+    np.testing.assert_array_equal(ts.embeddings, means.embeddings)
+
+
+def test_generator_loads_and_samples_in_the_data_space(reference_run):
+    out, _, _ = reference_run
+    gen = Generator.load(out)
+    x = gen.sample(4, seed=0)
+    assert x.shape == (4, 6) and np.all(np.isfinite(x))
+    assert gen.profile == make_data().profile
+
+
+# ---- exact resumption -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stops", [(10,), (17,), (7, 9)], ids=["at-checkpoint", "between-checkpoints", "twice"])
+def test_an_interrupted_run_resumes_to_bitwise_the_same_generator(reference_run, tmp_path, stops):
+    ref_out, cfg, ref_gen = reference_run
+    out = tmp_path / "run"
+    for k in stops:
+        train(make_data(), out, cfg, progress=False, max_steps=k)
+        assert not (out / "generator.safetensors").exists()
+    train(make_data(), out, cfg, progress=False)
+    assert_bitwise_equal(tensors(out / "generator.safetensors"), tensors(ref_gen))
+    assert (out / "loss.csv").read_text() == (ref_out / "loss.csv").read_text()
+    for name in ("step_0000020.safetensors", "step_0000030.safetensors"):
+        assert_bitwise_equal(tensors(out / "checkpoints" / name), tensors(ref_out / "checkpoints" / name))
+
+
+def test_loss_log_of_a_resumed_run_equals_the_uninterrupted_one_when_logs_and_checkpoints_are_not_aligned(tmp_path):
+    """log_every need not divide checkpoint_every; the running mean of an open log interval must survive."""
+    cfg = tiny(train={"log_every": 4, "checkpoint_every": 10, "steps": 20})
+    train(make_data(), tmp_path / "a", cfg, progress=False)
+    train(make_data(), tmp_path / "b", cfg, progress=False, max_steps=10)
+    train(make_data(), tmp_path / "b", cfg, progress=False)
+    assert_bitwise_equal(tensors(tmp_path / "b" / "generator.safetensors"),
+                         tensors(tmp_path / "a" / "generator.safetensors"))
+    assert (tmp_path / "b" / "loss.csv").read_text() == (tmp_path / "a" / "loss.csv").read_text()
+
+
+def test_rerunning_a_finished_run_keeps_the_same_generator(reference_run, tmp_path):
+    _, cfg, ref_gen = reference_run
+    out = tmp_path / "run"
+    train(make_data(), out, cfg, progress=False)
+    first = tensors(out / "generator.safetensors")
+    train(make_data(), out, cfg, progress=False)
+    assert_bitwise_equal(tensors(out / "generator.safetensors"), first)
+    assert_bitwise_equal(first, tensors(ref_gen))
+
+
+def test_different_seeds_give_different_generators(reference_run, tmp_path):
+    _, _, ref_gen = reference_run
+    train(make_data(), tmp_path / "run", tiny(seed=4), progress=False)
+    a, b = tensors(tmp_path / "run" / "generator.safetensors"), tensors(ref_gen)
+    assert any(not np.array_equal(a[k], b[k]) for k in a if k.startswith("model."))
+
+
+def test_a_killed_cli_training_resumes_to_bitwise_the_same_generator(tmp_path):
+    data = make_data().save(tmp_path / "data.safetensors")
+    cfg = tiny(train={"steps": 600, "checkpoint_every": 100, "log_every": 10})
+    cfg_file = tmp_path / "hparams.yaml"
+    cfg_file.write_text(cfg.to_yaml())
+    out = tmp_path / "killed"
+    cmd = [str(CLI), "train", "--data", str(data), "--out", str(out), "--config", str(cfg_file), "--no-progress"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((out / "checkpoints").glob("step_*.safetensors")):
+            assert proc.poll() is None, f"training ended before its first checkpoint: {proc.stderr.read()!r}"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "generator.safetensors").exists(), "the run finished before it was killed"
+
+    rerun = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    ref = tmp_path / "reference"  # the uninterrupted run, in this process, while the command resumes
+    train(EmbeddingSet.load(data), ref, cfg, progress=False)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert "resuming from step_" in (out / "train.log").read_text()
+    assert_bitwise_equal(tensors(out / "generator.safetensors"), tensors(ref / "generator.safetensors"))
+    assert (out / "loss.csv").read_text() == (ref / "loss.csv").read_text()
+
+
+# ---- refused resumes ------------------------------------------------------------------------------------
+
+def test_resuming_with_a_different_model_config_is_refused_naming_the_key(tmp_path):
+    out = tmp_path / "run"
+    train(make_data(), out, tiny(), progress=False, max_steps=10)
+    before = (out / "config.yaml").read_text()
+    with pytest.raises(SpeakEmbError) as ei:
+        train(make_data(), out, tiny(model={"hidden": 64}), progress=False)
+    msg = one_line(ei)
+    assert "model.hidden" in msg
+    assert (out / "config.yaml").read_text() == before
+
+
+def test_resuming_with_more_steps_is_allowed(tmp_path):
+    out = tmp_path / "run"
+    train(make_data(), out, tiny(), progress=False, max_steps=10)
+    train(make_data(), out, tiny(train={"steps": 12}), progress=False)
+    assert (out / "generator.safetensors").exists()
+
+
+def test_resuming_on_data_of_another_dimension_is_refused_naming_both(tmp_path):
+    out = tmp_path / "run"
+    train(make_data(dim=6), out, tiny(), progress=False, max_steps=10)
+    with pytest.raises(SpeakEmbError) as ei:
+        train(make_data(dim=5), out, tiny(), progress=False)
+    msg = one_line(ei)
+    assert "6-dim" in msg and "5-dim" in msg
+
+
+def test_resuming_on_other_data_of_the_same_dimension_is_refused(tmp_path):
+    out = tmp_path / "run"
+    train(make_data(seed=0), out, tiny(), progress=False, max_steps=10)
+    with pytest.raises(SpeakEmbError) as ei:
+        train(make_data(seed=1), out, tiny(), progress=False)
+    assert "different data" in one_line(ei)
+
+
+def test_a_damaged_checkpoint_is_a_clear_error_not_a_traceback(tmp_path):
+    out = tmp_path / "run"
+    train(make_data(), out, tiny(), progress=False, max_steps=10)
+    (ckpt,) = (out / "checkpoints").glob("step_*.safetensors")
+    raw = ckpt.read_bytes()
+    ckpt.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(SpeakEmbError) as ei:
+        train(make_data(), out, tiny(), progress=False)
+    msg = one_line(ei)
+    assert "damaged" in msg and ckpt.name in msg
+
+
+def test_a_checkpoint_with_a_damaged_header_length_is_a_clear_error(tmp_path):
+    out = tmp_path / "run"
+    train(make_data(), out, tiny(), progress=False, max_steps=10)
+    (ckpt,) = (out / "checkpoints").glob("step_*.safetensors")
+    raw = bytearray(ckpt.read_bytes())
+    raw[:8] = struct.pack("<Q", 10**12)
+    ckpt.write_bytes(bytes(raw))
+    with pytest.raises(SpeakEmbError) as ei:
+        train(make_data(), out, tiny(), progress=False)
+    assert "damaged" in one_line(ei)
+
+
+# ---- bad data -------------------------------------------------------------------------------------------
+
+def test_one_speaker_only_is_refused(tmp_path):
+    es = make_data(n_speakers=1, per=10)
+    with pytest.raises(SpeakEmbError) as ei:
+        train(es, tmp_path / "run", tiny(), progress=False)
+    msg = one_line(ei)
+    assert "at least 2 speakers" in msg and "1" in msg
+
+
+def test_min_utterances_leaving_one_speaker_is_refused(tmp_path):
+    es = make_data(n_speakers=3, per=(1, 2, 5))
+    with pytest.raises(SpeakEmbError) as ei:
+        prepare_data(es, tiny(data={"min_utterances": 3}))
+    assert "at least 2 speakers" in one_line(ei)
+
+
+def test_min_utterances_leaves_out_speakers_with_fewer_utterances():
+    es = make_data(n_speakers=5, per=(1, 2, 3, 4, 5))
+    data, speakers = prepare_data(es, tiny(data={"min_utterances": 3}))
+    assert speakers.speaker_ids == ["s02", "s03", "s04"]
+    assert data.n_speakers == 3 and len(data.rows) == 3
+    data_u, _ = prepare_data(es, tiny(data={"min_utterances": 3, "level": "utterance"}))
+    assert len(data_u.rows) == 3 + 4 + 5
+
+
+# ---- data levels ----------------------------------------------------------------------------------------
+
+def indexed_data(counts, dim=4, seed=0) -> EmbeddingSet:
+    """Column 0 holds the row number, so a drawn row tells which utterance it is."""
+    rng = np.random.default_rng(seed)
+    n = sum(counts)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    x[:, 0] = np.arange(n)
+    ids = [f"s{s}" for s, c in enumerate(counts) for _ in range(c)]
+    return EmbeddingSet(x, ids, get_profile("custom-test", dim))
+
+
+def draw_rows(data, n_batches=20, batch=5000, seed=0):
+    """Indices into data.rows of the rows drawn by the training loop."""
+    lookup = {row.tobytes(): i for i, row in enumerate(data.rows)}
+    assert len(lookup) == len(data.rows)
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        out += [lookup[r.tobytes()] for r in data.draw(batch, gen).numpy()]
+    return np.array(out)
+
+
+COUNTS = (1, 10, 100)
+
+
+def _within(observed, p, n):
+    return abs(observed - p) <= 5 * np.sqrt(p * (1 - p) / n)
+
+
+def test_speaker_level_trains_on_one_mean_per_speaker_drawn_uniformly():
+    es = indexed_data(COUNTS)
+    data, means = prepare_data(es, tiny(data={"level": "speaker"}))
+    assert len(data.rows) == 3
+    np.testing.assert_allclose(data.standardizer.inverse(data.rows), means.embeddings, rtol=1e-5, atol=1e-4)
+    drawn = draw_rows(data)
+    for s in range(3):
+        assert _within(np.mean(drawn == s), 1 / 3, len(drawn))
+
+
+def test_utterance_level_draws_every_utterance_equally_often():
+    es = indexed_data(COUNTS)
+    data, _ = prepare_data(es, tiny(data={"level": "utterance"}))
+    assert len(data.rows) == sum(COUNTS)
+    drawn = draw_rows(data)
+    spk = es.speaker_index()[drawn]
+    for s, c in enumerate(COUNTS):
+        assert _within(np.mean(spk == s), c / sum(COUNTS), len(drawn))
+
+
+def test_balanced_level_draws_every_speaker_equally_often_however_unequal_their_utterance_counts():
+    es = indexed_data(COUNTS)
+    data, _ = prepare_data(es, tiny(data={"level": "balanced"}))
+    assert len(data.rows) == sum(COUNTS)
+    drawn = draw_rows(data)
+    row_ids = np.rint(data.standardizer.inverse(data.rows)[:, 0]).astype(int)
+    spk = es.speaker_index()[row_ids[drawn]]
+    for s in range(3):
+        assert _within(np.mean(spk == s), 1 / 3, len(drawn))
+    # and, within a speaker, each of its utterances equally often
+    s2 = row_ids[drawn][spk == 2]
+    hist = np.bincount(s2 - 11, minlength=100)
+    assert hist.min() > 0
+    expected = len(s2) / 100
+    assert np.all(np.abs(hist - expected) <= 5 * np.sqrt(expected))
+
+
+def test_balanced_level_draws_come_from_the_loop_generator_only():
+    es = indexed_data(COUNTS)
+    data, _ = prepare_data(es, tiny(data={"level": "balanced"}))
+    a = data.draw(64, torch.Generator().manual_seed(5))
+    torch.manual_seed(123)
+    b = data.draw(64, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+# ---- standardisation ------------------------------------------------------------------------------------
+
+def test_speaker_level_standardisation_is_the_mean_and_std_of_speaker_means():
+    es = make_data(n_speakers=7, per=(1, 2, 3, 4, 5, 6, 7))
+    data, _ = prepare_data(es, tiny())
+    x = es.embeddings.astype(np.float64)
+    ids = np.array(es.speaker_ids)
+    means = np.stack([x[ids == s].mean(0) for s in es.speakers])
+    np.testing.assert_allclose(data.standardizer.mean, means.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(data.standardizer.std, means.std(0), rtol=1e-5)
+
+
+def test_utterance_level_standardisation_is_the_plain_mean_and_std():
+    es = make_data(n_speakers=7, per=(1, 2, 3, 4, 5, 6, 7))
+    data, _ = prepare_data(es, tiny(data={"level": "utterance"}))
+    x = es.embeddings.astype(np.float64)
+    np.testing.assert_allclose(data.standardizer.mean, x.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(data.standardizer.std, x.std(0), rtol=1e-5)
+
+
+def test_balanced_level_standardisation_weighs_every_speaker_the_same():
+    es = make_data(n_speakers=7, per=(1, 2, 3, 4, 5, 6, 40))
+    data, _ = prepare_data(es, tiny(data={"level": "balanced"}))
+    x = es.embeddings.astype(np.float64)
+    ids = np.array(es.speaker_ids)
+    groups = [x[ids == s] for s in es.speakers]
+    mean = np.mean([g.mean(0) for g in groups], axis=0)
+    var = np.mean([((g - mean) ** 2).mean(0) for g in groups], axis=0)
+    np.testing.assert_allclose(data.standardizer.mean, mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(data.standardizer.std, np.sqrt(var), rtol=1e-5)
+
+
+def test_standardised_training_rows_have_zero_mean_and_unit_std():
+    data, _ = prepare_data(make_data(n_speakers=20), tiny())
+    np.testing.assert_allclose(data.rows.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(data.rows.std(0), 1, atol=1e-4)
+
+
+def test_constant_dimension_gets_the_std_floor():
+    es = make_data(n_speakers=5)
+    x = es.embeddings.copy()
+    x[:, 2] = 4.0
+    es = EmbeddingSet(x, es.speaker_ids, es.profile)
+    data, _ = prepare_data(es, tiny(normalization={"min_std": 0.01}))
+    assert data.standardizer.std[2] == np.float32(0.01)
+    assert np.all(np.isfinite(data.rows)) and np.all(data.rows[:, 2] == 0)
+
+
+def test_standardisation_can_be_switched_off():
+    data, _ = prepare_data(make_data(), tiny(normalization={"standardize": False}))
+    assert np.all(data.standardizer.mean == 0) and np.all(data.standardizer.std == 1)
+
+
+def test_standardisation_stored_in_the_generator_equals_the_datas(reference_run):
+    out, _, _ = reference_run
+    es = make_data()
+    x = es.embeddings.astype(np.float64)
+    ids = np.array(es.speaker_ids)
+    means = np.stack([x[ids == s].mean(0) for s in es.speakers])
+    t = tensors(out / "generator.safetensors")
+    np.testing.assert_allclose(t["norm.mean"], means.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(t["norm.std"], means.std(0), rtol=1e-5)
+    gen = Generator.load(out)
+    np.testing.assert_array_equal(gen.standardizer.mean, t["norm.mean"])
+    np.testing.assert_array_equal(gen.standardizer.std, t["norm.std"])
