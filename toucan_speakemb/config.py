@@ -1,7 +1,7 @@
 """Training configuration: every hyperparameter of a run, read from YAML, checked key by key.
 
 A recipe YAML may set any subset of these keys; the rest keep the defaults below, which are the project's
-default recipe (``recipes/default/hparams.yaml`` spells them out). The run folder gets the full resolved
+default recipe (``recipes/default/hparams.yaml`` spells them out; a test keeps the two equal). The run folder gets the full resolved
 config as ``config.yaml``. Unknown keys and wrong types are errors, not silently ignored.
 """
 
@@ -44,11 +44,13 @@ class DiffusionConfig:
 @dataclass
 class ModelConfig:
     kind: str = "resmlp"  # resmlp (default) | fc3 (the source's three-layer network)
-    hidden: int = 512
+    hidden: int = 256
     blocks: int = 3
     expansion: int = 2
     time_dim: int = 128
     dropout: float = 0.1
+    # add the network to the exact prediction for a Gaussian fit of the data (see diffusion/denoisers.py)
+    gaussian_residual: bool = True
 
     def options(self) -> Dict[str, Any]:
         if self.kind == "fc3":
@@ -62,15 +64,18 @@ class NormalizationConfig:
     standardize: bool = True  # transform the data to unit scale (stored with the model); False: raw data
     # standard: per-dimension mean/std; quantile: empirical CDF -> normal per dimension, then mean/std
     # (generated values stay inside each dimension's training range; see toucan_speakemb/standardize.py)
-    transform: str = "standard"
+    transform: str = "quantile"
+    # map vector lengths through their empirical distribution (see standardize.py): generated lengths stay
+    # inside the training range; for encoders with (nearly) fixed-length vectors
+    radial: bool = False
     n_quantiles: int = 1000
     min_std: float = 1.0e-4   # floor for dimensions that are (nearly) constant in the training data
 
 
 @dataclass
 class TrainLoopConfig:
-    steps: int = 4000
-    batch_size: int = 256
+    steps: int = 500
+    batch_size: int = 128
     lr: float = 1.0e-3
     lr_schedule: str = "cosine"  # cosine | constant
     warmup_steps: int = 200
@@ -78,7 +83,7 @@ class TrainLoopConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     log_every: int = 50
-    checkpoint_every: int = 1000
+    checkpoint_every: int = 500
     keep_checkpoints: int = 2
     threads: Optional[int] = None  # torch CPU threads (None: torch's default)
 

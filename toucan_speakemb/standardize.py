@@ -10,8 +10,14 @@ Stored with the model and undone after sampling:
   2023), then standardised. Its inverse is the empirical quantile function, so every generated value lies in
   the range that dimension takes in the training data: encoders whose outputs are non-negative (ReLU before
   the embedding layer, e.g. GE2E) or bounded keep that property, and point masses (dimensions that are often
-  exactly 0) are reproduced as point masses. It changes marginals only; the joint structure (norms,
-  correlations, speakers) is left to the diffusion model.
+  exactly 0) are reproduced as point masses. It changes marginals only; the joint structure (correlations,
+  speakers) is left to the diffusion model.
+- ``radial`` (optional, before either of them): the vector's length is mapped through the empirical
+  distribution of training lengths onto a wide normal around the mean length, its direction is kept. Its
+  inverse gives every generated vector a length inside the training range. It matters for encoders whose
+  vectors have a nearly fixed length (L2-normalised utterances: their speaker means all lie in a thin shell),
+  where a small error of the model in length would otherwise leave that shell. Scaling by a positive factor
+  keeps signs, so it composes with ``quantile``.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ class Standardizer:
     std: np.ndarray
     # (k, d) sorted quantile values of each dimension at levels (i + 0.5) / k; None for kind "standard"
     quantiles: Optional[np.ndarray] = None
+    # (k,) sorted quantiles of the vector lengths for the radial transform; None when it is off
+    radii: Optional[np.ndarray] = None
 
     @property
     def kind(self) -> str:
@@ -38,13 +46,19 @@ class Standardizer:
 
     @classmethod
     def fit(cls, x: np.ndarray, weights: Optional[np.ndarray] = None, min_std: float = 1e-4,
-            enabled: bool = True, kind: str = "standard", n_quantiles: int = 1000) -> "Standardizer":
+            enabled: bool = True, kind: str = "standard", n_quantiles: int = 1000,
+            radial: bool = False) -> "Standardizer":
         x = np.asarray(x, dtype=np.float64)
         d = x.shape[1]
         if not enabled:
             return cls(np.zeros(d, np.float32), np.ones(d, np.float32))
         if kind not in TRANSFORMS:
             raise ValueError(f"unknown transform '{kind}' (known: {', '.join(TRANSFORMS)})")
+        radii = None
+        if radial:
+            k = min(n_quantiles, len(x))
+            radii = np.quantile(np.linalg.norm(x, axis=1), _levels(k)).astype(np.float32)
+            x = _radial_forward(x, radii)
         q = None
         if kind == "quantile":
             k = min(n_quantiles, len(x))
@@ -59,10 +73,12 @@ class Standardizer:
         w = w / w.sum()
         mean = w @ x
         std = np.sqrt(w @ (x - mean) ** 2)
-        return cls(mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32), q)
+        return cls(mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32), q, radii)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
+        if self.radii is not None:
+            x = _radial_forward(x, self.radii)
         if self.quantiles is not None:
             x = _to_normal(x, self.quantiles)
         return ((x - self.mean) / self.std).astype(np.float32)
@@ -71,22 +87,29 @@ class Standardizer:
         x = np.asarray(z, dtype=np.float64) * self.std + self.mean
         if self.quantiles is not None:
             x = _from_normal(x, self.quantiles)
+        if self.radii is not None:
+            x = _radial_inverse(x, self.radii)
         return x.astype(np.float32)
 
     def to_arrays(self, prefix: str = "norm.") -> Dict[str, np.ndarray]:
         out = {f"{prefix}mean": self.mean, f"{prefix}std": self.std}
         if self.quantiles is not None:
             out[f"{prefix}quantiles"] = self.quantiles
+        if self.radii is not None:
+            out[f"{prefix}radii"] = self.radii
         return out
 
     @classmethod
     def from_arrays(cls, arrays: Dict[str, np.ndarray], prefix: str = "norm.") -> "Standardizer":
-        return cls(arrays[f"{prefix}mean"], arrays[f"{prefix}std"], arrays.get(f"{prefix}quantiles"))
+        return cls(arrays[f"{prefix}mean"], arrays[f"{prefix}std"], arrays.get(f"{prefix}quantiles"),
+                   arrays.get(f"{prefix}radii"))
 
     def same_as(self, other: "Standardizer") -> bool:
         return (np.array_equal(self.mean, other.mean) and np.array_equal(self.std, other.std)
                 and (self.quantiles is None) == (other.quantiles is None)
-                and (self.quantiles is None or np.array_equal(self.quantiles, other.quantiles)))
+                and (self.quantiles is None or np.array_equal(self.quantiles, other.quantiles))
+                and (self.radii is None) == (other.radii is None)
+                and (self.radii is None or np.array_equal(self.radii, other.radii)))
 
 
 def _levels(k: int) -> np.ndarray:
@@ -116,6 +139,23 @@ def _from_normal(z: np.ndarray, q: np.ndarray) -> np.ndarray:
     for j in range(z.shape[1]):
         out[:, j] = np.interp(u[:, j], p, q[:, j].astype(np.float64))
     return out
+
+
+RADIAL_SPREAD = 0.2  # std of the transformed length, relative to the mean length
+
+
+def _radial_forward(x: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    r = np.linalg.norm(x, axis=1, keepdims=True)
+    u = _to_normal(r, radii[:, None])
+    centre = float(np.mean(radii))
+    return x / np.maximum(r, 1e-12) * centre * (1 + RADIAL_SPREAD * u)
+
+
+def _radial_inverse(y: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    rho = np.linalg.norm(y, axis=1, keepdims=True)
+    centre = float(np.mean(radii))
+    r = _from_normal((rho / centre - 1) / RADIAL_SPREAD, radii[:, None])
+    return y / np.maximum(rho, 1e-12) * r
 
 
 def _weighted_quantiles(x: np.ndarray, w: np.ndarray, levels: np.ndarray) -> np.ndarray:

@@ -24,13 +24,14 @@ from .profiles import get_profile
 @dataclass
 class SyntheticPopulation:
     dim: int = 704
-    latent_dim: int = 12
+    latent_dim: int = 16
     clusters: int = 6
     hidden: int = 256
     cluster_spread: float = 2.0   # distance scale between cluster centres in latent units
-    within_cluster: float = 0.8   # latent std inside a cluster
+    within_cluster: float = 2.0   # latent std inside a cluster (clusters overlap, as accents do)
     utterance_scatter: float = 0.45  # per-dimension std of utterance noise, relative to speaker std
     channel_rank: int = 4
+    offset_scale: float = 0.3     # common offset of all speakers (real encoders' outputs are not centred)
     seed: int = 1234
 
     def __post_init__(self):
@@ -42,10 +43,12 @@ class SyntheticPopulation:
         self.b1 = rng.normal(0, 0.5, h)
         self.w2 = rng.normal(0, 1.0 / np.sqrt(h), (h, d))
         self.w2 *= np.exp(rng.normal(0, 0.5, d))[None, :]  # dimensions of unequal scale, as in real encoders
-        self.offset = rng.normal(0, 1.0, d) * 0.6
+        self.offset = rng.normal(0, 1.0, d) * self.offset_scale
         self.channel = rng.normal(0, 1.0 / np.sqrt(d), (self.channel_rank, d))
-        self._scale = None
-        self._scale = float(np.sqrt(self._raw(self.sample_latent(4000, np.random.default_rng(0))).var(0).mean()))
+        calib = self._raw(self.sample_latent(4000, np.random.default_rng(0)))
+        # centred and scaled so speakers vary with unit variance per dimension around a small common offset
+        self._centre = calib.mean(0)
+        self._scale = float(np.sqrt(calib.var(0).mean()))
 
     def sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray:
         k = rng.choice(self.clusters, size=n, p=self.weights)
@@ -55,7 +58,7 @@ class SyntheticPopulation:
         return np.tanh(z @ self.w1 + self.b1) @ self.w2
 
     def speakers_from_latent(self, z: np.ndarray) -> np.ndarray:
-        return (self._raw(z) / self._scale + self.offset).astype(np.float32)
+        return ((self._raw(z) - self._centre) / self._scale + self.offset).astype(np.float32)
 
     def sample_speakers(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n fresh speakers (their true, noise-free embeddings) from the true distribution."""

@@ -29,7 +29,7 @@ import torch
 
 from . import __version__
 from .config import TrainConfig
-from .diffusion.denoisers import build_denoiser
+from .diffusion.denoisers import GaussianResidual, build_denoiser
 from .diffusion.gaussian import GaussianDiffusion
 from .diffusion.schedules import make_betas
 from .embedding_set import EmbeddingSet
@@ -51,7 +51,10 @@ def build_diffusion(cfg: TrainConfig) -> GaussianDiffusion:
 
 
 def build_model(cfg: TrainConfig, dim: int) -> torch.nn.Module:
-    return build_denoiser(cfg.model.kind, dim, cfg.diffusion.timesteps, cfg.model.options())
+    net = build_denoiser(cfg.model.kind, dim, cfg.diffusion.timesteps, cfg.model.options())
+    if cfg.model.gaussian_residual:
+        net = GaussianResidual(net, dim, build_diffusion(cfg).alphas_cumprod, cfg.diffusion.prediction)
+    return net
 
 
 # ---- data ---------------------------------------------------------------------------------------------
@@ -101,7 +104,7 @@ def prepare_data(es: EmbeddingSet, cfg: TrainConfig) -> Tuple[TrainingData, Embe
         raw, row_spk = es.embeddings, es.speaker_index()
         weights = 1.0 / np.bincount(row_spk)[row_spk] if level == "balanced" else None
     nc = cfg.normalization
-    st = Standardizer.fit(raw, weights, nc.min_std, nc.standardize, nc.transform, nc.n_quantiles)
+    st = Standardizer.fit(raw, weights, nc.min_std, nc.standardize, nc.transform, nc.n_quantiles, nc.radial)
     data = TrainingData(st.forward(raw), row_spk, level, len(means), st)
     return data, means
 
@@ -266,6 +269,9 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
     gen = torch.Generator().manual_seed(cfg.seed)
     diffusion = build_diffusion(cfg)
     model = build_model(cfg, dim)
+    if isinstance(model, GaussianResidual):
+        w = None if data.level != "balanced" else torch.from_numpy(1.0 / np.bincount(data.row_speaker)[data.row_speaker])
+        model.fit_gaussian(torch.from_numpy(data.rows), w)
     ema = build_model(cfg, dim)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)

@@ -143,6 +143,19 @@ class GaussianDiffusion:
         return x
 
 
+def gaussian_posterior_x0(xt: torch.Tensor, abar: torch.Tensor, mean: torch.Tensor, eigvecs: torch.Tensor,
+                          eigvals: torch.Tensor) -> torch.Tensor:
+    """E[x_0 | x_t] when x_0 ~ N(mean, V diag(λ) Vᵀ), for rows with their own ᾱ (``abar`` shape (n, 1)).
+
+    In the eigenbasis every coordinate is an independent scalar Gaussian:
+    E[c_0 | c_t] = m + √ᾱ λ / (ᾱ λ + 1 - ᾱ) (c_t - √ᾱ m).
+    """
+    sa = abar.sqrt()
+    c = (xt - sa * mean) @ eigvecs                      # (n, d) coordinates in the eigenbasis
+    gain = sa * eigvals / (abar * eigvals + (1 - abar))  # (n, d)
+    return mean + (gain * c) @ eigvecs.T
+
+
 def gaussian_optimal_denoiser(diffusion: GaussianDiffusion, mean: torch.Tensor, cov: torch.Tensor) -> Denoiser:
     """The exact (Bayes-optimal) network output when the data is N(mean, cov).
 
