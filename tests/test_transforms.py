@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from toucan_speakemb.diffusion.denoisers import GaussianResidual, ResidualMLPDenoiser
-from toucan_speakemb.diffusion.gaussian import GaussianDiffusion, gaussian_optimal_denoiser, gaussian_posterior_x0
+from toucan_speakemb.diffusion.gaussian import (GaussianDiffusion, gaussian_flow_step, gaussian_optimal_denoiser,
+                                              gaussian_posterior_x0)
 from toucan_speakemb.diffusion.schedules import make_betas
 from toucan_speakemb.standardize import Standardizer
 
@@ -120,3 +121,36 @@ def test_gaussian_statistics_are_part_of_the_models_saved_state():
     model.fit_gaussian(torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, 4.0]]))
     keys = set(model.state_dict())
     assert {"mean", "eigvecs", "eigvals", "abar"} <= keys
+
+
+def test_gaussian_flow_step_keeps_the_marginal_at_every_noise_level():
+    rng = np.random.default_rng(8)
+    a = rng.normal(size=(3, 3))
+    cov = torch.tensor(a @ a.T + 0.05 * np.eye(3))
+    mean = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    vals, vecs = torch.linalg.eigh(cov)
+    x0 = torch.tensor(rng.multivariate_normal(mean.numpy(), cov.numpy(), 40000))
+    abar_t, abar_s = 0.3, 0.8
+    xt = abar_t**0.5 * x0 + (1 - abar_t) ** 0.5 * torch.randn(x0.shape, dtype=torch.float64)
+    xs = gaussian_flow_step(xt, abar_t, abar_s, mean, vecs, vals)
+    want_cov = abar_s * cov + (1 - abar_s) * torch.eye(3, dtype=torch.float64)
+    np.testing.assert_allclose(xs.mean(0).numpy(), abar_s**0.5 * mean.numpy(), atol=0.03)
+    np.testing.assert_allclose(np.cov(xs.numpy().T), want_cov.numpy(), atol=0.05)
+
+
+@pytest.mark.parametrize("steps", [2, 5])
+def test_ddim_with_the_exact_gaussian_step_is_exact_for_a_gaussian_at_few_steps_where_plain_ddim_shrinks(steps):
+    rng = np.random.default_rng(9)
+    a = rng.normal(size=(3, 3))
+    data = torch.tensor(rng.normal(size=(20000, 3)) @ a.T * 2 + np.array([1.0, -2.0, 0.5]), dtype=torch.float32)
+    diffusion = GaussianDiffusion(make_betas("cosine", 1000), prediction="v")
+    model = GaussianResidual(ResidualMLPDenoiser(3, 1000, hidden=16, blocks=1), 3, diffusion.alphas_cumprod, "v")
+    model.fit_gaussian(data)
+    noise = torch.randn(20000, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        exact = diffusion.ddim_sample_loop(model, noise, steps=steps, gaussian=model)
+        plain = diffusion.ddim_sample_loop(model, noise, steps=steps)
+    want = np.cov(data.numpy().T)
+    np.testing.assert_allclose(np.cov(exact.numpy().T), want, atol=0.08 * np.abs(want).max())
+    np.testing.assert_allclose(exact.mean(0).numpy(), data.mean(0).numpy(), atol=0.1)
+    assert np.trace(np.cov(plain.numpy().T)) < 0.9 * np.trace(want)  # what the exact step repairs

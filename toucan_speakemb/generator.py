@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
+from .diffusion.denoisers import GaussianResidual
 from .errors import SpeakEmbError
 from .fileio import load_tensors
 from .profiles import Profile
@@ -104,7 +105,9 @@ class Generator:
             # Stochastic parts (ancestral noise, eta > 0) follow the chunk's first seed: reproducible per bank.
             g = torch.Generator().manual_seed(chunk[0] ^ 0x5EED)
             if sampler == "ddim":
-                z = self.diffusion.ddim_sample_loop(self.model, x_T, steps=steps, eta=eta, generator=g)
+                gaussian = self.model if isinstance(self.model, GaussianResidual) else None
+                z = self.diffusion.ddim_sample_loop(self.model, x_T, steps=steps, eta=eta, generator=g,
+                                                    gaussian=gaussian)
             else:
                 z = self.diffusion.p_sample_loop(self.model, x_T, generator=g)
             out.append(self.standardizer.inverse(z.numpy()))

@@ -50,6 +50,7 @@ class _AdaLNBlock(nn.Module):
         nn.init.zeros_(self.modulation.bias)
 
     def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        # c is (n, hidden) or, when every row shares one timestep, (1, hidden) broadcast over the batch
         scale, shift, gate = self.modulation(c).chunk(3, dim=-1)
         # gate starts at 0 through the zero-initialised modulation, so each block starts as the identity
         return h + gate * self.mlp(self.norm(h) * (1 + scale) + shift)
@@ -69,6 +70,8 @@ class ResidualMLPDenoiser(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if len(t) > 1 and bool((t == t[0]).all()):  # samplers: one timestep per call, embed it once
+            t = t[:1]
         c = nn.functional.silu(self.time(timestep_embedding(t, self.time_dim)))
         h = self.inp(x)
         for block in self.blocks:
@@ -110,7 +113,14 @@ class GaussianResidual(nn.Module):
         from .gaussian import gaussian_posterior_x0
 
         a = self.abar[t][:, None]
-        x0 = gaussian_posterior_x0(x, a, self.mean, self.eigvecs, self.eigvals)
+        if len(t) > 1 and bool((t == t[0]).all()):
+            # one timestep for all rows (sampling): fold the eigenbasis into one d x d matrix, one product
+            a0 = self.abar[t[0]]
+            gain = a0.sqrt() * self.eigvals / (a0 * self.eigvals + (1 - a0))
+            m = (self.eigvecs * gain) @ self.eigvecs.T
+            x0 = self.mean + (x - a0.sqrt() * self.mean) @ m
+        else:
+            x0 = gaussian_posterior_x0(x, a, self.mean, self.eigvecs, self.eigvals)
         eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
         return eps if self.prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
 

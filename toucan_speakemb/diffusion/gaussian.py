@@ -124,8 +124,14 @@ class GaussianDiffusion:
     @torch.no_grad()
     def ddim_sample_loop(self, model: Denoiser, x_T: torch.Tensor, steps: int = 50, eta: float = 0.0,
                          generator: Optional[torch.Generator] = None, clip: Optional[float] = None,
-                         timesteps: Optional[Sequence[int]] = None) -> torch.Tensor:
-        """DDIM (Song et al. 2021, eq. 12): deterministic for eta = 0; eta = 1 is DDPM-like on the sub-sequence."""
+                         timesteps: Optional[Sequence[int]] = None, gaussian=None) -> torch.Tensor:
+        """DDIM (Song et al. 2021, eq. 12): deterministic for eta = 0; eta = 1 is DDPM-like on the sub-sequence.
+
+        ``gaussian``: a model whose prediction is a Gaussian part plus a correction (it has ``mean``,
+        ``eigvecs``, ``eigvals`` of N(μ, Σ)). Then, with eta = 0, the Gaussian part of each step is taken
+        exactly (:func:`gaussian_flow_step`) and only the correction with DDIM's first-order step, so few
+        steps no longer shrink the samples: DDIM alone is exact for no Gaussian but in the limit of many steps.
+        """
         ts = np.asarray(timesteps) if timesteps is not None else self.ddim_timesteps(self.num_timesteps, steps)
         x = x_T
         ab = self.alphas_cumprod
@@ -137,7 +143,16 @@ class GaussianDiffusion:
                 eps = (x - float(np.sqrt(ab[i])) * x0) / float(np.sqrt(1 - ab[i]))
             a_prev = ab[ts[k + 1]] if k + 1 < len(ts) else 1.0
             sigma = eta * np.sqrt((1 - a_prev) / (1 - ab[i]) * (1 - ab[i] / a_prev))
-            x = float(np.sqrt(a_prev)) * x0 + float(np.sqrt(max(1 - a_prev - sigma**2, 0.0))) * eps
+            x_next = float(np.sqrt(a_prev)) * x0 + float(np.sqrt(max(1 - a_prev - sigma**2, 0.0))) * eps
+            if gaussian is not None and eta == 0:
+                a_t = torch.tensor(ab[i], dtype=x.dtype)
+                x0_g = gaussian_posterior_x0(x, a_t, gaussian.mean, gaussian.eigvecs, gaussian.eigvals)
+                eps_g = (x - a_t.sqrt() * x0_g) / (1 - a_t).sqrt()
+                ddim_g = float(np.sqrt(a_prev)) * x0_g + float(np.sqrt(1 - a_prev)) * eps_g
+                exact_g = gaussian_flow_step(x, float(ab[i]), float(a_prev), gaussian.mean, gaussian.eigvecs,
+                                             gaussian.eigvals)
+                x_next = exact_g + (x_next - ddim_g)
+            x = x_next
             if sigma > 0:
                 x = x + float(sigma) * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         return x
@@ -154,6 +169,18 @@ def gaussian_posterior_x0(xt: torch.Tensor, abar: torch.Tensor, mean: torch.Tens
     c = (xt - sa * mean) @ eigvecs                      # (n, d) coordinates in the eigenbasis
     gain = sa * eigvals / (abar * eigvals + (1 - abar))  # (n, d)
     return mean + (gain * c) @ eigvecs.T
+
+
+def gaussian_flow_step(xt: torch.Tensor, abar_t: float, abar_s: float, mean: torch.Tensor, eigvecs: torch.Tensor,
+                       eigvals: torch.Tensor) -> torch.Tensor:
+    """Exact probability-flow ODE transport from noise level ᾱ_t to ᾱ_s for data N(mean, V diag(λ) Vᵀ).
+
+    Each eigen-coordinate is Gaussian with mean √ᾱ m and variance ᾱλ + 1 - ᾱ at every level, and the flow
+    keeps its standardised value: c_s = √ᾱ_s m + √((ᾱ_s λ + 1 - ᾱ_s) / (ᾱ_t λ + 1 - ᾱ_t)) (c_t - √ᾱ_t m).
+    """
+    c = (xt - abar_t**0.5 * mean) @ eigvecs
+    scale = ((abar_s * eigvals + 1 - abar_s) / (abar_t * eigvals + 1 - abar_t)).sqrt()
+    return abar_s**0.5 * mean + (c * scale) @ eigvecs.T
 
 
 def gaussian_optimal_denoiser(diffusion: GaussianDiffusion, mean: torch.Tensor, cov: torch.Tensor) -> Denoiser:
