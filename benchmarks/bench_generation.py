@@ -134,6 +134,8 @@ def main(argv=None):
         print(f"(a) {tr.summary()} train / {ho.summary()} held out; same-speaker threshold {thr:.3f} "
               f"(EER {eer:.1%}), split-half threshold {strict:.3f}", flush=True)
         recipes = {"default": (TrainConfig.from_yaml(default_yaml), "speaker"),
+                   # what the model keeps of the encoder's constraints without the quantile transform
+                   "default, standard transform": (TrainConfig.from_yaml(default_yaml, ["normalization.transform=standard"]), "speaker"),
                    "source baseline (linear)": (TrainConfig.from_yaml(baseline_yaml, ["data.path=null"]), "utterance")}
         evaluate_dataset("a", tr, refs, out, recipes, rows, extra,
                          {"(a) real held-out speakers (reference)": real_row})

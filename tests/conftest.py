@@ -1,0 +1,298 @@
+"""Shared test fixtures: real speech made with espeak-ng / flite, and SpeechBrain model folders.
+
+The model folders are in SpeechBrain's own on-disk format (``hyperparams.yaml`` + ``embedding_model.ckpt`` +
+``mean_var_norm_emb.ckpt`` + ``classifier.ckpt`` + ``label_encoder.txt``), with the hyperparameters of the
+published ``spkrec-ecapa-voxceleb`` / ``spkrec-xvect-voxceleb`` models (including their ``pretrained_path``
+pointing at the model hub, as a downloaded copy of those folders has it) and random weights written by
+SpeechBrain's own savers. Random weights give embeddings of the right shape and code path, nothing more:
+no test treats them as speaker-discriminative.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ECAPA_HPARAMS = """\
+# ############################################################################
+# Model: ECAPA big for Speaker verification (architecture of speechbrain/spkrec-ecapa-voxceleb)
+# ############################################################################
+
+# Feature parameters
+n_mels: 80
+
+# Pretrain folder (HuggingFace)
+pretrained_path: speechbrain/spkrec-ecapa-voxceleb
+
+# Output parameters
+out_n_neurons: {out_neurons}
+
+# Model params
+compute_features: !new:speechbrain.lobes.features.Fbank
+    n_mels: !ref <n_mels>
+
+mean_var_norm: !new:speechbrain.processing.features.InputNormalization
+    norm_type: sentence
+    std_norm: False
+
+embedding_model: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
+    input_size: !ref <n_mels>
+    channels: [1024, 1024, 1024, 1024, 3072]
+    kernel_sizes: [5, 3, 3, 3, 1]
+    dilations: [1, 2, 3, 4, 1]
+    attention_channels: 128
+    lin_neurons: 192
+
+classifier: !new:speechbrain.lobes.models.ECAPA_TDNN.Classifier
+    input_size: 192
+    out_neurons: !ref <out_n_neurons>
+
+mean_var_norm_emb: !new:speechbrain.processing.features.InputNormalization
+    norm_type: global
+    std_norm: False
+
+modules:
+    compute_features: !ref <compute_features>
+    mean_var_norm: !ref <mean_var_norm>
+    embedding_model: !ref <embedding_model>
+    mean_var_norm_emb: !ref <mean_var_norm_emb>
+    classifier: !ref <classifier>
+
+label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
+
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        embedding_model: !ref <embedding_model>
+        mean_var_norm_emb: !ref <mean_var_norm_emb>
+        classifier: !ref <classifier>
+        label_encoder: !ref <label_encoder>
+    paths:
+        embedding_model: !ref <pretrained_path>/embedding_model.ckpt
+        mean_var_norm_emb: !ref <pretrained_path>/mean_var_norm_emb.ckpt
+        classifier: !ref <pretrained_path>/classifier.ckpt
+        label_encoder: !ref <pretrained_path>/label_encoder.txt
+"""
+
+XVECT_HPARAMS = """\
+# ############################################################################
+# Model: xvector for Speaker verification (architecture of speechbrain/spkrec-xvect-voxceleb)
+# ############################################################################
+
+# Feature parameters
+n_mels: 24
+
+# Pretrain folder (HuggingFace)
+pretrained_path: speechbrain/spkrec-xvect-voxceleb
+
+# Output parameters
+out_n_neurons: {out_neurons}
+
+# Model params
+compute_features: !new:speechbrain.lobes.features.Fbank
+    n_mels: !ref <n_mels>
+
+mean_var_norm: !new:speechbrain.processing.features.InputNormalization
+    norm_type: sentence
+    std_norm: False
+
+embedding_model: !new:speechbrain.lobes.models.Xvector.Xvector
+    in_channels: !ref <n_mels>
+    activation: !name:torch.nn.LeakyReLU
+    tdnn_blocks: 5
+    tdnn_channels: [512, 512, 512, 512, 1500]
+    tdnn_kernel_sizes: [5, 3, 3, 1, 1]
+    tdnn_dilations: [1, 2, 3, 1, 1]
+    lin_neurons: 512
+
+classifier: !new:speechbrain.lobes.models.Xvector.Classifier
+    input_shape: [null, null, 512]
+    activation: !name:torch.nn.LeakyReLU
+    lin_blocks: 1
+    lin_neurons: 512
+    out_neurons: !ref <out_n_neurons>
+
+mean_var_norm_emb: !new:speechbrain.processing.features.InputNormalization
+    norm_type: global
+    std_norm: False
+
+modules:
+    compute_features: !ref <compute_features>
+    mean_var_norm: !ref <mean_var_norm>
+    embedding_model: !ref <embedding_model>
+    mean_var_norm_emb: !ref <mean_var_norm_emb>
+    classifier: !ref <classifier>
+
+label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
+
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        embedding_model: !ref <embedding_model>
+        mean_var_norm_emb: !ref <mean_var_norm_emb>
+        classifier: !ref <classifier>
+        label_encoder: !ref <label_encoder>
+    paths:
+        embedding_model: !ref <pretrained_path>/embedding_model.ckpt
+        mean_var_norm_emb: !ref <pretrained_path>/mean_var_norm_emb.ckpt
+        classifier: !ref <pretrained_path>/classifier.ckpt
+        label_encoder: !ref <pretrained_path>/label_encoder.txt
+"""
+
+
+def build_speechbrain_model_dir(kind: str, folder: Path, seed: int = 0, out_neurons: int = 16,
+                                small: bool = False) -> Path:
+    """Write a SpeechBrain model folder (``kind`` = "ecapa" or "xvector") with random weights.
+
+    The files are produced the way SpeechBrain's checkpointer produces them: the modules are built from the
+    hyperparameters by HyperPyYAML, ``torch_save`` writes module state dicts, ``InputNormalization._save``
+    the embedding statistics and ``CategoricalEncoder.save`` the label file. ``out_neurons`` is the
+    classifier size (7205 VoxCeleb speakers in the published models; small here, it is never used).
+    ``small`` narrows the hidden layers (same layer types, same embedding sizes) for fast pipeline tests.
+    """
+    import torch
+    from hyperpyyaml import load_hyperpyyaml
+    from speechbrain.utils.checkpoints import torch_save
+
+    text = {"ecapa": ECAPA_HPARAMS, "xvector": XVECT_HPARAMS}[kind].format(out_neurons=out_neurons)
+    if small:
+        text = (text.replace("channels: [1024, 1024, 1024, 1024, 3072]", "channels: [64, 64, 64, 64, 192]")
+                .replace("attention_channels: 128", "attention_channels: 16")
+                .replace("tdnn_channels: [512, 512, 512, 512, 1500]", "tdnn_channels: [64, 64, 64, 64, 150]"))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hyperparams.yaml").write_text(text, encoding="utf-8")
+    torch.manual_seed(seed)
+    hp = load_hyperpyyaml(text)
+    emb_dim = 192 if kind == "ecapa" else 512
+    with torch.no_grad():
+        # Random, not zero: give the statistics something to normalise so a wrong load would show.
+        norm = hp["mean_var_norm_emb"]
+        norm(torch.randn(8, emb_dim), torch.ones(8))
+    torch_save(hp["embedding_model"], folder / "embedding_model.ckpt")
+    torch_save(hp["classifier"], folder / "classifier.ckpt")
+    hp["mean_var_norm_emb"]._save(folder / "mean_var_norm_emb.ckpt")
+    enc = hp["label_encoder"]
+    enc.update_from_iterable([f"id{i:05d}" for i in range(out_neurons)])
+    enc.save(folder / "label_encoder.txt")
+    return folder
+
+
+# ---- speech ----------------------------------------------------------------------------------------------
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "She sells sea shells by the sea shore.",
+    "A rolling stone gathers no moss.",
+    "Every good boy deserves fudge, and every bird sings at dawn.",
+    "Peter Piper picked a peck of pickled peppers.",
+    "How much wood would a woodchuck chuck if a woodchuck could chuck wood.",
+    "It was the best of times, it was the worst of times.",
+    "All that glitters is not gold, and not all who wander are lost.",
+]
+ESPEAK_VOICES = ["en+m1", "en+f3", "en+m3", "en+f2", "en-us+m2", "en-us+f4"]
+
+
+def have_espeak() -> bool:
+    return shutil.which("espeak-ng") is not None
+
+
+def speak(path: Path, text: str, voice: str = "en+m1", speed: int = 160, engine: str = "espeak") -> Path:
+    """Synthesise ``text`` into a 16-bit wav at ``path`` with espeak-ng (22.05 kHz) or flite (8 kHz/16 kHz)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if engine == "flite":
+        if shutil.which("flite") is None:
+            pytest.skip("flite is not installed (apt-get install -y flite)")
+        subprocess.run(["flite", "-voice", voice or "slt", "-t", text, "-o", str(path)], check=True,
+                       capture_output=True)
+    else:
+        if not have_espeak():
+            pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True,
+                       capture_output=True)
+    return path
+
+
+def write_audio(path: Path, wave: np.ndarray, sr: int, **kw) -> Path:
+    import soundfile as sf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), wave, sr, **kw)
+    return path
+
+
+def read_audio(path: Path):
+    import soundfile as sf
+
+    return sf.read(str(path), dtype="float64")
+
+
+@pytest.fixture(scope="session")
+def sb_model_dirs(tmp_path_factory):
+    """{"ecapa": folder, "xvector": folder}: SpeechBrain model folders with random weights."""
+    root = tmp_path_factory.mktemp("sb_models")
+    return {
+        "ecapa": build_speechbrain_model_dir("ecapa", root / "spkrec-ecapa-voxceleb", seed=1),
+        "xvector": build_speechbrain_model_dir("xvector", root / "spkrec-xvect-voxceleb", seed=2),
+    }
+
+
+@pytest.fixture(scope="session")
+def sb_small_root(tmp_path_factory):
+    """A folder holding narrow ECAPA / x-vector model folders under their hub names (fast pipeline tests)."""
+    root = tmp_path_factory.mktemp("sb_small")
+    build_speechbrain_model_dir("ecapa", root / "spkrec-ecapa-voxceleb", seed=3, small=True)
+    build_speechbrain_model_dir("xvector", root / "spkrec-xvect-voxceleb", seed=4, small=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def sb_models_root(sb_model_dirs):
+    """The folder holding both model folders under their model hub names."""
+    return sb_model_dirs["ecapa"].parent
+
+
+@pytest.fixture(scope="session")
+def speech_folder(tmp_path_factory):
+    """A small folder corpus: 3 speakers (= sub-folders) x 3 utterances of espeak-ng speech, 1-3 s each."""
+    root = tmp_path_factory.mktemp("speech_folder")
+    for s in range(3):
+        for u in range(3):
+            speak(root / f"spk{s}" / f"utt{u}.wav", SENTENCES[(s * 3 + u) % len(SENTENCES)][:40 + 15 * u],
+                  voice=ESPEAK_VOICES[s], speed=170 + 10 * u)
+    return root
+
+
+@pytest.fixture
+def run_cli():
+    """Run ``toucan-speakemb`` in a subprocess: returns CompletedProcess (text)."""
+
+    def run(*args, env=None, timeout=600):
+        import os
+
+        e = dict(os.environ)
+        e.setdefault("PYTHONWARNINGS", "ignore")
+        if env:
+            e.update(env)
+        return subprocess.run([sys.executable, "-m", "toucan_speakemb.cli", *map(str, args)],
+                              capture_output=True, text=True, env=e, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Encode with one thread in this process: DataLoader workers and subprocesses share the (few) cores,
+    and oversubscribed intra-op threads make every op wait for the slowest one. Modules that encode audio
+    use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
