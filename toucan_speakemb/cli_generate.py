@@ -82,7 +82,8 @@ def sample(generator, n, seed, out, npy, sampler, steps):
 
 @click.command(context_settings={"show_default": True})
 @click.option("--out", "out", default="demo_out", type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--steps", type=click.IntRange(min=10), default=3000, help="Training steps.")
+@click.option("--steps", type=click.IntRange(min=10), default=None,
+              help="Training steps (default: the default recipe's, train.steps).")
 @click.option("--voices", type=click.IntRange(min=20), default=500, help="Voices to sample.")
 @click.option("--seed", type=int, default=0, help="Seed of training and sampling (same seed, same report).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")

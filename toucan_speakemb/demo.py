@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -30,13 +31,14 @@ COLUMNS = [("precision", "precision", ".2f"), ("recall", "recall", ".2f"),
            ("memorised", "memorised", ".2f"), ("close_pairs", "close pairs", ".3f")]
 
 
-def run_demo(out: Path, steps: int = 3000, n_voices: int = 500, seed: int = 0, progress: bool = True) -> Path:
+def run_demo(out: Path, steps: Optional[int] = None, n_voices: int = 500, seed: int = 0,
+             progress: bool = True) -> Path:
     name = "builtin:synthetic"
     out.mkdir(parents=True, exist_ok=True)
     population = builtin_population(name)
     data = builtin_set(name)
     cfg = TrainConfig()
-    cfg.train.steps = steps
+    cfg.train.steps = steps or cfg.train.steps
     cfg.seed = seed
     t0 = time.perf_counter()
     train(data, out / "run", cfg, progress=progress)
@@ -71,7 +73,7 @@ def run_demo(out: Path, steps: int = 3000, n_voices: int = 500, seed: int = 0, p
 
 Data: `{name}` — {data.summary()}, a clustered nonlinear speaker population of known structure
 (`toucan_speakemb/synthetic.py`). The generator learned {len(train_means)} training speakers (speaker level).
-Trained {steps} steps in {train_s:.0f} s; sampled {n_voices} voices in {sample_s:.2f} s
+Trained {cfg.train.steps} steps in {train_s:.0f} s; sampled {n_voices} voices in {sample_s:.2f} s
 ({gen.cfg.sample.sampler}, {gen.cfg.sample.steps} steps).
 
 Every row is judged against 2000 fresh speakers from the true distribution. The first row is what
