@@ -6,7 +6,7 @@ Without --data it uses the embedded data of known structure, with a short traini
 """
 import argparse
 
-from toucan_speakemb import EmbeddingSet, Generator, TrainConfig, VoiceBank, train
+from toucan_speakemb import Generator, TrainConfig, VoiceBank, train
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--data", default="builtin:synthetic")
@@ -23,4 +23,5 @@ bank.save("runs/example_voices.safetensors")
 print(voices.shape, bank.ids[:3])
 
 # Your own embeddings: an interchange .npz (embeddings, speaker_ids[, utterance_ids, gender, age]).
+# from toucan_speakemb import EmbeddingSet
 # es = EmbeddingSet.load("my_embeddings.npz", profile="toucan-v2.2"); es.save("my_set.safetensors")

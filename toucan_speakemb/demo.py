@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 
 from .config import TrainConfig
 from .evaluation import metrics as M

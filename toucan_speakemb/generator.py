@@ -7,7 +7,6 @@ its seed and the generator's weights, so it can be re-made alone, in any batch, 
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
@@ -124,9 +123,3 @@ class Generator:
                 "profile": self.profile.name, "dim": self.dim, "trained_steps": self.meta.get("trained_steps"),
                 "schedule": self.cfg.diffusion.schedule, "model": self.cfg.model.kind,
                 "level": self.cfg.data.level}
-
-
-def timed_sample(gen: Generator, n: int, seed: int = 0, **kwargs):
-    t0 = time.perf_counter()
-    x = gen.sample(n, seed, **kwargs)
-    return x, time.perf_counter() - t0

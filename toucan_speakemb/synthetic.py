@@ -66,7 +66,6 @@ class SyntheticPopulation:
 
     def sample_utterances(self, speakers: np.ndarray, per_speaker: int, rng: np.random.Generator) -> np.ndarray:
         """(n_speakers * per_speaker, d) utterance embeddings, speaker-major order."""
-        n = len(speakers)
         rep = np.repeat(speakers, per_speaker, axis=0)
         noise = rng.normal(0, self.utterance_scatter, rep.shape)
         chan = rng.normal(0, self.utterance_scatter * 2.0, (len(rep), self.channel_rank)) @ self.channel * np.sqrt(self.dim)

@@ -16,7 +16,6 @@ interrupted (all randomness comes from generators whose states are checkpointed)
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -394,20 +393,3 @@ def write_loss_log(run_dir: Path, history: Sequence[Sequence[float]], plot: bool
         from .plots import plot_loss
 
         plot_loss(history, run_dir / "loss.png")
-
-
-def read_loss_log(run_dir: Path) -> List[Tuple[int, float, float]]:
-    path = Path(run_dir) / "loss.csv"
-    rows = []
-    for line in path.read_text().splitlines()[1:]:
-        s, l, lr = line.split(",")
-        rows.append((int(s), float(l), float(lr)))
-    return rows
-
-
-def config_from_generator_meta(meta: Dict) -> TrainConfig:
-    return TrainConfig.from_dict(meta["config"], "generator config")
-
-
-def summary_json(run_dir: Path) -> Dict:
-    return json.loads((Path(run_dir) / "summary.json").read_text())

@@ -72,26 +72,6 @@ def measure(generated: np.ndarray, ref: Reference, match: Optional[int] = None, 
     return out
 
 
-def real_reference_row(ref: Reference, draws: int = 10, seed: int = 0) -> Dict[str, float]:
-    """What real speakers score: the training rows for precision/recall/Fréchet (the floor), held-out
-    speakers for the memorised share, all real speakers for close pairs and constraints."""
-    size = len(ref.train)
-    fds = [M.frechet_distance(sub, ref.heldout) for sub in _subsamples(ref.train, size, draws, seed)]
-    p, r = M.precision_recall(ref.heldout, ref.train, k=ref.k)
-    out = {
-        "precision": float(p),
-        "recall": float(r),
-        "frechet": float(np.mean(fds)),
-        "frechet_ratio": 1.0,
-        "variance_ratio": M.total_variance_ratio(ref.heldout, ref.real),
-        "memorised": M.memorised_share(ref.heldout, ref.train, ref.threshold),
-        "close_pairs": M.close_pair_share(ref.real, ref.threshold),
-    }
-    if ref.min_entry is not None or ref.norm_range is not None:
-        out["constraints"] = M.constraint_share(ref.real, ref.min_entry, ref.norm_range)
-    return out
-
-
 def gaussian_fit_sample(train: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """The plain-statistics baseline: a full-covariance Gaussian fitted to ``train``."""
     x = np.asarray(train, dtype=np.float64)
