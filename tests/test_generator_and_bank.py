@@ -288,3 +288,17 @@ def test_an_embedding_set_or_damaged_file_is_refused_as_a_voice_bank(run_dir, tm
     with pytest.raises(SpeakEmbError) as ei:
         VoiceBank.load(p)
     assert "damaged" in one_line(ei)
+
+
+def test_zero_steps_or_batch_size_are_refused_not_replaced_by_defaults(gen):
+    with pytest.raises(SpeakEmbError):
+        gen.sample(2, steps=0)
+    with pytest.raises(SpeakEmbError):
+        gen.sample(2, batch_size=0)
+
+
+def test_bank_provenance_records_the_steps_the_sampler_really_ran(gen):
+    ddim = VoiceBank.from_generator(gen, 2, seed=0, sampler="ddim", steps=4)
+    anc = VoiceBank.from_generator(gen, 2, seed=0, sampler="ancestral", steps=4)
+    assert ddim.provenance["steps"] == 4
+    assert anc.provenance["steps"] == gen.diffusion.num_timesteps

@@ -88,10 +88,12 @@ class Generator:
                      eta: Optional[float] = None, batch_size: Optional[int] = None) -> np.ndarray:
         """Embeddings (n, d) in the data space for the given per-voice seeds."""
         sc = self.cfg.sample
-        sampler = sampler or sc.sampler
-        steps = steps or sc.steps
+        sampler = sc.sampler if sampler is None else sampler
+        steps = sc.steps if steps is None else steps
         eta = sc.eta if eta is None else eta
-        batch_size = batch_size or sc.batch_size
+        batch_size = sc.batch_size if batch_size is None else batch_size
+        if batch_size < 1:
+            raise SpeakEmbError(f"batch size must be at least 1; got {batch_size}")
         if sampler not in ("ddim", "ancestral"):
             raise SpeakEmbError(f"unknown sampler '{sampler}' (known: ddim, ancestral)")
         if sampler == "ddim" and not 1 <= steps <= self.diffusion.num_timesteps:

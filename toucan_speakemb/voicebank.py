@@ -60,11 +60,13 @@ class VoiceBank:
         seeds = voice_seeds(seed, n)
         x = generator.sample_seeds(seeds, sampler=sampler, steps=steps)
         sc = generator.cfg.sample
+        used = sc.sampler if sampler is None else sampler
         prov = {
             "generator": generator.describe(),
             "bank_seed": int(seed),
-            "sampler": sampler or sc.sampler,
-            "steps": steps or sc.steps if (sampler or sc.sampler) == "ddim" else generator.diffusion.num_timesteps,
+            "sampler": used,
+            # ancestral sampling always runs every diffusion step
+            "steps": (sc.steps if steps is None else steps) if used == "ddim" else generator.diffusion.num_timesteps,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "toucan_speakemb_version": __version__,
         }
