@@ -360,3 +360,27 @@ def test_console_script_help_runs_as_a_real_process():
     for name in ("train", "sample", "demo"):
         assert name in p.stdout
     assert "Traceback" not in p.stderr
+
+
+def test_quiet_flag_silences_training_info_on_the_console(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "toucan_speakemb.cli", "-q", "train", "--data", "builtin:synthetic-small",
+                        "--out", str(tmp_path / "run"), "--no-progress", "train.steps=5", "train.threads=1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "INFO" not in r.stderr
+    assert "INFO" in (tmp_path / "run" / "train.log").read_text()  # the run's own log still has it
+
+
+def test_changing_the_number_of_steps_of_a_started_run_is_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from toucan_speakemb.cli import main
+
+    args = ["train", "--data", "builtin:synthetic-small", "--out", str(tmp_path / "run"), "--no-progress",
+            "train.threads=1", "train.checkpoint_every=5"]
+    assert CliRunner().invoke(main, args + ["train.steps=5"]).exit_code == 0
+    r = CliRunner().invoke(main, args + ["train.steps=10"])
+    assert r.exit_code == 1 and "train.steps" in r.output

@@ -424,3 +424,17 @@ def test_subset_keeps_attributes_aligned():
     assert sub.utterance_ids == [es.utterance_ids[i] for i in (1, 3, 4)]
     np.testing.assert_array_equal(sub.embeddings, es.embeddings[[1, 3, 4]])
     np.testing.assert_array_equal(sub.age, es.age[[1, 3, 4]])
+
+
+def test_written_files_get_the_usual_permissions_not_owner_only(tmp_path):
+    import os
+    import stat
+
+    from toucan_speakemb.fileio import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        p = atomic_write_text(tmp_path / "x.json", "{}")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644

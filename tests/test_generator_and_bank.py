@@ -302,3 +302,20 @@ def test_bank_provenance_records_the_steps_the_sampler_really_ran(gen):
     anc = VoiceBank.from_generator(gen, 2, seed=0, sampler="ancestral", steps=4)
     assert ddim.provenance["steps"] == 4
     assert anc.provenance["steps"] == gen.diffusion.num_timesteps
+
+
+@pytest.mark.parametrize("kw", [dict(sampler="ancestral"), dict(sampler="ddim", steps=8, eta=1.0)])
+def test_a_stochastically_sampled_voice_does_not_depend_on_its_batch(gen, kw):
+    seeds = voice_seeds(4, 3)
+    together = gen.sample_seeds(seeds, **kw)
+    alone = gen.sample_seeds(seeds[1:2], **kw)
+    other_batch = gen.sample_seeds(seeds[::-1], batch_size=2, **kw)
+    np.testing.assert_allclose(alone[0], together[1], atol=1e-4)
+    np.testing.assert_allclose(other_batch[::-1], together, atol=1e-4)
+
+
+def test_a_negative_or_huge_seed_is_a_clear_error(gen):
+    for bad in (-1, 2**63):
+        with pytest.raises(SpeakEmbError) as ei:
+            gen.sample(2, seed=bad)
+        assert "seed" in one_line(ei)

@@ -234,11 +234,13 @@ def test_resuming_with_a_different_model_config_is_refused_naming_the_key(tmp_pa
     assert (out / "config.yaml").read_text() == before
 
 
-def test_resuming_with_more_steps_is_allowed(tmp_path):
+def test_resuming_with_another_number_of_steps_is_refused_since_the_lr_schedule_depends_on_it(tmp_path):
     out = tmp_path / "run"
     train(make_data(), out, tiny(), progress=False, max_steps=10)
-    train(make_data(), out, tiny(train={"steps": 12}), progress=False)
-    assert (out / "generator.safetensors").exists()
+    with pytest.raises(SpeakEmbError) as ei:
+        train(make_data(), out, tiny(train={"steps": 12}), progress=False)
+    assert "train.steps" in one_line(ei)
+    assert not (out / "generator.safetensors").exists()
 
 
 def test_resuming_on_data_of_another_dimension_is_refused_naming_both(tmp_path):

@@ -47,6 +47,8 @@ def main(verbose: int, quiet: bool):
     """
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for handler in logging.getLogger().handlers:  # the run's log file may lower a logger's level; not the console's
+        handler.setLevel(level)
 
 
 @main.command()

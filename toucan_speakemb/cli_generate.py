@@ -55,7 +55,8 @@ def train(data, out, config, profile, no_progress, overrides):
 @click.option("--generator", "generator", required=True, type=click.Path(), metavar="RUN_DIR",
               help="A run folder from `train` (or its generator.safetensors).")
 @click.option("-n", "n", type=click.IntRange(min=1), default=100, help="Number of voices.")
-@click.option("--seed", type=int, default=0, help="Bank seed: the same seed gives the same voices.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0,
+              help="Bank seed: the same seed gives the same voices.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), metavar="BANK",
               help="Voice bank to write (.safetensors): ids, seeds, embeddings, provenance.")
 @click.option("--npy", "npy", type=click.Path(dir_okay=False), help="Also write the bare (N, d) float32 array.")
@@ -85,7 +86,8 @@ def sample(generator, n, seed, out, npy, sampler, steps):
 @click.option("--steps", type=click.IntRange(min=10), default=None,
               help="Training steps (default: the default recipe's, train.steps).")
 @click.option("--voices", type=click.IntRange(min=20), default=500, help="Voices to sample.")
-@click.option("--seed", type=int, default=0, help="Seed of training and sampling (same seed, same report).")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0,
+              help="Seed of training and sampling (same seed, same report).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def demo(out, steps, voices, seed, no_progress):
     """Train a small generator on embedded data of known structure, sample voices, write a report.

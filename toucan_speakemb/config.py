@@ -128,6 +128,8 @@ class TrainConfig:
             d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise SpeakEmbError(f"config {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+        except UnicodeDecodeError:
+            raise SpeakEmbError(f"config {path} is not a UTF-8 text file") from None
         if not isinstance(d, dict):
             raise SpeakEmbError(f"config {path} must be a mapping of keys to values")
         return cls.from_dict(apply_overrides(d, overrides), str(path))
@@ -169,6 +171,8 @@ class TrainConfig:
         for key, value, low in at_least:
             if value < low:
                 raise SpeakEmbError(f"{source}: {key} must be at least {low}; got {value}")
+        if not 0 <= self.seed < 2**63:
+            raise SpeakEmbError(f"{source}: seed must be in 0..2^63-1; got {self.seed}")
         if not 0 <= self.model.dropout < 1:
             raise SpeakEmbError(f"{source}: model.dropout must be in [0, 1); got {self.model.dropout}")
         if not self.normalization.min_std > 0:

@@ -19,11 +19,18 @@ from .errors import SpeakEmbError
 META_KEY = "toucan_speakemb"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; written files get the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -100,6 +107,8 @@ def read_json(path: os.PathLike | str, what: str = "file") -> Any:
         raise SpeakEmbError(f"{what} not found: {path}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SpeakEmbError(f"cannot read {what} {path} ({e.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SpeakEmbError(f"{what} {path} is not valid JSON ({e})") from None
 

@@ -1,7 +1,8 @@
 """Generator: a trained run, loaded for sampling new voices.
 
 Each voice has its own 63-bit seed; with the deterministic DDIM sampler (eta = 0) a voice depends only on
-its seed and the generator's weights, so it can be re-made alone, in any batch, by id.
+its seed and the generator's weights, so it can be re-made alone, in any batch, by id (equal up to float
+rounding, ~1e-5). Stochastic samplers draw each voice's noise from its own seed too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from .training import GENERATOR_KIND, FORMAT_VERSION, build_diffusion, build_mod
 
 def voice_seeds(seed: int, n: int) -> np.ndarray:
     """n distinct per-voice seeds derived from one bank seed (SeedSequence: no overlap between bank seeds)."""
+    if not 0 <= int(seed) < 2**63:
+        raise SpeakEmbError(f"seed must be in 0..2^63-1; got {seed}")
     state = np.random.SeedSequence(int(seed)).generate_state(2 * n, dtype=np.uint32).astype(np.uint64)
     seeds = ((state[0::2] << np.uint64(31)) ^ state[1::2]) & np.uint64((1 << 63) - 1)
     return seeds.astype(np.int64)
@@ -103,14 +106,19 @@ class Generator:
         for b in range(0, len(seeds), batch_size):
             chunk = seeds[b:b + batch_size]
             x_T = self.initial_noise(chunk)
-            # Stochastic parts (ancestral noise, eta > 0) follow the chunk's first seed: reproducible per bank.
-            g = torch.Generator().manual_seed(chunk[0] ^ 0x5EED)
+            # stochastic steps draw each voice's noise from its own generator, so a voice never depends on
+            # the batch it is sampled in
+            gens = [torch.Generator().manual_seed(s ^ 0x5EED) for s in chunk]
+
+            def noise_fn() -> torch.Tensor:
+                return torch.stack([torch.randn(self.dim, generator=g) for g in gens])
+
             if sampler == "ddim":
                 gaussian = self.model if isinstance(self.model, GaussianResidual) else None
-                z = self.diffusion.ddim_sample_loop(self.model, x_T, steps=steps, eta=eta, generator=g,
-                                                    gaussian=gaussian)
+                z = self.diffusion.ddim_sample_loop(self.model, x_T, steps=steps, eta=eta, gaussian=gaussian,
+                                                    noise_fn=noise_fn)
             else:
-                z = self.diffusion.p_sample_loop(self.model, x_T, generator=g)
+                z = self.diffusion.p_sample_loop(self.model, x_T, noise_fn=noise_fn)
             out.append(self.standardizer.inverse(z.numpy()))
         return np.concatenate(out, axis=0) if out else np.zeros((0, self.dim), np.float32)
 

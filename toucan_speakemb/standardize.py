@@ -57,7 +57,10 @@ class Standardizer:
         radii = None
         if radial:
             k = min(n_quantiles, len(x))
-            radii = np.quantile(np.linalg.norm(x, axis=1), _levels(k)).astype(np.float32)
+            norms = np.linalg.norm(x, axis=1)
+            radii = (np.quantile(norms, _levels(k)) if weights is None else
+                     _weighted_quantiles(norms[:, None], np.asarray(weights, np.float64), _levels(k))[:, 0])
+            radii = radii.astype(np.float32)
             x = _radial_forward(x, radii)
         q = None
         if kind == "quantile":

@@ -253,8 +253,9 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         import yaml
 
         previous = TrainConfig.from_dict(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
-        # the number of steps may grow, and threads/checkpoint keeping do not change the result
-        free = ("train.steps", "train.threads", "train.keep_checkpoints")
+        # threads and checkpoint keeping do not change the result; everything else (train.steps too: the
+        # learning-rate schedule depends on it) must be as before
+        free = ("train.threads", "train.keep_checkpoints")
         diffs = [d for d in _config_differences(cfg.to_dict(), previous.to_dict()) if not d.startswith(free)]
         if diffs:
             raise SpeakEmbError(f"{run_dir} holds a run with a different config ({diffs[0]}); "

@@ -70,7 +70,7 @@ class ResidualMLPDenoiser(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if len(t) > 1 and bool((t == t[0]).all()):  # samplers: one timestep per call, embed it once
+        if bool((t == t[0]).all()):  # samplers: one timestep per call, embed it once
             t = t[:1]
         c = nn.functional.silu(self.time(timestep_embedding(t, self.time_dim)))
         h = self.inp(x)
@@ -113,7 +113,7 @@ class GaussianResidual(nn.Module):
         from .gaussian import gaussian_posterior_x0
 
         a = self.abar[t][:, None]
-        if len(t) > 1 and bool((t == t[0]).all()):
+        if bool((t == t[0]).all()):
             # one timestep for all rows (sampling): fold the eigenbasis into one d x d matrix, one product
             a0 = self.abar[t[0]]
             gain = a0.sqrt() * self.eigvals / (a0 * self.eigvals + (1 - a0))

@@ -93,8 +93,12 @@ class GaussianDiffusion:
     # ---- samplers ---------------------------------------------------------------------------------
     @torch.no_grad()
     def p_sample_loop(self, model: Denoiser, x_T: torch.Tensor, generator: Optional[torch.Generator] = None,
-                      clip: Optional[float] = None, progress: Optional[Callable] = None) -> torch.Tensor:
-        """Ancestral DDPM sampling over all T steps, from x_T (usually N(0, I))."""
+                      clip: Optional[float] = None, progress: Optional[Callable] = None,
+                      noise_fn: Optional[Callable[[], torch.Tensor]] = None) -> torch.Tensor:
+        """Ancestral DDPM sampling over all T steps, from x_T (usually N(0, I)).
+
+        Step noise comes from ``noise_fn()`` when given (e.g. one generator per row, so a row does not depend
+        on its batch), else from ``generator``."""
         x = x_T
         var = self.posterior_variance if self.variance == "small" else self.betas
         for i in reversed(range(self.num_timesteps)):
@@ -104,7 +108,8 @@ class GaussianDiffusion:
                 x0 = x0.clamp(-clip, clip)
             mean, _ = self.q_posterior(x0, x, t)
             if i > 0:
-                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+                noise = noise_fn() if noise_fn is not None else torch.randn(
+                    x.shape, generator=generator, dtype=x.dtype, device=x.device)
                 x = mean + self._at(np.sqrt(var), t, x) * noise
             else:
                 x = mean
@@ -124,7 +129,8 @@ class GaussianDiffusion:
     @torch.no_grad()
     def ddim_sample_loop(self, model: Denoiser, x_T: torch.Tensor, steps: int = 50, eta: float = 0.0,
                          generator: Optional[torch.Generator] = None, clip: Optional[float] = None,
-                         timesteps: Optional[Sequence[int]] = None, gaussian=None) -> torch.Tensor:
+                         timesteps: Optional[Sequence[int]] = None, gaussian=None,
+                         noise_fn: Optional[Callable[[], torch.Tensor]] = None) -> torch.Tensor:
         """DDIM (Song et al. 2021, eq. 12): deterministic for eta = 0; eta = 1 is DDPM-like on the sub-sequence.
 
         ``gaussian``: a model whose prediction is a Gaussian part plus a correction (it has ``mean``,
@@ -154,7 +160,9 @@ class GaussianDiffusion:
                 x_next = exact_g + (x_next - ddim_g)
             x = x_next
             if sigma > 0:
-                x = x + float(sigma) * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+                noise = noise_fn() if noise_fn is not None else torch.randn(
+                    x.shape, generator=generator, dtype=x.dtype, device=x.device)
+                x = x + float(sigma) * noise
         return x
 
 
