@@ -39,6 +39,10 @@ def _normalise_gender(values: Sequence[Any], what: str) -> List[str]:
     return out
 
 
+def _take(values: Optional[List[str]], idx: np.ndarray) -> Optional[List[str]]:
+    return None if values is None else [values[i] for i in idx]
+
+
 @dataclass
 class EmbeddingSet:
     embeddings: np.ndarray
@@ -103,18 +107,14 @@ class EmbeddingSet:
 
     def subset(self, mask_or_index) -> "EmbeddingSet":
         idx = np.arange(len(self))[mask_or_index]
-
-        def pick(v):
-            return None if v is None else [v[i] for i in idx]
-
         return EmbeddingSet(
             self.embeddings[idx],
-            pick(self.speaker_ids),
+            _take(self.speaker_ids, idx),
             self.profile,
-            pick(self.utterance_ids),
-            pick(self.gender),
+            _take(self.utterance_ids, idx),
+            _take(self.gender, idx),
             None if self.age is None else self.age[idx],
-            pick(self.accent),
+            _take(self.accent, idx),
             dict(self.provenance),
         )
 
@@ -126,10 +126,6 @@ class EmbeddingSet:
         np.add.at(sums, sidx, self.embeddings.astype(np.float64))
         counts = np.bincount(sidx, minlength=k)
         first = np.array([np.flatnonzero(sidx == i)[0] for i in range(k)])
-
-        def pick(v):
-            return None if v is None else [v[i] for i in first]
-
         prov = dict(self.provenance)
         prov["level"] = "speaker-mean"
         return EmbeddingSet(
@@ -137,9 +133,9 @@ class EmbeddingSet:
             self.speakers,
             self.profile,
             [f"{s}/mean" for s in self.speakers],
-            pick(self.gender),
+            _take(self.gender, first),
             None if self.age is None else self.age[first],
-            pick(self.accent),
+            _take(self.accent, first),
             prov,
         )
 

@@ -65,7 +65,7 @@ class Standardizer:
         q = None
         if kind == "quantile":
             k = min(n_quantiles, len(x))
-            levels = (np.arange(k) + 0.5) / k
+            levels = _levels(k)
             if weights is None:
                 q = np.quantile(x, levels, axis=0, method="inverted_cdf" if k == len(x) else "linear")
             else:

@@ -113,14 +113,7 @@ class GaussianResidual(nn.Module):
         from .gaussian import gaussian_posterior_x0
 
         a = self.abar[t][:, None]
-        if bool((t == t[0]).all()):
-            # one timestep for all rows (sampling): fold the eigenbasis into one d x d matrix, one product
-            a0 = self.abar[t[0]]
-            gain = a0.sqrt() * self.eigvals / (a0 * self.eigvals + (1 - a0))
-            m = (self.eigvecs * gain) @ self.eigvecs.T
-            x0 = self.mean + (x - a0.sqrt() * self.mean) @ m
-        else:
-            x0 = gaussian_posterior_x0(x, a, self.mean, self.eigvecs, self.eigvals)
+        x0 = gaussian_posterior_x0(x, a, self.mean, self.eigvecs, self.eigvals)
         eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
         return eps if self.prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
 

@@ -139,26 +139,28 @@ class GaussianDiffusion:
         steps no longer shrink the samples: DDIM alone is exact for no Gaussian but in the limit of many steps.
         """
         ts = np.asarray(timesteps) if timesteps is not None else self.ddim_timesteps(self.num_timesteps, steps)
+        exact_gaussian = gaussian is not None and eta == 0
+        if exact_gaussian and clip is not None:
+            raise ValueError("clip bounds the whole x0 prediction; with the exact Gaussian step it is split in two")
         x = x_T
         ab = self.alphas_cumprod
         for k, i in enumerate(ts):
             t = torch.full((x.shape[0],), int(i), dtype=torch.long, device=x.device)
+            a_prev = ab[ts[k + 1]] if k + 1 < len(ts) else 1.0
+            if exact_gaussian:
+                # DDIM is linear in the prediction: the Gaussian part of the step is taken exactly and only the
+                # network's correction (its contribution with x_t set to 0) gets DDIM's first-order step
+                x0_c, eps_c = self.x0_and_eps(torch.zeros_like(x), t, gaussian.net(x, t))
+                x = (gaussian_flow_step(x, float(ab[i]), float(a_prev), gaussian.mean, gaussian.eigvecs,
+                                        gaussian.eigvals)
+                     + float(np.sqrt(a_prev)) * x0_c + float(np.sqrt(1 - a_prev)) * eps_c)
+                continue
             x0, eps = self.x0_and_eps(x, t, model(x, t))
             if clip is not None:
                 x0 = x0.clamp(-clip, clip)
                 eps = (x - float(np.sqrt(ab[i])) * x0) / float(np.sqrt(1 - ab[i]))
-            a_prev = ab[ts[k + 1]] if k + 1 < len(ts) else 1.0
             sigma = eta * np.sqrt((1 - a_prev) / (1 - ab[i]) * (1 - ab[i] / a_prev))
-            x_next = float(np.sqrt(a_prev)) * x0 + float(np.sqrt(max(1 - a_prev - sigma**2, 0.0))) * eps
-            if gaussian is not None and eta == 0:
-                a_t = torch.tensor(ab[i], dtype=x.dtype)
-                x0_g = gaussian_posterior_x0(x, a_t, gaussian.mean, gaussian.eigvecs, gaussian.eigvals)
-                eps_g = (x - a_t.sqrt() * x0_g) / (1 - a_t).sqrt()
-                ddim_g = float(np.sqrt(a_prev)) * x0_g + float(np.sqrt(1 - a_prev)) * eps_g
-                exact_g = gaussian_flow_step(x, float(ab[i]), float(a_prev), gaussian.mean, gaussian.eigvecs,
-                                             gaussian.eigvals)
-                x_next = exact_g + (x_next - ddim_g)
-            x = x_next
+            x = float(np.sqrt(a_prev)) * x0 + float(np.sqrt(max(1 - a_prev - sigma**2, 0.0))) * eps
             if sigma > 0:
                 noise = noise_fn() if noise_fn is not None else torch.randn(
                     x.shape, generator=generator, dtype=x.dtype, device=x.device)
@@ -173,6 +175,12 @@ def gaussian_posterior_x0(xt: torch.Tensor, abar: torch.Tensor, mean: torch.Tens
     In the eigenbasis every coordinate is an independent scalar Gaussian:
     E[c_0 | c_t] = m + √ᾱ λ / (ᾱ λ + 1 - ᾱ) (c_t - √ᾱ m).
     """
+    abar = torch.as_tensor(abar, dtype=xt.dtype)
+    if abar.numel() == 1 or bool((abar == abar.reshape(-1)[0]).all()):
+        # one noise level for all rows (samplers): fold the eigenbasis into one d x d matrix, one product
+        a0 = abar.reshape(-1)[0]
+        m = (eigvecs * (a0.sqrt() * eigvals / (a0 * eigvals + (1 - a0)))) @ eigvecs.T
+        return mean + (xt - a0.sqrt() * mean) @ m
     sa = abar.sqrt()
     c = (xt - sa * mean) @ eigvecs                      # (n, d) coordinates in the eigenbasis
     gain = sa * eigvals / (abar * eigvals + (1 - abar))  # (n, d)
