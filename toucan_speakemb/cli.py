@@ -81,6 +81,9 @@ main.add_command(sample)
 main.add_command(demo)
 from . import cli_extract  # noqa: E402
 cli_extract.register(main)
+from .cli_evaluate import evaluate  # noqa: E402
+
+main.add_command(evaluate)
 
 
 if __name__ == "__main__":
