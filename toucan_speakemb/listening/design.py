@@ -40,6 +40,8 @@ def plan_trials(kind: str, stimuli: Sequence[Stimulus], seed: int, max_per_syste
     """The trials of a test (a list of JSON-able dicts) and notes on what was left out and why."""
     if kind not in KINDS:
         raise SpeakEmbError(f"unknown test kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if max_per_system is not None and max_per_system < 1:
+        raise SpeakEmbError(f"--max-per-system must be at least 1, got {max_per_system}")
     rng = np.random.default_rng(seed)
     by_system: Dict[str, List[Stimulus]] = defaultdict(list)
     for s in stimuli:
