@@ -137,3 +137,59 @@ def test_incomplete_answers_are_refused(tmp_path):
     out_of_scale = mos_session("ana", {"generated": [4, 7]})
     r = invoke("listening-results", write(tmp_path / "b.json", out_of_scale))
     assert r.exit_code == 1 and "outside 1-5" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from listening_helpers import make_audio_tree
+    from toucan_speakemb.listening import export_listening_test
+
+    root = tmp_path_factory.mktemp("wm")
+    audio, real = make_audio_tree(root, systems=("generated", "baseline"), voices=2, utts=2)
+    return {kind: export_listening_test(audio, root / kind, kind=kind, reference_dir=real, pairs_per_type=1,
+                                        max_per_system=2, progress=False) for kind in ("mos", "mushra", "ab-speaker")}
+
+
+def webmushra_csv(path, header, rows):
+    """A results file as webMUSHRA's service/write.php writes it: session_test_id, the questionnaire fields,
+    then the page type's columns."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    path.write_text(buf.getvalue())
+    return path
+
+
+def test_webmushra_results_are_read_with_the_test_folder(exported, tmp_path):
+    from toucan_speakemb.listening import load_manifest
+
+    t = exported["mushra"]
+    m = load_manifest(t.out)
+    rows, expected = [], {}
+    for listener, offset in (("ana", 0), ("bo", 10)):
+        for tr in m["trials"]:
+            for sid in tr["stimuli"]:
+                key = "reference" if sid == tr["reference"] else sid.replace("/", "__")
+                score = {"generated": 40, "baseline": 60, "reference": 90}[m["stimuli"][sid]["system"]] + offset
+                rows.append([t.test_id, listener, tr["id"], key, score, 1234, ""])
+                expected.setdefault(m["stimuli"][sid]["system"], []).append(score)
+    path = webmushra_csv(tmp_path / "mushra.csv", ["session_test_id", "listener", "trial_id", "rating_stimulus",
+                                                   "rating_score", "rating_time", "rating_comment"], rows)
+    s = listening_results([path], test=t.out)
+    assert s["listeners"] == 2
+    assert {r["system"]: r["mean"] for r in s["rows"]} == pytest.approx({k: np.mean(v) for k, v in expected.items()})
+    r = invoke("listening-results", path)
+    assert r.exit_code == 1 and "give --test" in r.stderr
+
+    ab = exported["ab-speaker"]
+    mab = load_manifest(ab.out)
+    rows = [[ab.test_id, "ana", tr["id"], " same ", f"{tr['id']}__{tr['pair_type']}__{tr['truth']}", 2100]
+            for tr in mab["trials"]]  # write.php pads the rating with spaces
+    path = webmushra_csv(tmp_path / "lss.csv", ["session_test_id", "listener", "trial_id", "stimuli_rating",
+                                                "stimuli", "rating_time"], rows)
+    s = listening_results([path], test=ab.out)
+    for row in s["rows"]:
+        assert row["accuracy"] == (1.0 if row["pair_type"] == "same" else 0.0)
+    r = invoke("listening-results", path, "--test", exported["mos"].out)
+    assert r.exit_code == 1 and "another test" in r.stderr

@@ -74,7 +74,8 @@ def export_listening_test_cmd(audio_dir, out_dir, kind, reference_dir, seed, tit
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
               help="Also write results.json and results.png (the plot) into this folder.")
 def listening_results_cmd(answers, test, out_dir):
-    """Summarise answers files downloaded from a listening test page (JSON or CSV).
+    """Summarise answers files downloaded from a listening test page (JSON or CSV), or webMUSHRA's result
+    CSVs (results/<test id>/lss.csv, mushra.csv; these need --test).
 
     \b
     mos / mushra: mean rating per system with a 95% t-interval, number of ratings and listeners.

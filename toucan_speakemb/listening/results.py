@@ -1,7 +1,8 @@
 """``listening-results``: summarise the answers files listeners downloaded from the test page.
 
-Answers come as JSON or CSV (both written by the page); every file must belong to one test (same test id,
-and the test's own id when its test.json is given). The same session given twice (e.g. its JSON and its CSV)
+Answers come as JSON or CSV (both written by the page), or as webMUSHRA's result CSVs (``lss.csv``,
+``mushra.csv`` of the config export-listening-test wrote; they need the test's folder for systems and truths);
+every file must belong to one test (same test id, and the test's own id when its test.json is given). The same session given twice (e.g. its JSON and its CSV)
 counts once.
 
 Figures
@@ -45,12 +46,73 @@ def _load_json(path: Path) -> dict:
     return obj
 
 
-def _load_csv(path: Path) -> dict:
+def _read_csv(path: Path) -> List[dict]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+            return list(csv.DictReader(f))
     except (UnicodeDecodeError, csv.Error) as e:
         raise SpeakEmbError(f"answers file {path} is not a readable CSV ({e})") from None
+
+
+def _load_webmushra_csv(path: Path, rows: List[dict], manifest: Optional[dict]) -> List[dict]:
+    """webMUSHRA's results (service/write.php: results/<test id>/lss.csv or mushra.csv), one session per
+    listener; the listener is the questionnaire field our config asks for."""
+    if manifest is None:
+        raise SpeakEmbError(f"{path} holds webMUSHRA results: give --test (the exported test folder) to know "
+                            "their systems and truths")
+    if "listener" not in rows[0]:
+        raise SpeakEmbError(f"webMUSHRA results {path} have no 'listener' column (the config written by "
+                            "export-listening-test asks each participant for one)")
+    trials = {t["id"]: t for t in manifest["trials"]}
+    sessions: Dict[str, dict] = {}
+    positions: Dict[str, Dict[str, int]] = {}  # listener -> trial -> position (rows come in the session's order)
+    for row in rows:
+        if row["session_test_id"] != manifest["test_id"]:
+            raise SpeakEmbError(f"webMUSHRA results {path} are from another test ({row['session_test_id']}) "
+                                f"than {manifest['test_id']}")
+        t = trials.get(row.get("trial_id", ""))
+        if t is None:
+            raise SpeakEmbError(f"webMUSHRA results {path} name a trial the test does not have: {row.get('trial_id')}")
+        listener = row["listener"].strip() or "(no name)"
+        ses = sessions.setdefault(listener, {"format": ANSWERS_FORMAT, "test_id": manifest["test_id"],
+                                             "kind": manifest["kind"], "listener": listener, "responses": []})
+        order = positions.setdefault(listener, {})
+        base = {"trial": t["id"], "position": order.setdefault(t["id"], len(order) + 1)}
+        if manifest["kind"] == "mushra":
+            keys = {sid.replace("/", "__"): sid for sid in t["stimuli"]}
+            keys["reference"] = t["reference"]  # webMUSHRA's name for the hidden reference
+            sid = keys.get(row.get("rating_stimulus", ""))
+            if sid is None:
+                raise SpeakEmbError(f"webMUSHRA results {path}: trial {t['id']} has no condition "
+                                    f"{row.get('rating_stimulus')!r}")
+            score = _number(row.get("rating_score"), path)
+            ses["responses"].append({**base, "item": t["item"], "stimulus": sid,
+                                     "system": manifest["stimuli"][sid]["system"], "rating": score})
+        else:
+            value = (row.get("stimuli_rating") or "").strip()
+            if manifest["kind"] == "mos":
+                sid = t["stimuli"][0]
+                ses["responses"].append({**base, "stimulus": sid, "system": manifest["stimuli"][sid]["system"],
+                                         "rating": _number(value, path)})
+            else:
+                a, b = t["stimuli"]
+                ses["responses"].append({**base, "stimulus": a, "stimulus_b": b, "system": t["system"],
+                                         "pair_type": t["pair_type"], "truth": t["truth"], "answer": value,
+                                         "correct": value == t["truth"]})
+    return list(sessions.values())
+
+
+def _number(value, path) -> float:
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        raise SpeakEmbError(f"answers file {path}: rating {value!r} is not a number") from None
+
+
+def _load_csv(path: Path, manifest: Optional[dict]) -> List[dict]:
+    rows = _read_csv(path)
+    if rows and "session_test_id" in rows[0]:
+        return _load_webmushra_csv(path, rows, manifest)
     need = {"test_id", "kind", "listener", "trial", "stimulus"}
     if not rows or not need <= set(rows[0]):
         raise SpeakEmbError(f"{path} is not an answers file of a toucan-speakemb listening test "
@@ -64,14 +126,11 @@ def _load_csv(path: Path) -> dict:
         resp = {k: v for k, v in r.items() if k not in ("test_id", "kind", "listener") and v != ""}
         for k in ("rating", "position", "plays"):
             if k in resp:
-                try:
-                    resp[k] = float(resp[k]) if k == "rating" else int(resp[k])
-                except ValueError:
-                    raise SpeakEmbError(f"answers file {path}: {k} {resp[k]!r} is not a number") from None
+                resp[k] = _number(resp[k], path) if k == "rating" else int(_number(resp[k], path))
         if "correct" in resp:
             resp["correct"] = resp["correct"].lower() == "true"
         responses.append(resp)
-    return {"format": ANSWERS_FORMAT, "test_id": test_id, "kind": kind, "listener": listener, "responses": responses}
+    return [{"format": ANSWERS_FORMAT, "test_id": test_id, "kind": kind, "listener": listener, "responses": responses}]
 
 
 def _session_key(ans: dict) -> tuple:
@@ -90,16 +149,16 @@ def load_answers(paths: Sequence, manifest: Optional[dict] = None) -> List[dict]
     for p in map(Path, paths):
         if not p.is_file():
             raise SpeakEmbError(f"answers file not found: {p}")
-        ans = _load_csv(p) if p.suffix.lower() == ".csv" else _load_json(p)
-        if ans.get("kind") not in KINDS:
-            raise SpeakEmbError(f"answers file {p} has an unknown test kind {ans.get('kind')!r}")
-        ans["file"] = str(p)
-        key = _session_key(ans)
-        if key in seen:
-            log.warning("%s repeats the session of %s (listener %s); counted once", p, seen[key], ans["listener"])
-            continue
-        seen[key] = p
-        sessions.append(ans)
+        for ans in _load_csv(p, manifest) if p.suffix.lower() == ".csv" else [_load_json(p)]:
+            if ans.get("kind") not in KINDS:
+                raise SpeakEmbError(f"answers file {p} has an unknown test kind {ans.get('kind')!r}")
+            ans["file"] = str(p)
+            key = _session_key(ans)
+            if key in seen:
+                log.warning("%s repeats the session of %s (listener %s); counted once", p, seen[key], ans["listener"])
+                continue
+            seen[key] = p
+            sessions.append(ans)
     ids = sorted({a["test_id"] for a in sessions})
     if manifest is not None:
         wrong = [a["file"] for a in sessions if a["test_id"] != manifest["test_id"]]

@@ -21,6 +21,8 @@ How each kind maps onto webMUSHRA pages:
 ``ab-speaker`` webMUSHRA has no same/different page, so each pair becomes one ``likert_single_stimulus`` page
                whose stimulus is A, 0.7 s of silence, then B, with the answers "same" / "different".
 
+The finish page asks for a listener name (a questionnaire field, so a column of webMUSHRA's result CSVs);
+``listening-results ... --test OUT`` reads ``results/<test id>/lss.csv`` and ``mushra.csv``.
 Condition keys carry what the results must be matched by: ``<system>__<item>`` (mos, mushra) and
 ``<trial>__<pair type>__<truth>`` (ab-speaker); the trial ids are those of test.json.
 """
@@ -104,7 +106,9 @@ def write_webmushra(folder: Path, manifest: dict, prepared: PreparedAudio, wavs:
              "content": "Please use headphones in a quiet room. " + manifest["title"]},
             ["random", *pages],
             {"type": "finish", "name": "Thank you", "content": "Thank you for taking part!",
-             "showResults": False, "writeResults": True},
+             "showResults": False, "writeResults": True,
+             # the results CSVs carry questionnaire fields as columns: listening-results counts listeners by it
+             "questionnaire": [{"type": "text", "label": "Your name or listener code", "name": "listener"}]},
         ],
     }
     text = (f"# webMUSHRA experiment written by {manifest['created_by']} (export-listening-test)\n"
