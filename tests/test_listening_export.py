@@ -219,6 +219,17 @@ def test_bad_input_is_one_error_line(tmp_path, case, words):
     assert not (tmp_path / "out" / "test.json").exists()
 
 
+def test_a_new_export_into_an_old_test_folder_keeps_only_its_own_audio(tree, tmp_path):
+    audio, real = tree
+    export_listening_test(audio, tmp_path / "o", kind="mos", reference_dir=real, progress=False)
+    (tmp_path / "o" / "audio" / "mine.txt").write_text("a file the user put there")
+    t = export_listening_test(audio, tmp_path / "o", kind="mos", progress=False)  # no reference this time
+    files = {p.relative_to(t.out).as_posix() for p in (t.out / "audio").rglob("*.wav")}
+    assert files == {s["file"] for s in load_manifest(t.out)["stimuli"].values()}
+    assert not any(f.startswith("audio/reference/") for f in files)
+    assert (tmp_path / "o" / "audio" / "mine.txt").exists()
+
+
 def test_output_that_is_a_file_is_refused(tree, tmp_path):
     (tmp_path / "out").write_text("x")
     with pytest.raises(SpeakEmbError, match="is a file"):

@@ -121,6 +121,8 @@ def test_answers_from_another_test_are_refused(tmp_path):
     ('{"hello": 1}', "not an answers file"),
     ("not json at all", "not valid JSON"),
     ("a,b\n1,2\n", "not an answers file"),
+    ('{"format": "toucan-speakemb-listening-answers", "responses": []}', "lacks test_id, kind, listener"),
+    ('{"format": "toucan-speakemb-listening-answers", "responses": [3]}', "no list of responses"),
 ])
 def test_files_that_are_not_answers_are_refused(tmp_path, content, words):
     path = tmp_path / ("x.csv" if content.startswith("a,b") else "x.json")

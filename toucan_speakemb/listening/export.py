@@ -81,8 +81,6 @@ def export_listening_test(audio_dir, out_dir, kind: str = "mos", reference_dir=N
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SpeakEmbError(f"output {out} is a file, expected a folder")
-    if out.exists() and (out / "test.json").exists():
-        log.info("replacing the test in %s", out)
     stimuli = collect_stimuli(Path(audio_dir), Path(reference_dir) if reference_dir else None, voice_pattern)
     trials, notes = plan_trials(kind, stimuli, seed, max_per_system=max_per_system, pairs_per_type=pairs_per_type)
     used = {sid for t in trials for sid in t["stimuli"]}
@@ -101,6 +99,7 @@ def export_listening_test(audio_dir, out_dir, kind: str = "mos", reference_dir=N
                          "folder beside it; send the whole output folder")
             log.warning(notes[-1])
 
+    _remove_previous_audio(out, keep={_audio_rel(sid) for sid in wavs})
     for sid, data in wavs.items():
         atomic_write_bytes(out / _audio_rel(sid), data)
     manifest = {
@@ -122,6 +121,20 @@ def export_listening_test(audio_dir, out_dir, kind: str = "mos", reference_dir=N
 
         write_webmushra(out / "webmushra", manifest, prepared, wavs)
     return ExportedTest(out, test_id, kind, len(trials), len(stimuli), prepared.sample_rate, embed, notes)
+
+
+def _remove_previous_audio(out: Path, keep: set) -> None:
+    """A new export into the folder of an earlier one: its audio files this test does not use are removed
+    (only files the earlier test.json lists), so audio/ holds exactly this test's stimuli."""
+    try:
+        old = load_manifest(out)
+    except SpeakEmbError:
+        return
+    stale = [f for f in (s.get("file") for s in old.get("stimuli", {}).values())
+             if isinstance(f, str) and f.startswith("audio/") and ".." not in f and f not in keep]
+    for f in stale:
+        (out / f).unlink(missing_ok=True)
+    log.info("replacing test %s in %s (%d of its audio files removed)", old.get("test_id"), out, len(stale))
 
 
 def default_title(kind: str) -> str:

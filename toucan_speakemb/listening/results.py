@@ -41,8 +41,11 @@ def _load_json(path: Path) -> dict:
         raise SpeakEmbError(f"answers file {path} is not valid JSON ({e})") from None
     if not isinstance(obj, dict) or obj.get("format") != ANSWERS_FORMAT:
         raise SpeakEmbError(f"{path} is not an answers file of a toucan-speakemb listening test")
-    if not isinstance(obj.get("responses"), list):
+    if not isinstance(obj.get("responses"), list) or not all(isinstance(r, dict) for r in obj["responses"]):
         raise SpeakEmbError(f"answers file {path} has no list of responses")
+    missing = [k for k in ("test_id", "kind", "listener") if not isinstance(obj.get(k), str)]
+    if missing:
+        raise SpeakEmbError(f"answers file {path} lacks {', '.join(missing)}")
     return obj
 
 
@@ -218,6 +221,8 @@ def summarise(sessions: List[dict]) -> dict:
                     raise SpeakEmbError(f"answers file {a['file']}: trial {r.get('trial')} has no rating (incomplete answers)")
                 if not lo <= float(v) <= hi:
                     raise SpeakEmbError(f"answers file {a['file']}: rating {v} is outside {lo}-{hi}")
+                if not r.get("system"):
+                    raise SpeakEmbError(f"answers file {a['file']}: trial {r.get('trial')} names no system")
                 ratings[r["system"]].append(float(v))
                 who[r["system"]].add(a["listener"])
         for system in sorted(ratings):
