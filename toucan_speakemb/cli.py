@@ -84,6 +84,8 @@ cli_extract.register(main)
 from .cli_evaluate import evaluate  # noqa: E402
 
 main.add_command(evaluate)
+from . import cli_listening  # noqa: E402
+cli_listening.register(main)
 
 
 if __name__ == "__main__":
