@@ -20,9 +20,12 @@ def test_demo_trains_samples_and_writes_a_report_with_plots(tmp_path):
     r = CliRunner().invoke(main, ["demo", "--out", str(out), "--steps", "30", "--voices", "40", "--no-progress"])
     assert r.exit_code == 0, r.output
     report = (out / "report.md").read_text()
-    for row in ("fresh true speakers (reference)", "generator (default recipe)", "Gaussian fit"):
-        assert row in report
-    assert (out / "pca.png").stat().st_size > 1000 and (out / "run" / "loss.png").stat().st_size > 1000
+    for row in ("fresh true speakers (reference)", "generator (default recipe)", "Gaussian fit",
+                "Gaussian mixture", "real held-out speakers"):
+        assert f"| {row} |" in report
+    for plot in ("pca.png", "tsne.png", "novelty.png", "distinctness.png", "loss.png"):
+        assert (out / plot).stat().st_size > 1000, plot
+    assert "data:image/png;base64," in (out / "report.html").read_text()
     bank = np.load(out / "voices.npy")
     assert bank.shape == (40, 704) and np.isfinite(bank).all()
 

@@ -38,15 +38,16 @@ def _pca(x: np.ndarray):
 
 
 def gaussian_mixture(train: np.ndarray, n: int, seed: int = 0, max_components: int = 16,
-                     explained: float = 0.95) -> np.ndarray:
+                     explained: float = 0.95, max_dims: int = 32) -> np.ndarray:
     """Samples of a Gaussian mixture fitted in the principal subspace of ``train``.
 
-    The subspace keeps the leading principal directions that explain ``explained`` of the variance (at most a
-    quarter as many as there are rows); the number of components (1, 2, 4, ..., ``max_components``) and the
+    The subspace keeps the leading principal directions that explain ``explained`` of the variance (at most
+    ``max_dims``, and at most a quarter as many as there are rows: clusters show in the leading directions,
+    and EM in hundreds of dimensions costs minutes); the number of components (1, 2, 4, ..., ``max_components``) and the
     covariance form (one covariance shared by all components, or a full one each where there are two rows
     per parameter of the mean) are chosen by BIC (Schwarz 1978), fitted by EM (scikit-learn's GaussianMixture).
-    Directions outside the subspace are drawn independently with their own variances, so the total variance
-    is the training data's.
+    Directions outside the subspace are drawn independently with their own variances (principal components
+    are uncorrelated), so the total variance is the training data's.
     """
     from threadpoolctl import threadpool_limits
 
@@ -54,7 +55,7 @@ def gaussian_mixture(train: np.ndarray, n: int, seed: int = 0, max_components: i
     mu, vt, var = _pca(x)
     share = np.cumsum(var) / var.sum()
     q = int(np.searchsorted(share, explained) + 1)
-    q = max(1, min(q, len(x) // 4, len(var)))
+    q = max(1, min(q, max_dims, len(x) // 4, len(var)))
     # not whitened: k-means initialisation finds clusters by Euclidean distance, which whitening would drown
     # in the many low-variance directions
     z = (x - mu) @ vt[:q].T
@@ -79,12 +80,15 @@ def _fit_by_bic(z: np.ndarray, q: int, reg: float, max_components: int, seed: in
 
     best, best_bic = None, np.inf
     for kind in ("tied", "full"):  # one shared covariance costs far fewer parameters in many dimensions
-        c = 1
+        c, kind_bic = 1, np.inf
         while c <= max_components and (kind == "tied" or len(z) >= 2 * q * c) and len(z) >= 2 * c:
-            gm = GaussianMixture(c, covariance_type=kind, reg_covar=reg, n_init=2, random_state=seed).fit(z)
+            gm = GaussianMixture(c, covariance_type=kind, reg_covar=reg, n_init=1, random_state=seed).fit(z)
             bic = gm.bic(z)
             if bic < best_bic:
                 best, best_bic = gm, bic
+            if bic >= kind_bic:  # more components stopped paying for themselves
+                break
+            kind_bic = bic
             c *= 2
     return best
 

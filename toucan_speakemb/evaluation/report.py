@@ -383,7 +383,7 @@ def _read_loss_history(run_dir: Path):
 
 
 def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] = None, tsne: bool = True,
-                 title: str = "toucan-speakemb evaluation") -> Path:
+                 title: str = "toucan-speakemb evaluation", intro: Optional[str] = None) -> Path:
     """Write report.md, report.html (self-contained), metrics.json and the PNG plots into ``out``."""
     from .. import plots
     from ..fileio import atomic_write_json, atomic_write_text
@@ -397,6 +397,8 @@ def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] 
     generated = [name for name, r in ev.rows.items() if r.get("kind") == "generated"]
     first = generated[0]
     doc = Document(title)
+    if intro:
+        doc.paragraph(intro)
 
     doc.heading("What was compared")
     inputs = [f"real held-out speakers: {s['real']['speakers']} speakers, {s['real']['utterances']} embeddings; "
