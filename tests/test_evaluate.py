@@ -120,6 +120,10 @@ def test_fresh_true_speakers_read_like_real_held_out_speakers(known_systems):
     assert abs(fresh["precision"] - real_train["precision"]) < 0.1
     assert abs(fresh["recall"] - real_train["recall"]) < 0.1
     assert abs(fresh["memorised"] - rows["real held-out speakers"]["memorised"]) < 0.1
+    # the speaker-mean threshold is the stricter one: fewer new speakers count as memorised
+    assert known_systems.settings["speaker_mean_threshold"] > known_systems.settings["threshold"]
+    assert fresh["memorised_speaker_threshold"] <= fresh["memorised"]
+    assert rows["copies"]["memorised_speaker_threshold"] == 1.0
     assert 0.8 < fresh["variance_ratio"] < 1.2
 
 
