@@ -11,11 +11,11 @@ from typing import List, Optional, Sequence, Tuple
 _INLINE = [(re.compile(r"`([^`]+)`"), r"<code>\1</code>"), (re.compile(r"\*\*([^*]+)\*\*"), r"<b>\1</b>"),
            (re.compile(r"\*([^*]+)\*"), r"<i>\1</i>")]
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;line-height:1.45;color:#222}
+_CSS = """body{font-family:system-ui,sans-serif;max-width:75em;margin:2em auto;padding:0 1em;line-height:1.45;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .5em}
 td{text-align:right}td:first-child,th:first-child{text-align:left}tr.ref td{background:#f4f4f4}
 img{max-width:100%;border:1px solid #eee}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
-code{background:#f4f4f4;padding:0 .2em}"""
+code{background:#f4f4f4;padding:0 .2em}.scroll{overflow-x:auto}"""
 
 
 def _inline_html(text: str) -> str:
@@ -81,7 +81,8 @@ class Document:
                 body = "".join(
                     (f'<tr class="ref">' if i in b[3] else "<tr>") + "".join(f"<td>{_inline_html(c)}</td>" for c in r)
                     + "</tr>" for i, r in enumerate(b[2]))
-                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+                out.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+                           f"</table></div>")
             elif b[0] == "img":
                 data = base64.b64encode(b[1].read_bytes()).decode("ascii")
                 out.append(f'<figure><img alt="{html.escape(b[2])}" src="data:image/png;base64,{data}">'
