@@ -72,8 +72,8 @@ def scale(direct: bool, seed: int = 0) -> dict:
     real = pop.sample_speakers(20_000, rng)
     fake = pop.sample_speakers(5_000, np.random.default_rng(seed + 1)) * 1.05  # a slightly wrong generator
     t0 = time.perf_counter()
-    radii = M.knn_radii(real, 5)
-    chunked = M.knn_measures(real, fake, 5, real_radii=radii)
+    radii = M.knn_sq_radii(real, 5)
+    chunked = M.knn_measures(real, fake, 5, real_sq_radii=radii)
     t_chunked = time.perf_counter() - t0
     res = {"chunked_s": t_chunked, "chunked": chunked}
     print(f"scale: chunked k-NN measures, 20000 x 5000 x 704: {t_chunked:.1f} s  {chunked}", flush=True)

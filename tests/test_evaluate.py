@@ -37,10 +37,22 @@ def test_one_pass_knn_measures_equal_the_separate_direct_ones(chunk_size):
 def test_knn_measures_accept_precomputed_real_radii_and_refuse_wrong_ones():
     rng = np.random.default_rng(2)
     real, fake = rng.standard_normal((40, 4)), rng.standard_normal((25, 4))
-    radii = M.knn_radii(real, 3)
-    assert M.knn_measures(real, fake, 3, real_radii=radii) == M.knn_measures(real, fake, 3)
+    radii = M.knn_sq_radii(real, 3)
+    assert M.knn_measures(real, fake, 3, real_sq_radii=radii) == M.knn_measures(real, fake, 3)
     with pytest.raises(ValueError, match="one entry per real row"):
-        M.knn_measures(real, fake, 3, real_radii=radii[:-1])
+        M.knn_measures(real, fake, 3, real_sq_radii=radii[:-1])
+
+
+def test_precomputed_radii_keep_exact_ties_on_a_grid():
+    """Integer-grid data puts many points exactly on ball edges: the strict and non-strict tests must agree
+    with the direct computation whether or not the real radii are passed in."""
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        real = rng.integers(0, 4, (30, 3)).astype(float)
+        fake = rng.integers(0, 4, (20, 3)).astype(float)
+        direct = dict(zip(("precision", "recall"), M.precision_recall(real, fake, 3, chunk_size=1000)))
+        direct.update(zip(("density", "coverage"), M.density_coverage(real, fake, 3, chunk_size=1000)))
+        assert M.knn_measures(real, fake, 3, chunk_size=7, real_sq_radii=M.knn_sq_radii(real, 3)) == direct
 
 
 def test_symmetric_knn_radii_equal_a_full_distance_matrix():
@@ -279,3 +291,28 @@ def test_load_generated_reads_every_format_alike(files):
     assert np.array_equal(a.vectors, b.vectors) and a.profile is not None and b.profile is None
     with pytest.raises(SpeakEmbError, match="not found"):
         load_generated(files / "nope.npy")
+
+
+def test_cli_refuses_a_generated_set_named_like_a_row_of_the_report(files):
+    r = _run("--real", files / "held.safetensors", "--train", files / "train.safetensors",
+             "--generated", f"Gaussian fit={files / 'bank.npy'}", "--out", files / "r", "--no-tsne")
+    _one_error_line(r, "Gaussian fit", "NAME=PATH")
+
+
+def test_cli_refuses_all_zero_generated_vectors(files):
+    x = np.random.default_rng(0).standard_normal((20, DIM))
+    x[4] = 0
+    np.save(files / "zero.npy", x)
+    _one_error_line(_run("--real", files / "held.safetensors", "--generated", files / "zero.npy",
+                         "--out", files / "r"), "all-zero", "row 4")
+
+
+def test_report_of_small_sets_still_draws_the_t_sne_map(tmp_path):
+    """Fewer points than the 50 principal components t-SNE starts from (the demo's smallest run)."""
+    wide = SyntheticPopulation(dim=64, latent_dim=4, clusters=2, hidden=32, seed=3)
+    train = wide.make_set(30, 3, seed=21, prefix="t")
+    held = wide.make_set(12, 3, seed=22, prefix="h")
+    gen = GeneratedSet("g", wide.make_set(12, 3, seed=23, prefix="g").speaker_means().embeddings, train.profile)
+    ev = evaluate(held, [gen], train, baselines=(), seed=0)
+    write_report(ev, tmp_path, tsne=True)
+    assert (tmp_path / "tsne.png").stat().st_size > 0

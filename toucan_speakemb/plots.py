@@ -79,7 +79,7 @@ def plot_tsne(real: np.ndarray, generated: np.ndarray, path: Path, title: str = 
     n = min(max_points, len(real), len(generated))
     r, g = _subsample(real, n, seed), _subsample(generated, n, seed + 1)
     x = np.concatenate([r, g]).astype(np.float64)
-    if x.shape[1] > 50:
+    if x.shape[1] > 50 and len(x) > 50:
         x = PCA(50, random_state=seed).fit_transform(x)
     perplexity = float(min(30, (len(x) - 1) / 3))
     from threadpoolctl import threadpool_limits

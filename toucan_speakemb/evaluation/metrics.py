@@ -30,6 +30,7 @@ import numpy as np
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "knn_radii",
+    "knn_sq_radii",
     "frechet_distance",
     "frechet_distance_from_stats",
     "precision_recall",
@@ -254,6 +255,15 @@ def _knn_inputs(real, fake, k, chunk_size, fake_needs_radii: bool):
 # --------------------------------------------------------------------------- #
 # k-NN radii
 # --------------------------------------------------------------------------- #
+def knn_sq_radii(X, k: int = 5, chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
+    """Squared :func:`knn_radii`, exactly as the ball tests use them (pass to :func:`knn_measures`)."""
+    k = _check_positive_int(k, "k")
+    chunk_size = _check_positive_int(chunk_size, "chunk_size")
+    X = _as_matrix(X, "X")
+    _check_knn_rows(X, k, "X")
+    return _knn_sq_radii(X, k, chunk_size)
+
+
 def knn_radii(X, k: int = 5, chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
     """Euclidean distance of every row of ``X`` to its k-th nearest neighbour in ``X``.
 
@@ -266,11 +276,7 @@ def knn_radii(X, k: int = 5, chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray
 
     Returns an array of shape ``(n_rows,)``. Needs at least ``k + 1`` rows.
     """
-    k = _check_positive_int(k, "k")
-    chunk_size = _check_positive_int(chunk_size, "chunk_size")
-    X = _as_matrix(X, "X")
-    _check_knn_rows(X, k, "X")
-    return np.sqrt(_knn_sq_radii(X, k, chunk_size))
+    return np.sqrt(knn_sq_radii(X, k, chunk_size))
 
 
 # --------------------------------------------------------------------------- #
@@ -384,25 +390,26 @@ def density_coverage(real, fake, k: int = 5, chunk_size: int = DEFAULT_CHUNK_SIZ
 
 
 def knn_measures(real, fake, k: int = 5, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 real_radii=None) -> dict:
+                 real_sq_radii=None) -> dict:
     """Precision, recall, density and coverage in one pass over the fake x real distances.
 
     The same four numbers as :func:`precision_recall` and :func:`density_coverage`
     (same definitions, same boundary conventions), but every fake-real distance
     block is computed once and the real k-NN radii can be passed in
-    (``real_radii``, as returned by :func:`knn_radii`), so that several
+    (``real_sq_radii``, as returned by :func:`knn_sq_radii`), so that several
     generated sets compared with one large real set pay for the real set's k-NN
-    search only once. Returns ``{"precision", "recall", "density", "coverage"}``.
+    search only once. The radii are passed *squared* (:func:`knn_sq_radii`):
+    a square root and back would move exact ties across the strict ``<`` of
+    density and coverage. Returns ``{"precision", "recall", "density", "coverage"}``.
     """
     real, fake, k, chunk_size = _knn_inputs(real, fake, k, chunk_size, fake_needs_radii=True)
-    if real_radii is None:
+    if real_sq_radii is None:
         real_r2 = _knn_sq_radii(real, k, chunk_size)
     else:
-        real_r2 = np.asarray(real_radii, dtype=np.float64)
+        real_r2 = np.asarray(real_sq_radii, dtype=np.float64)
         if real_r2.shape != (real.shape[0],):
-            raise ValueError(f"real_radii must have one entry per real row ({real.shape[0]}), "
+            raise ValueError(f"real_sq_radii must have one entry per real row ({real.shape[0]}), "
                              f"got shape {real_r2.shape}.")
-        real_r2 = real_r2 ** 2
     fake_r2 = _knn_sq_radii(fake, k, chunk_size)
     r2, f2 = _sq_norms(real), _sq_norms(fake)
     in_some_real_ball = np.zeros(fake.shape[0], dtype=bool)   # precision (<=)

@@ -59,7 +59,7 @@ def load_generated(path: str | Path, name: Optional[str] = None) -> GeneratedSet
             x = np.load(path, allow_pickle=False)
         except ValueError as e:
             raise SpeakEmbError(f"{path} is not a readable .npy array ({str(e).splitlines()[0]})") from None
-        if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
+        if x.ndim != 2 or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise SpeakEmbError(f"{path}: expected a numeric (N, d) array, got {x.dtype} of shape {x.shape}")
         x = x.astype(np.float32)
         check_finite(x, f"generated set {path}")
@@ -136,6 +136,13 @@ def _speaker_level_threshold(real: EmbeddingSet, train: Optional[EmbeddingSet]) 
         return None
 
 
+def _check_nonzero(x: np.ndarray, what: str) -> None:
+    zero = np.flatnonzero(~np.any(x != 0, axis=1))
+    if len(zero):
+        raise SpeakEmbError(f"{what} has {len(zero)} all-zero vector(s) (first: row {zero[0]}); a cosine to them "
+                            f"is undefined")
+
+
 def _check_rows(x: np.ndarray, k: int, what: str) -> None:
     if len(x) < k + 1:
         raise SpeakEmbError(f"{what} has {len(x)} vectors; the k-NN measures need at least k+1 = {k + 1}")
@@ -149,12 +156,12 @@ def _subsamples(x: np.ndarray, size: int, draws: int, rng: np.random.Generator):
         yield x[rng.choice(len(x), size, replace=False)]
 
 
-def _fidelity(x: np.ndarray, real: np.ndarray, real_radii: np.ndarray, k: int, size: int, draws: int,
+def _fidelity(x: np.ndarray, real: np.ndarray, real_sq_radii: np.ndarray, k: int, size: int, draws: int,
               seed: int) -> Dict[str, float]:
     rng = np.random.default_rng(seed)
     acc = []
     for sub in _subsamples(x, size, draws, rng):
-        m = M.knn_measures(real, sub, k=k, real_radii=real_radii)
+        m = M.knn_measures(real, sub, k=k, real_sq_radii=real_sq_radii)
         m["frechet"] = M.frechet_distance(sub, real)
         acc.append(m)
     return {key: float(np.mean([a[key] for a in acc])) for key in acc[0]}
@@ -204,7 +211,8 @@ def _gender_analysis(real: EmbeddingSet, train: Optional[EmbeddingSet], level: s
         fit_x, fit_g, test_x, test_g = rx[perm[:half]], rg[perm[:half]], rx[perm[half:]], rg[perm[half:]]
         how = "trained on half of the real speakers, tested on the other half"
     else:
-        notes.append("gender balance not measured: fewer than 5 labelled speakers of each gender")
+        notes.append("gender balance not measured: too few labelled speakers of each gender (5 each in a "
+                     "training set, or 10 each in the real set)")
         return None
     clf, acc = _gender_classifier(fit_x, fit_g, test_x, test_g, seed)
     shares = {name: float(np.mean(clf.predict(x) == "f")) for name, x in systems.items()}
@@ -237,6 +245,7 @@ def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optio
         if g.profile is not None:
             g.profile.check_same(real.profile, f"generated set '{g.name}'", "the real set")
         _check_rows(g.vectors, k, f"generated set '{g.name}'")
+        _check_nonzero(g.vectors, f"generated set '{g.name}'")
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise SpeakEmbError(f"unknown baseline(s) {', '.join(unknown)} (choose from {', '.join(BASELINES)})")
@@ -250,13 +259,19 @@ def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optio
     thr_speaker = _speaker_level_threshold(real, train) if level == "speaker" else None
     real_l = _level_vectors(real, level).astype(np.float64)
     _check_rows(real_l, k, f"the real set at {level} level")
+    _check_nonzero(real_l, f"the real set at {level} level")
     train_l = None if train is None else _level_vectors(train, level).astype(np.float64)
     if train_l is not None:
         _check_rows(train_l, k, f"the training set at {level} level")
+        _check_nonzero(train_l, f"the training set at {level} level")
 
+    reserved = {REAL_HELDOUT, REAL_TRAIN, *(LABELS[b] for b in baselines)}
     systems: Dict[str, np.ndarray] = {}
     kinds: Dict[str, str] = {}
     for g in generated:
+        if g.name in reserved:
+            raise SpeakEmbError(f"generated set name '{g.name}' is taken by a row of the report; name it "
+                                f"differently (--generated NAME=PATH)")
         name = g.name if g.name not in systems else f"{g.name} ({len(systems)})"
         systems[name] = np.asarray(g.vectors, dtype=np.float64)
         kinds[name] = "generated"
@@ -270,7 +285,7 @@ def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optio
     size = min(sizes)
     draws = draws or (5 if size < 1000 else 1)
     log.info("real: %d vectors at %s level; k-NN radii (k=%d)...", len(real_l), level, k)
-    real_radii = M.knn_radii(real_l, k)
+    real_sq_radii = M.knn_sq_radii(real_l, k)
     moment_ref = train_l if train_l is not None else real_l
     all_real = real_l if train_l is None else np.concatenate([train_l, real_l])
 
@@ -278,7 +293,7 @@ def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optio
     ev = Evaluation({}, rows, notes=notes)
     floor = None
     if train_l is not None:
-        f = _fidelity(train_l, real_l, real_radii, k, size, draws, seed)
+        f = _fidelity(train_l, real_l, real_sq_radii, k, size, draws, seed)
         floor = f["frechet"]
         rows[REAL_TRAIN] = {"kind": "reference", "n": len(train_l), **f, "frechet_ratio": 1.0}
         nov, _ = M.cosine_similarity_matrix_max(real_l, train_l)
@@ -303,7 +318,7 @@ def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optio
     for name, x in systems.items():
         log.info("measuring %s (%d vectors)", name, len(x))
         row: Dict[str, float] = {"kind": kinds[name], "n": len(x)}
-        row.update(_fidelity(x, real_l, real_radii, k, size, draws, seed))
+        row.update(_fidelity(x, real_l, real_sq_radii, k, size, draws, seed))
         if floor:
             row["frechet_ratio"] = row["frechet"] / floor
         row["variance_ratio"] = M.total_variance_ratio(x, all_real)
@@ -409,6 +424,7 @@ def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] 
     from ..fileio import atomic_write_json, atomic_write_text
     from .render import Document, fmt
 
+    history = _read_loss_history(Path(run_dir)) if run_dir is not None else None  # fail before writing
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = ev.settings
@@ -521,8 +537,7 @@ def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] 
                       f"generated voices; real speakers are {g['real_female_share']:.0%} female.")
         doc.table(["system", "judged female"], [[n, f"{v:.0%}"] for n, v in g["female_share"].items()])
 
-    if run_dir is not None:
-        history = _read_loss_history(Path(run_dir))
+    if history is not None:
         doc.heading("Training")
         doc.image(plots.plot_loss(history[:, :2], out / "loss.png"), f"Training loss of `{run_dir}`.")
 
