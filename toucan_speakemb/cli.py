@@ -81,6 +81,8 @@ main.add_command(sample)
 main.add_command(demo)
 from . import cli_extract  # noqa: E402
 cli_extract.register(main)
+from . import cli_synth  # noqa: E402
+cli_synth.register(main)
 
 
 if __name__ == "__main__":
