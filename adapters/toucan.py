@@ -229,7 +229,7 @@ class ToucanModels:
         if toucan_dir is None:
             raise SpeakEmbError("no Toucan checkout: give --toucan-dir DIR (or set TOUCAN_DIR); get one with `git clone "
                                 "--branch v3.1.2 https://github.com/DigitalPhonetics/IMS-Toucan` (or --branch v2.2)")
-        root = Path(toucan_dir).expanduser().resolve()
+        root = Path(toucan_dir).expanduser().absolute()
         if not root.is_dir():
             raise SpeakEmbError(f"Toucan checkout {root} does not exist; get one with `git clone --branch v3.1.2 "
                                 f"https://github.com/DigitalPhonetics/IMS-Toucan {root}` (or --branch v2.2)")
@@ -263,7 +263,7 @@ class ToucanModels:
         # Toucan's top-level packages (InferenceInterfaces, Preprocessing, ...) differ between releases
         mod = sys.modules.get("InferenceInterfaces")
         where = getattr(mod, "__file__", None) or next(iter(getattr(mod, "__path__", [])), None) if mod else None
-        if where and not Path(where).resolve().is_relative_to(self.root):
+        if where and not Path(where).absolute().is_relative_to(self.root):
             raise SpeakEmbError(f"another Toucan checkout ({Path(where).parent.parent}) is already imported in this "
                                 f"process; use one checkout per process")
         if str(self.root) not in sys.path:
