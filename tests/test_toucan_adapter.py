@@ -7,6 +7,7 @@ tests/test_toucan_integration.py when a checkout is given.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -428,3 +429,46 @@ def test_models_are_checked_before_anything_is_loaded(tmp_path):
     with pytest.raises(SpeakEmbError) as e:
         ToucanModels(tmp_path, tts, tts)
     assert "not an IMS-Toucan" in one_line(e)
+
+
+def test_synth_with_a_bank_keeps_new_voices_distinct_from_the_banks_and_adds_them(run_cli, gen_v3, v3_checkout,
+                                                                                  tmp_path):
+    bank = tmp_path / "bank.safetensors"
+    for run in ("a", "b"):  # the same draw seed twice: the second run must not reuse the bank's voices
+        r = run_cli("synth", "One.", "Two.", "--random-speaker", "--seed", "5", "--bank", bank, "--generator",
+                    gen_v3.path, *v3_checkout, "-o", tmp_path / run / "u.wav", "--no-progress")
+        assert r.returncode == 0, r.stderr[-3000:]
+    ids = {run: [json.loads((tmp_path / run / f"u_00{i}.json").read_text())["voice_id"] for i in (1, 2)]
+           for run in ("a", "b")}
+    assert not set(ids["a"]) & set(ids["b"])
+    assert VoiceBank.load(bank).ids == ids["a"] + ids["b"]
+    car = json.loads((tmp_path / "b" / "u_001.json").read_text())
+    assert "bank" in car["distinctness_against"] and car["nearest_voice_cosine"] <= car["same_speaker_threshold"]
+
+
+def test_synth_builds_a_v22_interface_from_its_fixed_model_places(gen_v22, tmp_path):
+    """v2.2 reads Models/FastSpeech2_<name>/best.pt and Models/HiFiGAN_combined/best.pt from the working
+    folder; synth links the given files there. A subprocess: this module already imported a v3 checkout."""
+    import subprocess
+    import sys
+
+    root = standin.make_checkout(tmp_path / "IMS-Toucan-2.2", "v2.2")
+    tts = standin.make_checkpoint(tmp_path / "fs2.pt", 704)
+    voc = standin.make_vocoder(tmp_path / "hifigan.pt", v22=True)
+    r = subprocess.run([sys.executable, "-m", "toucan_speakemb.cli", "synth", "Hello.", "--random-speaker",
+                        "--generator", str(gen_v22.path), "--toucan-dir", str(root), "--tts-model", str(tts),
+                        "--vocoder", str(voc), "-o", str(tmp_path / "h.wav")], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONWARNINGS="ignore"), timeout=600, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    car = json.loads((tmp_path / "h.json").read_text())
+    assert car["sample_rate"] == 48000 and car["toucan"]["family"] == "v2.2" and car["profile"] == "toucan-v2.2"
+    assert sf.read(tmp_path / "h.wav")[1] == 48000
+
+
+def test_a_second_toucan_checkout_in_one_process_is_refused(run_cli, gen_v3, v3_checkout, tmp_path):
+    assert run_cli("synth", "Hi.", "--random-speaker", "--generator", gen_v3.path, *v3_checkout,
+                   "-o", tmp_path / "a.wav").returncode == 0
+    other = standin.make_checkout(tmp_path / "other", "v3")
+    with pytest.raises(SpeakEmbError) as e:
+        ToucanModels(other, v3_checkout[3], v3_checkout[5]).load()
+    assert "one checkout per process" in one_line(e)

@@ -38,6 +38,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from test_extract_toucan import checkout
 from test_toucan_adapter import clustered_set, train_tiny
 
 SCRIPT = """
@@ -77,15 +78,6 @@ json.dump({"sr": sr, "restored": restored, "describe": adapter.describe(), "prof
            "records": voices.records, "hook_restored": "forward" not in it.__dict__
            and bool(torch.equal(it.default_utterance_embedding, default))}, open(WORK + "/out.json", "w"))
 """
-
-
-def checkout(var: str, tag: str) -> Path:
-    d = os.environ.get(var)
-    if not d:
-        pytest.skip(f"set {var} to a checkout of IMS-Toucan {tag} to run")
-    if not Path(d).is_dir():
-        pytest.fail(f"{var}={d} is not a folder")
-    return Path(d)
 
 
 def run_py(code: str, cwd: Path, **values):
