@@ -10,12 +10,20 @@ WITH_TEST=0
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
-if [ "$WITH_TEST" = 1 ] && ! command -v espeak-ng >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[install] Debian packages for test speech: espeak-ng flite"
-    apt-get update -qq >/dev/null && apt-get install -y -qq espeak-ng flite >/dev/null
-  else
-    echo "[install] note: espeak-ng is not installed; tests that synthesise speech will be skipped"
+# Debian programs the tests use, each installed only when missing: espeak-ng and flite speak test audio;
+# chromium (and chromium-driver, for Selenium users) runs the listening-test page in a real browser.
+if [ "$WITH_TEST" = 1 ]; then
+  MISSING=""
+  for pair in espeak-ng:espeak-ng flite:flite chromium:chromium chromedriver:chromium-driver; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || MISSING="$MISSING ${pair#*:}"
+  done
+  if [ -n "$MISSING" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "[install] Debian packages for the tests:$MISSING"
+      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $MISSING >/dev/null
+    else
+      echo "[install] note: not installed:$MISSING; tests that need them will be skipped"
+    fi
   fi
 fi
 

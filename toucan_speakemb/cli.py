@@ -81,6 +81,11 @@ main.add_command(sample)
 main.add_command(demo)
 from . import cli_extract  # noqa: E402
 cli_extract.register(main)
+from .cli_evaluate import evaluate  # noqa: E402
+
+main.add_command(evaluate)
+from . import cli_listening  # noqa: E402
+cli_listening.register(main)
 from . import cli_synth  # noqa: E402
 cli_synth.register(main)
 

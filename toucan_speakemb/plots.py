@@ -59,3 +59,71 @@ def plot_pca(real: np.ndarray, generated: np.ndarray, path: Path, title: str = "
     ax.legend(markerscale=2)
     ax.set_title(title)
     return _save(plt, fig, Path(path))
+
+
+def _subsample(x: np.ndarray, n: int, seed: int) -> np.ndarray:
+    if len(x) <= n:
+        return x
+    return x[np.random.default_rng(seed).choice(len(x), n, replace=False)]
+
+
+def plot_tsne(real: np.ndarray, generated: np.ndarray, path: Path, title: str = "t-SNE of real and generated",
+              max_points: int = 1000, seed: int = 0) -> Path:
+    """Real (red) and generated (blue) in one t-SNE map (van der Maaten & Hinton 2008), as in the source
+    presentation. Both sets are subsampled to one count (at most ``max_points``) and reduced to 50 principal
+    components first."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    # equal counts, so that the density of the two colours can be compared by eye
+    n = min(max_points, len(real), len(generated))
+    r, g = _subsample(real, n, seed), _subsample(generated, n, seed + 1)
+    x = np.concatenate([r, g]).astype(np.float64)
+    if x.shape[1] > 50:
+        x = PCA(50, random_state=seed).fit_transform(x)
+    perplexity = float(min(30, (len(x) - 1) / 3))
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # OpenMP threads on a busy machine spin against each other: 5-7x slower seen
+        y = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+    plt, fig = _figure((6, 5))
+    ax = fig.add_subplot(111)
+    ax.scatter(y[: len(r), 0], y[: len(r), 1], s=6, c="tab:red", alpha=0.6, label=f"real ({len(r)})")
+    ax.scatter(y[len(r):, 0], y[len(r):, 1], s=6, c="tab:blue", alpha=0.6, label=f"generated ({len(g)})")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(markerscale=2)
+    ax.set_title(title)
+    return _save(plt, fig, Path(path))
+
+
+def plot_histograms(values: dict, path: Path, xlabel: str, title: str, threshold: Optional[float] = None) -> Path:
+    """Overlaid density histograms of several distributions (label -> values), with the threshold marked."""
+    plt, fig = _figure((6.5, 4))
+    ax = fig.add_subplot(111)
+    allv = np.concatenate([np.asarray(v, dtype=float) for v in values.values()])
+    bins = np.linspace(allv.min(), allv.max(), 50)
+    for label, v in values.items():
+        ax.hist(np.asarray(v, dtype=float), bins=bins, density=True, histtype="step", lw=1.5, label=label)
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", lw=1, label=f"same-speaker threshold {threshold:.3f}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _save(plt, fig, Path(path))
+
+
+def plot_dimension_ratios(ratios: dict, path: Path) -> Path:
+    """Per-dimension variance ratios generated / real, sorted, one line per system (1 = matched)."""
+    plt, fig = _figure((6.5, 4))
+    ax = fig.add_subplot(111)
+    for label, r in ratios.items():
+        ax.plot(np.sort(np.asarray(r, dtype=float)), lw=1.3, label=label)
+    ax.axhline(1.0, color="k", ls="--", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("dimension (sorted by ratio)")
+    ax.set_ylabel("variance ratio generated / real")
+    ax.legend(fontsize=8)
+    ax.set_title("per-dimension variance ratios")
+    return _save(plt, fig, Path(path))

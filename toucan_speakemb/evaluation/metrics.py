@@ -34,6 +34,7 @@ __all__ = [
     "frechet_distance_from_stats",
     "precision_recall",
     "density_coverage",
+    "knn_measures",
     "cosine_similarity_matrix_max",
     "eer_threshold",
     "same_speaker_threshold",
@@ -154,22 +155,25 @@ def _sq_dists_block(a: np.ndarray, a2: np.ndarray, b: np.ndarray, b2: np.ndarray
 
 
 def _knn_sq_radii(X: np.ndarray, k: int, chunk_size: int) -> np.ndarray:
-    """Squared distance of each row to its k-th nearest other row (self excluded by index)."""
+    """Squared distance of each row to its k-th nearest other row (self excluded by index).
+
+    Distances are symmetric, so each tile above the diagonal is computed once and serves the k-NN search of
+    both its row block and its column block: half the matrix products of a plain double loop.
+    """
     n = X.shape[0]
     x2 = _sq_norms(X)
-    out = np.empty(n)
-    for i0, i1 in _blocks(n, chunk_size):
-        best = np.full((i1 - i0, k), np.inf)  # running k smallest per row, unordered
-        for j0, j1 in _blocks(n, chunk_size):
+    best = np.full((n, k), np.inf)  # running k smallest per row, unordered
+    blocks = list(_blocks(n, chunk_size))
+    for bi, (i0, i1) in enumerate(blocks):
+        for j0, j1 in blocks[bi:]:
             d = _sq_dists_block(X[i0:i1], x2[i0:i1], X[j0:j1], x2[j0:j1])
-            lo, hi = max(i0, j0), min(i1, j1)
-            if lo < hi:  # this tile contains part of the diagonal: exclude self-distances
-                idx = np.arange(lo, hi)
-                d[idx - i0, idx - j0] = np.inf
-            cand = np.concatenate([best, d], axis=1)
-            best = np.partition(cand, k - 1, axis=1)[:, :k]
-        out[i0:i1] = best.max(axis=1)
-    return out
+            if i0 == j0:  # a diagonal tile: exclude self-distances
+                idx = np.arange(i1 - i0)
+                d[idx, idx] = np.inf
+            best[i0:i1] = np.partition(np.concatenate([best[i0:i1], d], axis=1), k - 1, axis=1)[:, :k]
+            if i0 != j0:
+                best[j0:j1] = np.partition(np.concatenate([best[j0:j1], d.T], axis=1), k - 1, axis=1)[:, :k]
+    return best.max(axis=1)
 
 
 def _ball_counts(
@@ -232,6 +236,19 @@ def _pair_cosines(Xn: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     for s0, s1 in _blocks(i.shape[0], _PAIR_BLOCK):
         out[s0:s1] = np.einsum("ij,ij->i", Xn[i[s0:s1]], Xn[j[s0:s1]])
     return out
+
+
+def _knn_inputs(real, fake, k, chunk_size, fake_needs_radii: bool):
+    """Validated ``(real, fake, k, chunk_size)`` for the k-NN ball measures."""
+    k = _check_positive_int(k, "k")
+    chunk_size = _check_positive_int(chunk_size, "chunk_size")
+    real = _as_matrix(real, "real")
+    fake = _as_matrix(fake, "fake")
+    _check_same_dim(real, fake, "real", "fake")
+    _check_knn_rows(real, k, "real")
+    if fake_needs_radii:
+        _check_knn_rows(fake, k, "fake")
+    return real, fake, k, chunk_size
 
 
 # --------------------------------------------------------------------------- #
@@ -339,18 +356,8 @@ def precision_recall(real, fake, k: int = 5, chunk_size: int = DEFAULT_CHUNK_SIZ
     "Inside" is ``distance <= radius`` as in the authors' reference code. Both
     sets need at least ``k + 1`` rows. Returns ``(precision, recall)``.
     """
-    k = _check_positive_int(k, "k")
-    chunk_size = _check_positive_int(chunk_size, "chunk_size")
-    real = _as_matrix(real, "real")
-    fake = _as_matrix(fake, "fake")
-    _check_same_dim(real, fake, "real", "fake")
-    _check_knn_rows(real, k, "real")
-    _check_knn_rows(fake, k, "fake")
-    real_r2 = _knn_sq_radii(real, k, chunk_size)
-    fake_r2 = _knn_sq_radii(fake, k, chunk_size)
-    precision = float(np.mean(_ball_counts(fake, real, real_r2, chunk_size, strict=False) > 0))
-    recall = float(np.mean(_ball_counts(real, fake, fake_r2, chunk_size, strict=False) > 0))
-    return precision, recall
+    m = knn_measures(real, fake, k=k, chunk_size=chunk_size)
+    return m["precision"], m["recall"]
 
 
 def density_coverage(real, fake, k: int = 5, chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[float, float]:
@@ -368,17 +375,54 @@ def density_coverage(real, fake, k: int = 5, chunk_size: int = DEFAULT_CHUNK_SIZ
     "Inside" is the strict ``distance < radius`` as in the authors' reference
     code. ``real`` needs at least ``k + 1`` rows. Returns ``(density, coverage)``.
     """
-    k = _check_positive_int(k, "k")
-    chunk_size = _check_positive_int(chunk_size, "chunk_size")
-    real = _as_matrix(real, "real")
-    fake = _as_matrix(fake, "fake")
-    _check_same_dim(real, fake, "real", "fake")
-    _check_knn_rows(real, k, "real")
+    real, fake, k, chunk_size = _knn_inputs(real, fake, k, chunk_size, fake_needs_radii=False)
     real_r2 = _knn_sq_radii(real, k, chunk_size)
     counts = _ball_counts(fake, real, real_r2, chunk_size, strict=True)
     density = float(counts.sum() / (k * fake.shape[0]))
     coverage = float(np.mean(_min_sq_dists(real, fake, chunk_size) < real_r2))
     return density, coverage
+
+
+def knn_measures(real, fake, k: int = 5, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 real_radii=None) -> dict:
+    """Precision, recall, density and coverage in one pass over the fake x real distances.
+
+    The same four numbers as :func:`precision_recall` and :func:`density_coverage`
+    (same definitions, same boundary conventions), but every fake-real distance
+    block is computed once and the real k-NN radii can be passed in
+    (``real_radii``, as returned by :func:`knn_radii`), so that several
+    generated sets compared with one large real set pay for the real set's k-NN
+    search only once. Returns ``{"precision", "recall", "density", "coverage"}``.
+    """
+    real, fake, k, chunk_size = _knn_inputs(real, fake, k, chunk_size, fake_needs_radii=True)
+    if real_radii is None:
+        real_r2 = _knn_sq_radii(real, k, chunk_size)
+    else:
+        real_r2 = np.asarray(real_radii, dtype=np.float64)
+        if real_r2.shape != (real.shape[0],):
+            raise ValueError(f"real_radii must have one entry per real row ({real.shape[0]}), "
+                             f"got shape {real_r2.shape}.")
+        real_r2 = real_r2 ** 2
+    fake_r2 = _knn_sq_radii(fake, k, chunk_size)
+    r2, f2 = _sq_norms(real), _sq_norms(fake)
+    in_some_real_ball = np.zeros(fake.shape[0], dtype=bool)   # precision (<=)
+    strict_counts = np.zeros(fake.shape[0], dtype=np.int64)   # density (<)
+    in_some_fake_ball = np.zeros(real.shape[0], dtype=bool)   # recall (<=)
+    nearest_fake = np.full(real.shape[0], np.inf)              # coverage
+    for i0, i1 in _blocks(fake.shape[0], chunk_size):
+        for j0, j1 in _blocks(real.shape[0], chunk_size):
+            d = _sq_dists_block(fake[i0:i1], f2[i0:i1], real[j0:j1], r2[j0:j1])
+            rr = real_r2[None, j0:j1]
+            in_some_real_ball[i0:i1] |= (d <= rr).any(axis=1)
+            strict_counts[i0:i1] += (d < rr).sum(axis=1)
+            in_some_fake_ball[j0:j1] |= (d <= fake_r2[i0:i1, None]).any(axis=0)
+            np.minimum(nearest_fake[j0:j1], d.min(axis=0), out=nearest_fake[j0:j1])
+    return {
+        "precision": float(np.mean(in_some_real_ball)),
+        "recall": float(np.mean(in_some_fake_ball)),
+        "density": float(strict_counts.sum() / (k * fake.shape[0])),
+        "coverage": float(np.mean(nearest_fake < real_r2)),
+    }
 
 
 # --------------------------------------------------------------------------- #

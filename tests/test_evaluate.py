@@ -1,0 +1,277 @@
+"""`evaluate`: measures read as they should on data of known structure, the report is complete and
+self-contained, chunked k-NN results equal the direct ones, and bad input gets one clear line."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from toucan_speakemb import EmbeddingSet, get_profile
+from toucan_speakemb.cli import main
+from toucan_speakemb.errors import SpeakEmbError
+from toucan_speakemb.evaluation import metrics as M
+from toucan_speakemb.evaluation.baselines import gaussian_fit, gaussian_mixture, resample_training
+from toucan_speakemb.evaluation.report import GeneratedSet, evaluate, load_generated, write_report
+from toucan_speakemb.synthetic import SyntheticPopulation
+from toucan_speakemb.voicebank import VoiceBank
+
+DIM = 32
+
+
+# ---------------------------------------------------------------------------------------------- k-NN measures
+@pytest.mark.parametrize("chunk_size", [3, 17, 1000])
+def test_one_pass_knn_measures_equal_the_separate_direct_ones(chunk_size):
+    rng = np.random.default_rng(1)
+    real = rng.standard_normal((60, 5))
+    fake = np.concatenate([rng.standard_normal((30, 5)) * 1.3 + 0.4, real[:5]])  # copies sit on ball edges
+    got = M.knn_measures(real, fake, k=4, chunk_size=chunk_size)
+    p, r = M.precision_recall(real, fake, k=4, chunk_size=1000)
+    d, c = M.density_coverage(real, fake, k=4, chunk_size=1000)
+    assert got == pytest.approx({"precision": p, "recall": r, "density": d, "coverage": c}, abs=1e-12)
+
+
+def test_knn_measures_accept_precomputed_real_radii_and_refuse_wrong_ones():
+    rng = np.random.default_rng(2)
+    real, fake = rng.standard_normal((40, 4)), rng.standard_normal((25, 4))
+    radii = M.knn_radii(real, 3)
+    assert M.knn_measures(real, fake, 3, real_radii=radii) == M.knn_measures(real, fake, 3)
+    with pytest.raises(ValueError, match="one entry per real row"):
+        M.knn_measures(real, fake, 3, real_radii=radii[:-1])
+
+
+def test_symmetric_knn_radii_equal_a_full_distance_matrix():
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.standard_normal((50, 6)), np.zeros((2, 6))])  # a duplicate pair: radius 0 allowed
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    expected = np.sort(d, axis=1)[:, 2]
+    for chunk in (4, 7, 100):
+        assert M.knn_radii(x, 3, chunk_size=chunk) == pytest.approx(expected, abs=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------- baselines
+def test_gaussian_fit_reproduces_mean_and_covariance():
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((6, 6))
+    train = rng.standard_normal((400, 6)) @ a + 3.0
+    x = gaussian_fit(train, 20000, seed=1)
+    assert np.abs(x.mean(0) - train.mean(0)).max() < 0.1
+    assert np.abs(np.cov(x, rowvar=False) - np.cov(train, rowvar=False)).max() < 0.15 * np.abs(np.cov(train, rowvar=False)).max()
+    assert np.array_equal(x, gaussian_fit(train, 20000, seed=1))
+
+
+def test_gaussian_mixture_follows_two_clusters_that_a_single_gaussian_blurs():
+    rng = np.random.default_rng(5)
+    centres = np.zeros((2, 8))
+    centres[0, 0], centres[1, 0] = -6, 6
+    train = np.concatenate([c + rng.standard_normal((300, 8)) for c in centres])
+    gmm, gauss = gaussian_mixture(train, 2000, seed=0), gaussian_fit(train, 2000, seed=0)
+    between = lambda x: np.mean(np.abs(x[:, 0]) < 2)  # noqa: E731  (the empty gap between the clusters)
+    assert between(gmm) < 0.05 < 0.2 < between(gauss)
+    assert 0.4 < np.mean(gmm[:, 0] > 0) < 0.6
+    assert M.total_variance_ratio(gmm, train) == pytest.approx(1.0, abs=0.1)
+    assert np.array_equal(gmm, gaussian_mixture(train, 2000, seed=0))
+
+
+def test_resampling_only_copies_training_vectors():
+    train = np.random.default_rng(6).standard_normal((30, DIM)).astype(np.float32)
+    x = resample_training(train, 200, seed=0)
+    assert all(any(np.array_equal(row, t) for t in train) for row in x)
+
+
+# ---------------------------------------------------------------------------------------------- measures
+@pytest.fixture(scope="module")
+def population():
+    return SyntheticPopulation(dim=DIM, latent_dim=4, clusters=3, hidden=64, seed=7)
+
+
+@pytest.fixture(scope="module")
+def split(population):
+    train = population.make_set(200, 4, seed=1, prefix="train")
+    held = population.make_set(150, 4, seed=2, prefix="held")
+    return train, held
+
+
+def _fresh(population, n, seed):
+    return population.make_set(n, 4, seed=seed, prefix="new").speaker_means().embeddings
+
+
+@pytest.fixture(scope="module")
+def known_systems(population, split):
+    """Fresh true speakers (a perfect generator), copies of the training speakers, and a collapsed generator."""
+    train, held = split
+    tm = train.speaker_means().embeddings
+    fresh = _fresh(population, 300, 3)
+    collapsed = tm.mean(0) + 0.05 * (fresh - fresh.mean(0))
+    copies = tm[np.random.default_rng(0).integers(0, len(tm), 300)]
+    gens = [GeneratedSet("fresh", fresh, train.profile), GeneratedSet("copies", copies, train.profile),
+            GeneratedSet("collapsed", collapsed, train.profile)]
+    return evaluate(held, gens, train, baselines=("gaussian", "resample"), seed=0)
+
+
+def test_fresh_true_speakers_read_like_real_held_out_speakers(known_systems):
+    rows = known_systems.rows
+    real_train, fresh = rows["real training speakers"], rows["fresh"]
+    assert fresh["frechet_ratio"] < 1.5
+    assert abs(fresh["precision"] - real_train["precision"]) < 0.1
+    assert abs(fresh["recall"] - real_train["recall"]) < 0.1
+    assert abs(fresh["memorised"] - rows["real held-out speakers"]["memorised"]) < 0.1
+    assert 0.8 < fresh["variance_ratio"] < 1.2
+
+
+def test_copies_are_caught_as_memorised_and_a_collapse_as_shrunk_and_undiverse(known_systems):
+    rows = known_systems.rows
+    assert rows["copies"]["memorised"] == 1.0
+    assert rows["copies"]["novelty_median"] == pytest.approx(1.0)
+    assert rows["resampled training (copies)"]["memorised"] == 1.0
+    collapsed = rows["collapsed"]
+    assert collapsed["variance_ratio"] < 0.05
+    assert collapsed["recall"] < 0.1 and collapsed["coverage"] < rows["fresh"]["coverage"]
+    assert collapsed["close_pairs"] > max(0.9, 3 * rows["fresh"]["close_pairs"])
+    assert collapsed["effective_share"] < rows["fresh"]["effective_share"]
+
+
+def test_baselines_are_fitted_to_the_training_set_and_sized_like_the_first_generated_set(known_systems):
+    assert known_systems.rows["Gaussian fit"]["n"] == 300
+    assert known_systems.settings["baselines"] == ["gaussian", "resample"]
+
+
+def test_gender_balance_is_judged_by_a_classifier_trained_on_real_speakers():
+    rng = np.random.default_rng(8)
+    prof = get_profile("synthetic-16")
+
+    def make(n_spk, prefix, seed):
+        r = np.random.default_rng(seed)
+        g = np.array(["f", "m"])[r.integers(0, 2, n_spk)]
+        centre = np.where(g[:, None] == "f", 2.0, -2.0) * np.eye(16)[0] + r.standard_normal((n_spk, 16))
+        x = np.repeat(centre, 3, axis=0) + 0.3 * r.standard_normal((3 * n_spk, 16))
+        ids = np.repeat([f"{prefix}{i}" for i in range(n_spk)], 3)
+        return EmbeddingSet(x, ids.tolist(), prof, gender=np.repeat(g, 3).tolist())
+
+    train, held = make(120, "t", 1), make(60, "h", 2)
+    female_only = np.eye(16)[0] * 2.0 + rng.standard_normal((100, 16))
+    ev = evaluate(held, [GeneratedSet("female", female_only, prof)], train, baselines=("gaussian",))
+    assert ev.gender["held_out_accuracy"] > 0.9
+    assert ev.gender["female_share"]["female"] > 0.9
+    assert 0.3 < ev.gender["female_share"]["Gaussian fit"] < 0.7
+
+
+# ---------------------------------------------------------------------------------------------- the report
+def test_report_is_complete_self_contained_and_its_numbers_are_those_of_metrics_json(known_systems, tmp_path):
+    write_report(known_systems, tmp_path, tsne=True)
+    for name in ("report.md", "report.html", "metrics.json", "pca.png", "tsne.png", "novelty.png",
+                 "distinctness.png", "dimensions.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    html = (tmp_path / "report.html").read_text()
+    sources = re.findall(r'src="([^"]*)"', html)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http" not in html.replace("http-equiv", "")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    md = (tmp_path / "report.md").read_text()
+    for name, row in metrics["systems"].items():
+        line = next(l for l in md.splitlines() if l.startswith(f"| {name} |"))
+        if "precision" in row:
+            assert f"{row['precision']:.2f}" in line
+    for citation in ("Kynkäänniemi", "Naeem", "Heusel", "van der Maaten"):
+        assert citation in md
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+@pytest.fixture()
+def files(tmp_path, population, split):
+    train, held = split
+    train.save(tmp_path / "train.safetensors")
+    held.save(tmp_path / "held.safetensors")
+    fresh = _fresh(population, 80, 9)
+    seeds = np.arange(80)
+    VoiceBank(fresh, seeds, [f"v-{s}" for s in seeds], train.profile).save(tmp_path / "bank.safetensors")
+    np.save(tmp_path / "bank.npy", fresh)
+    return tmp_path
+
+
+def _run(*args):
+    return CliRunner().invoke(main, ["evaluate", *map(str, args)])
+
+
+def test_cli_writes_the_report_and_compares_several_generators(files):
+    out = files / "rep"
+    r = _run("--real", files / "held.safetensors", "--train", files / "train.safetensors",
+             "--generated", files / "bank.safetensors", "--generated", f"bare={files / 'bank.npy'}",
+             "--out", out, "--no-tsne", "--baselines", "gaussian")
+    assert r.exit_code == 0, r.output
+    systems = json.loads((out / "metrics.json").read_text())["systems"]
+    assert {"bank", "bare", "Gaussian fit", "real training speakers", "real held-out speakers"} <= set(systems)
+    assert systems["bank"]["precision"] == systems["bare"]["precision"]
+    assert not (out / "tsne.png").exists()
+
+
+def test_cli_adds_the_loss_curve_and_training_speakers_of_a_run(files, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "loss.csv").write_text("step,loss,lr\n10,1.0,0.001\n20,0.5,0.001\n")
+    EmbeddingSet.load(files / "train.safetensors").speaker_means().save(run / "train_speakers.safetensors")
+    r = _run("--real", files / "held.safetensors", "--generated", files / "bank.safetensors", "--run", run,
+             "--out", files / "rep", "--no-tsne", "--baselines", "none")
+    assert r.exit_code == 0, r.output
+    assert (files / "rep" / "loss.png").exists()
+    assert json.loads((files / "rep" / "metrics.json").read_text())["settings"]["train"]["speakers"] == 200
+
+
+def _one_error_line(r, *fragments):
+    assert r.exit_code == 1, r.output
+    lines = [l for l in r.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_cli_refuses_a_bank_from_another_space(files):
+    other = VoiceBank(np.ones((10, 192), np.float32) + np.arange(10)[:, None], np.arange(10),
+                      [f"v-{i}" for i in range(10)], get_profile("toucan-v3"))
+    other.save(files / "v3.safetensors")
+    r = _run("--real", files / "held.safetensors", "--generated", files / "v3.safetensors", "--out", files / "r")
+    _one_error_line(r, "192-dim", f"{DIM}-dim")
+
+
+def test_cli_refuses_a_bank_of_the_same_width_but_another_profile(files):
+    x = np.random.default_rng(0).standard_normal((10, DIM)).astype(np.float32)
+    VoiceBank(x, np.arange(10), [f"v-{i}" for i in range(10)], get_profile("custom-x", DIM)).save(files / "o.safetensors")
+    r = _run("--real", files / "held.safetensors", "--generated", files / "o.safetensors", "--out", files / "r")
+    _one_error_line(r, "custom-x", f"synthetic-{DIM}")
+
+
+def test_cli_refuses_too_few_vectors_nan_and_missing_files(files):
+    np.save(files / "few.npy", np.random.default_rng(0).standard_normal((5, DIM)))
+    _one_error_line(_run("--real", files / "held.safetensors", "--generated", files / "few.npy", "--out", files / "r"),
+                    "5 vectors", "k+1 = 6")
+    bad = np.random.default_rng(0).standard_normal((20, DIM))
+    bad[3, 2] = np.nan
+    np.save(files / "nan.npy", bad)
+    _one_error_line(_run("--real", files / "held.safetensors", "--generated", files / "nan.npy", "--out", files / "r"),
+                    "NaN")
+    _one_error_line(_run("--real", files / "missing.safetensors", "--generated", files / "bank.npy",
+                         "--out", files / "r"), "missing.safetensors")
+    _one_error_line(_run("--real", files / "held.safetensors", "--generated", files / "bank.npy",
+                         "--out", files / "r", "--baselines", "gaussian,magic"), "magic")
+    assert not (files / "r" / "report.md").exists()
+
+
+def test_cli_refuses_a_real_set_with_one_embedding_per_speaker_unless_a_threshold_is_given(files):
+    means = EmbeddingSet.load(files / "held.safetensors").speaker_means()
+    means.save(files / "means.safetensors")
+    args = ["--real", files / "means.safetensors", "--generated", files / "bank.npy", "--out", files / "r",
+            "--no-tsne", "--baselines", "none"]
+    _one_error_line(_run(*args), "same-speaker threshold", "--threshold")
+    assert _run(*args, "--threshold", "0.8").exit_code == 0
+
+
+def test_load_generated_reads_every_format_alike(files):
+    a = load_generated(files / "bank.safetensors")
+    b = load_generated(files / "bank.npy")
+    assert np.array_equal(a.vectors, b.vectors) and a.profile is not None and b.profile is None
+    with pytest.raises(SpeakEmbError, match="not found"):
+        load_generated(files / "nope.npy")

@@ -1,0 +1,516 @@
+"""``evaluate``: are generated voices real, new and distinct? All measures of a report, computed from arrays.
+
+Every generated set (and every baseline) is judged against *held-out real speakers*, and every figure is
+printed beside what real data score on the same measure: the training speakers measured against the
+held-out ones give the floor of the fidelity measures, the held-out speakers measured against the training
+ones give the reference of the novelty and distinctness measures.
+
+Sample-size dependent measures (precision, recall, density, coverage, Fréchet distance) are computed on
+subsamples of one common size for every row (the smallest of the training set and the generated sets),
+averaged over several draws when that size is small, so that rows compare with each other and with the
+real-vs-real floor.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..embedding_set import EmbeddingSet
+from ..errors import SpeakEmbError
+from ..profiles import Profile
+from . import metrics as M
+from .baselines import BASELINES, LABELS
+
+log = logging.getLogger("toucan_speakemb.evaluate")
+
+LEVELS = ("speaker", "utterance")
+REAL_HELDOUT = "real held-out speakers"
+REAL_TRAIN = "real training speakers"
+PAIR_SAMPLE = 20_000  # pairs drawn for the distinctness histogram (the share itself counts every pair)
+
+
+@dataclass
+class GeneratedSet:
+    """Vectors to evaluate: a voice bank, an embedding set or a bare array, with what is known of its space."""
+
+    name: str
+    vectors: np.ndarray
+    profile: Optional[Profile]
+    source: str = ""
+
+
+def load_generated(path: str | Path, name: Optional[str] = None) -> GeneratedSet:
+    """Read generated vectors from a voice bank or embedding set (.safetensors), an interchange .npz or a bare
+    (N, d) .npy array (no profile: only its width is checked)."""
+    from ..fileio import check_finite, load_tensors
+    from ..voicebank import VoiceBank
+
+    path = Path(path)
+    name = name or path.stem
+    if not path.exists():
+        raise SpeakEmbError(f"generated set not found: {path}")
+    if path.suffix == ".npy":
+        try:
+            x = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise SpeakEmbError(f"{path} is not a readable .npy array ({str(e).splitlines()[0]})") from None
+        if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
+            raise SpeakEmbError(f"{path}: expected a numeric (N, d) array, got {x.dtype} of shape {x.shape}")
+        x = x.astype(np.float32)
+        check_finite(x, f"generated set {path}")
+        return GeneratedSet(name, x, None, str(path))
+    if path.suffix == ".npz":
+        es = EmbeddingSet.from_npz(path)
+        return GeneratedSet(name, es.embeddings, None, str(path))  # an .npz profile is only guessed
+    _, meta = load_tensors(path, "generated set")
+    if meta.get("kind") == "voice-bank":
+        bank = VoiceBank.load(path)
+        return GeneratedSet(name, bank.embeddings, bank.profile, str(path))
+    es = EmbeddingSet.load(path)
+    return GeneratedSet(name, es.embeddings, es.profile, str(path))
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` found: one row of numbers per system, and the distributions behind them."""
+
+    settings: Dict
+    rows: Dict[str, Dict[str, float]]
+    novelty: Dict[str, np.ndarray] = field(default_factory=dict)        # cosine to nearest training speaker
+    pair_cosines: Dict[str, np.ndarray] = field(default_factory=dict)   # sampled pairs within a set
+    dim_variance_ratio: Dict[str, np.ndarray] = field(default_factory=dict)
+    dim_mean_difference: Dict[str, np.ndarray] = field(default_factory=dict)
+    vectors: Dict[str, np.ndarray] = field(default_factory=dict)        # every set at the compared level
+    gender: Optional[Dict] = None
+    notes: List[str] = field(default_factory=list)
+
+    def to_json(self) -> Dict:
+        def summary(v):
+            v = np.asarray(v, dtype=float)
+            return {"mean": float(v.mean()), "median": float(np.median(v)), "p05": float(np.percentile(v, 5)),
+                    "p95": float(np.percentile(v, 95))}
+
+        return {
+            "settings": self.settings,
+            "systems": self.rows,
+            "novelty_nearest_training_cosine": {k: summary(v) for k, v in self.novelty.items()},
+            "distinctness_pair_cosine": {k: summary(v) for k, v in self.pair_cosines.items()},
+            "per_dimension_variance_ratio": {k: summary(v) for k, v in self.dim_variance_ratio.items()},
+            "gender": self.gender,
+            "notes": self.notes,
+        }
+
+
+def _level_vectors(es: EmbeddingSet, level: str) -> np.ndarray:
+    return es.speaker_means().embeddings if level == "speaker" else es.embeddings
+
+
+def _threshold(real: EmbeddingSet, train: Optional[EmbeddingSet], given: Optional[float]) -> Tuple[float, str]:
+    if given is not None:
+        return float(given), "given by the user"
+    sets = [("heldout", real)] + ([("train", train)] if train is not None else [])
+    x = np.concatenate([s.embeddings for _, s in sets])
+    ids = np.concatenate([[f"{tag}:{i}" for i in s.speaker_ids] for tag, s in sets])
+    _, counts = np.unique(ids, return_counts=True)
+    if (counts >= 2).sum() < 2:
+        raise SpeakEmbError("cannot find the same-speaker threshold: fewer than 2 real speakers have 2 or more "
+                            "embeddings; give real utterance-level sets or --threshold")
+    thr, eer = M.same_speaker_threshold(x, ids)
+    return thr, (f"equal-error point of same/different-speaker cosine on {len(x)} real utterance embeddings "
+                 f"({int((counts >= 2).sum())} speakers with 2 or more; EER {eer:.1%})")
+
+
+def _check_rows(x: np.ndarray, k: int, what: str) -> None:
+    if len(x) < k + 1:
+        raise SpeakEmbError(f"{what} has {len(x)} vectors; the k-NN measures need at least k+1 = {k + 1}")
+
+
+def _subsamples(x: np.ndarray, size: int, draws: int, rng: np.random.Generator):
+    if size >= len(x):
+        yield x
+        return
+    for _ in range(draws):
+        yield x[rng.choice(len(x), size, replace=False)]
+
+
+def _fidelity(x: np.ndarray, real: np.ndarray, real_radii: np.ndarray, k: int, size: int, draws: int,
+              seed: int) -> Dict[str, float]:
+    rng = np.random.default_rng(seed)
+    acc = []
+    for sub in _subsamples(x, size, draws, rng):
+        m = M.knn_measures(real, sub, k=k, real_radii=real_radii)
+        m["frechet"] = M.frechet_distance(sub, real)
+        acc.append(m)
+    return {key: float(np.mean([a[key] for a in acc])) for key in acc[0]}
+
+
+def _pair_cosine_sample(x: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    i = rng.integers(0, n, PAIR_SAMPLE)
+    j = (i + rng.integers(1, n, PAIR_SAMPLE)) % n  # j != i
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return np.einsum("ij,ij->i", xn[i], xn[j])
+
+
+def _gender_classifier(train_x, train_g, test_x, test_g, seed: int):
+    """Logistic regression on standardised embeddings; accuracy on ``test`` (speakers it never saw)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=seed))
+    clf.fit(train_x, train_g)
+    acc = float(np.mean(clf.predict(test_x) == test_g)) if test_x is not None and len(test_x) else None
+    return clf, acc
+
+
+def _gender_analysis(real: EmbeddingSet, train: Optional[EmbeddingSet], level: str, systems: Dict[str, np.ndarray],
+                     seed: int, notes: List[str]) -> Optional[Dict]:
+    def labelled(es: Optional[EmbeddingSet]):
+        if es is None or es.gender is None:
+            return None, None
+        lv = es.speaker_means() if level == "speaker" else es
+        g = np.array(lv.gender)
+        keep = np.isin(g, ["f", "m"])
+        return lv.embeddings[keep], g[keep]
+
+    rx, rg = labelled(real)
+    tx, tg = labelled(train)
+    if rx is None and tx is None:
+        return None
+    if tx is not None and len(np.unique(tg)) == 2 and min(np.bincount(np.unique(tg, return_inverse=True)[1])) >= 5:
+        fit_x, fit_g, test_x, test_g, how = tx, tg, rx, rg, "trained on the training speakers, tested on the held-out ones"
+    elif rx is not None and len(np.unique(rg)) == 2 and min(np.bincount(np.unique(rg, return_inverse=True)[1])) >= 10:
+        # no labelled training set: fit on half of the real speakers, test on the other half
+        perm = np.random.default_rng(seed).permutation(len(rx))
+        half = len(rx) // 2
+        fit_x, fit_g, test_x, test_g = rx[perm[:half]], rg[perm[:half]], rx[perm[half:]], rg[perm[half:]]
+        how = "trained on half of the real speakers, tested on the other half"
+    else:
+        notes.append("gender balance not measured: fewer than 5 labelled speakers of each gender")
+        return None
+    clf, acc = _gender_classifier(fit_x, fit_g, test_x, test_g, seed)
+    shares = {name: float(np.mean(clf.predict(x) == "f")) for name, x in systems.items()}
+    real_share = float(np.mean(np.concatenate([g for g in (rg, tg) if g is not None]) == "f"))
+    return {"classifier": f"logistic regression on standardised embeddings, {how}",
+            "held_out_accuracy": acc, "real_female_share": real_share, "female_share": shares}
+
+
+def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optional[EmbeddingSet] = None,
+             level: str = "speaker", k: int = 5, baselines: Sequence[str] = ("gaussian", "gmm", "resample"),
+             seed: int = 0, threshold: Optional[float] = None, draws: Optional[int] = None) -> Evaluation:
+    """Measure generated sets (and baselines fitted to ``train``) against held-out real speakers ``real``."""
+    if level not in LEVELS:
+        raise SpeakEmbError(f"unknown level '{level}' (choose from {', '.join(LEVELS)})")
+    if not generated:
+        raise SpeakEmbError("nothing to evaluate: give at least one generated set")
+    if k < 1:
+        raise SpeakEmbError(f"k must be at least 1, got {k}")
+    notes: List[str] = []
+    if train is not None:
+        train.profile.check_same(real.profile, "the training set", "the real set")
+        overlap = set(train.speakers) & set(real.speakers)
+        if overlap:
+            notes.append(f"{len(overlap)} speaker ids occur in both the training and the held-out set "
+                         f"(e.g. {sorted(overlap)[0]}): if they are the same people, 'held-out' is not held out")
+    for g in generated:
+        if g.vectors.ndim != 2 or g.vectors.shape[1] != real.dim:
+            raise SpeakEmbError(f"generated set '{g.name}' is {g.vectors.shape[-1]}-dim but the real set is "
+                                f"{real.dim}-dim (profile '{real.profile.name}')")
+        if g.profile is not None:
+            g.profile.check_same(real.profile, f"generated set '{g.name}'", "the real set")
+        _check_rows(g.vectors, k, f"generated set '{g.name}'")
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise SpeakEmbError(f"unknown baseline(s) {', '.join(unknown)} (choose from {', '.join(BASELINES)})")
+    if baselines and train is None:
+        notes.append("no training set given: baselines, novelty and the real-vs-real floor are not measured")
+        baselines = ()
+
+    thr, thr_source = _threshold(real, train, threshold)
+    real_l = _level_vectors(real, level).astype(np.float64)
+    _check_rows(real_l, k, f"the real set at {level} level")
+    train_l = None if train is None else _level_vectors(train, level).astype(np.float64)
+    if train_l is not None:
+        _check_rows(train_l, k, f"the training set at {level} level")
+
+    systems: Dict[str, np.ndarray] = {}
+    kinds: Dict[str, str] = {}
+    for g in generated:
+        name = g.name if g.name not in systems else f"{g.name} ({len(systems)})"
+        systems[name] = np.asarray(g.vectors, dtype=np.float64)
+        kinds[name] = "generated"
+    n_base = len(generated[0].vectors)
+    for b in baselines:
+        log.info("baseline: %s (%d vectors fitted to %d training vectors)", LABELS[b], n_base, len(train_l))
+        systems[LABELS[b]] = BASELINES[b](train_l, n_base, seed).astype(np.float64)
+        kinds[LABELS[b]] = "baseline"
+
+    sizes = [len(x) for x in systems.values()] + ([len(train_l)] if train_l is not None else [])
+    size = min(sizes)
+    draws = draws or (5 if size < 1000 else 1)
+    log.info("real: %d vectors at %s level; k-NN radii (k=%d)...", len(real_l), level, k)
+    real_radii = M.knn_radii(real_l, k)
+    moment_ref = train_l if train_l is not None else real_l
+    all_real = real_l if train_l is None else np.concatenate([train_l, real_l])
+
+    rows: Dict[str, Dict[str, float]] = {}
+    ev = Evaluation({}, rows, notes=notes)
+    floor = None
+    if train_l is not None:
+        f = _fidelity(train_l, real_l, real_radii, k, size, draws, seed)
+        floor = f["frechet"]
+        rows[REAL_TRAIN] = {"kind": "reference", "n": len(train_l), **f, "frechet_ratio": 1.0}
+        nov, _ = M.cosine_similarity_matrix_max(real_l, train_l)
+        ev.novelty[REAL_HELDOUT] = nov
+    rows[REAL_HELDOUT] = {
+        "kind": "reference", "n": len(real_l),
+        "variance_ratio": M.total_variance_ratio(real_l, all_real),
+        "close_pairs": M.close_pair_share(real_l, thr),
+        "effective_voices": M.effective_voice_count(real_l, thr),
+    }
+    rows[REAL_HELDOUT]["effective_share"] = rows[REAL_HELDOUT]["effective_voices"] / len(real_l)
+    if train_l is not None:
+        rows[REAL_HELDOUT]["memorised"] = float(np.mean(ev.novelty[REAL_HELDOUT] > thr))
+        rows[REAL_HELDOUT]["novelty_median"] = float(np.median(ev.novelty[REAL_HELDOUT]))
+    ev.pair_cosines[REAL_HELDOUT] = _pair_cosine_sample(real_l, seed)
+    ev.vectors[REAL_HELDOUT] = real_l
+    if train_l is not None:
+        ev.vectors[REAL_TRAIN] = train_l
+
+    for name, x in systems.items():
+        log.info("measuring %s (%d vectors)", name, len(x))
+        row: Dict[str, float] = {"kind": kinds[name], "n": len(x)}
+        row.update(_fidelity(x, real_l, real_radii, k, size, draws, seed))
+        if floor:
+            row["frechet_ratio"] = row["frechet"] / floor
+        row["variance_ratio"] = M.total_variance_ratio(x, all_real)
+        mv = M.mean_variance_differences(moment_ref, x)
+        row["mean_abs_mean_difference"] = mv["mean_abs_mean_difference"]
+        row["mean_abs_variance_difference"] = mv["mean_abs_variance_difference"]
+        ev.dim_variance_ratio[name] = mv["variance_ratio"]
+        ev.dim_mean_difference[name] = x.mean(0) - moment_ref.mean(0)
+        row["dim_variance_ratio_p05"] = float(np.percentile(mv["variance_ratio"], 5))
+        row["dim_variance_ratio_median"] = float(np.median(mv["variance_ratio"]))
+        row["dim_variance_ratio_p95"] = float(np.percentile(mv["variance_ratio"], 95))
+        row["dim_mean_ratio_median"] = float(np.median(mv["mean_ratio"]))
+        if train_l is not None:
+            nov, _ = M.cosine_similarity_matrix_max(x, train_l)
+            ev.novelty[name] = nov
+            row["memorised"] = float(np.mean(nov > thr))
+            row["novelty_median"] = float(np.median(nov))
+        row["close_pairs"] = M.close_pair_share(x, thr)
+        row["effective_voices"] = M.effective_voice_count(x, thr)
+        # the share depends on N (more vectors, more collisions): read it at the held-out set's size
+        row["effective_share"] = float(np.mean([M.effective_voice_count(sub, thr) / len(sub) for sub in
+                                                _subsamples(x, len(real_l), 5, np.random.default_rng(seed))]))
+        ev.pair_cosines[name] = _pair_cosine_sample(x, seed)
+        ev.vectors[name] = x
+        rows[name] = row
+
+    ev.gender = _gender_analysis(real, train, level, systems, seed, notes)
+    if ev.gender:
+        for name, share in ev.gender["female_share"].items():
+            rows[name]["female_share"] = share
+    ev.settings = {
+        "level": level, "k": k, "seed": seed, "threshold": thr, "threshold_source": thr_source,
+        "matched_size": size, "draws": draws, "profile": real.profile.to_json(),
+        "real": {"vectors": len(real_l), "speakers": len(real.speakers), "utterances": len(real)},
+        "train": None if train is None else {"vectors": len(train_l), "speakers": len(train.speakers),
+                                             "utterances": len(train)},
+        "generated": [{"name": g.name, "vectors": len(g.vectors), "source": g.source} for g in generated],
+        "baselines": list(baselines), "moments_against": "training set" if train_l is not None else "real set",
+    }
+    return ev
+
+
+# --------------------------------------------------------------------------------------------------------
+# the written report
+# --------------------------------------------------------------------------------------------------------
+MAIN_COLUMNS = [  # key, header, format
+    ("n", "N", "d"), ("precision", "precision", ".2f"), ("recall", "recall", ".2f"),
+    ("density", "density", ".2f"), ("coverage", "coverage", ".2f"), ("frechet", "Fréchet", ".4g"),
+    ("frechet_ratio", "Fréchet / floor", ".2f"), ("variance_ratio", "variance ratio", ".2f"),
+    ("memorised", "memorised", ".2f"), ("novelty_median", "median cos to nearest training", ".3f"),
+    ("close_pairs", "close pairs", ".4f"), ("effective_voices", "effective voices", "d"),
+    ("effective_share", "effective share at the held-out N", ".2f"),
+]
+
+REFERENCES = [
+    "Heusel, Ramsauer, Unterthiner, Nessler, Hochreiter (2017). GANs trained by a two time-scale update rule "
+    "converge to a local Nash equilibrium. NeurIPS. (Fréchet distance)",
+    "Kynkäänniemi, Karras, Laine, Lehtinen, Aila (2019). Improved precision and recall metric for assessing "
+    "generative models. NeurIPS.",
+    "Naeem, Oh, Uh, Choi, Yoo (2020). Reliable fidelity and diversity metrics for generative models. ICML. "
+    "(density, coverage)",
+    "Meehan, Chaudhuri, Dasgupta (2020). A non-parametric test to detect data-copying in generative models. "
+    "AISTATS. (nearest-training-sample novelty)",
+    "Bimbot et al. (2004). A tutorial on text-independent speaker verification. EURASIP JASP. (equal error rate)",
+    "Arora, Zhang (2017). Do GANs actually learn the distribution? An empirical study. (birthday-paradox "
+    "duplicate test, close pairs)",
+    "Hartigan (1975). Clustering Algorithms. Wiley. (leader algorithm, effective voice count)",
+    "van der Maaten, Hinton (2008). Visualizing data using t-SNE. JMLR.",
+    "Schwarz (1978). Estimating the dimension of a model. Annals of Statistics. (BIC, mixture size)",
+]
+
+
+def _cell(row: Dict, key: str, spec: str) -> str:
+    from .render import fmt
+
+    v = row.get(key)
+    if v is None:
+        return "–"
+    return fmt(int(v), "d") if spec == "d" else fmt(float(v), spec)
+
+
+def _read_loss_history(run_dir: Path):
+    path = Path(run_dir) / "loss.csv"
+    if not path.exists():
+        raise SpeakEmbError(f"--run {run_dir}: no loss.csv there (is it a `toucan-speakemb train` run folder?)")
+    try:
+        rows = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    except ValueError as e:
+        raise SpeakEmbError(f"{path} is not a readable loss log ({e})") from None
+    if not len(rows):
+        raise SpeakEmbError(f"{path} holds no loss values yet")
+    return rows
+
+
+def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] = None, tsne: bool = True,
+                 title: str = "toucan-speakemb evaluation") -> Path:
+    """Write report.md, report.html (self-contained), metrics.json and the PNG plots into ``out``."""
+    from .. import plots
+    from ..fileio import atomic_write_json, atomic_write_text
+    from .render import Document, fmt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    s = ev.settings
+    thr = s["threshold"]
+    has_train = s["train"] is not None
+    generated = [name for name, r in ev.rows.items() if r.get("kind") == "generated"]
+    first = generated[0]
+    doc = Document(title)
+
+    doc.heading("What was compared")
+    inputs = [f"real held-out speakers: {s['real']['speakers']} speakers, {s['real']['utterances']} embeddings; "
+              f"compared at **{s['level']} level** ({s['real']['vectors']} vectors)"]
+    if has_train:
+        inputs.append(f"training set: {s['train']['speakers']} speakers, {s['train']['utterances']} embeddings "
+                      f"({s['train']['vectors']} vectors at {s['level']} level)")
+    inputs += [f"generated: `{g['name']}`, {g['vectors']} vectors" + (f" from `{g['source']}`" if g["source"] else "")
+               for g in s["generated"]]
+    inputs.append(f"profile `{s['profile']['name']}` ({s['profile']['dim']}-dim); k = {s['k']}; seed {s['seed']}")
+    inputs.append(f"same-speaker threshold {thr:.4f}: {s['threshold_source']}")
+    doc.bullets(inputs)
+    doc.paragraph(f"Sample-size dependent measures (precision, recall, density, coverage, Fréchet distance) are "
+                  f"computed on {s['matched_size']} vectors of every system"
+                  + (f", averaged over {s['draws']} random subsamples" if s["draws"] > 1 else "")
+                  + ", so rows compare with each other. Grey rows are real data: read every figure beside them.")
+    doc.bullets(ev.notes)
+
+    doc.heading("Summary")
+    names = list(ev.rows)
+    ref_idx = [i for i, n in enumerate(names) if ev.rows[n].get("kind") == "reference"]
+    doc.table(["system"] + [h for _, h, _ in MAIN_COLUMNS],
+              [[n] + [_cell(ev.rows[n], k, f) for k, _, f in MAIN_COLUMNS] for n in names], ref_idx)
+
+    doc.heading("Fidelity and diversity")
+    doc.paragraph("**Fréchet distance** (Heusel et al. 2017): the distance between Gaussian fits of a system's vectors "
+                  "and of the held-out real ones, |μ₁−μ₂|² + Tr(Σ₁+Σ₂−2(Σ₁Σ₂)^½). The **floor** is the same distance "
+                  "between the real training and the real held-out speakers: two samples of real speakers are this far "
+                  "apart, so a ratio near 1 is as good as real data at this size.")
+    doc.paragraph(f"**Precision / recall** (Kynkäänniemi et al. 2019, k = {s['k']}): precision is the share of generated "
+                  "vectors inside the real manifold (the union of balls around real vectors reaching their k-th "
+                  "nearest real neighbour) — realism; recall is the share of real vectors inside the generated "
+                  "manifold — diversity. **Density / coverage** (Naeem et al. 2020): density counts how many real balls "
+                  "hold each generated vector, divided by k (about 1 for real data, robust to outliers); coverage is "
+                  "the share of real vectors whose ball holds at least one generated vector.")
+    doc.paragraph("**Variance ratio**: total variance (trace of the covariance) of a system over that of all real "
+                  "vectors; below 1 the voices are shrunk towards the centre (the source presentation's collapse), "
+                  "above 1 they are spread wider than real speakers.")
+
+    pca_path = plots.plot_pca(ev.vectors[REAL_HELDOUT], ev.vectors[first], out / "pca.png",
+                              f"PCA: real held-out (red) vs {first} (blue)",
+                              extra={REAL_TRAIN: (ev.vectors[REAL_TRAIN], "tab:gray")} if has_train else None)
+    doc.image(pca_path, "The first two principal axes of the real held-out vectors.")
+    if tsne:
+        tsne_path = plots.plot_tsne(ev.vectors[REAL_HELDOUT], ev.vectors[first], out / "tsne.png",
+                                    f"t-SNE: real held-out (red) vs {first} (blue)", seed=s["seed"])
+        doc.image(tsne_path, "t-SNE of real (red) and generated (blue) vectors, as in the source presentation "
+                             "(van der Maaten & Hinton 2008); distances between clusters in a t-SNE map mean little.")
+
+    if has_train:
+        doc.heading("Novelty: are the voices new?")
+        doc.paragraph("For every vector, the cosine similarity to its **nearest training speaker** (Meehan et al. 2020 "
+                      "argue for nearest-training-sample tests of copying). The **memorised** share is the share above "
+                      f"the same-speaker threshold ({thr:.3f}, the equal-error point of same/different-speaker cosine "
+                      "on real embeddings; Bimbot et al. 2004): vectors a verification system would take for a "
+                      "training speaker. Real held-out speakers show how often genuinely new people fall there too.")
+        copies = LABELS["resample"]  # all at 1.0: it would flatten every other curve
+        hist = {n: ev.novelty[n] for n in [REAL_HELDOUT] + [x for x in names if x in ev.novelty
+                                                             and x not in (REAL_HELDOUT, copies)]}
+        doc.image(plots.plot_histograms(hist, out / "novelty.png", "cosine to the nearest training speaker",
+                                        "novelty", thr), "Distribution of the cosine to the nearest training speaker "
+                                                         "(resampled copies, all at 1.0, are left out).")
+
+    doc.heading("Distinctness: are the voices different from each other?")
+    doc.paragraph("**Close pairs**: the share of all pairs of a system's vectors above the same-speaker threshold — pairs a "
+                  "listener or a verification system would take for one speaker (a birthday-paradox duplicate test, "
+                  "Arora & Zhang 2017). **Effective voices**: greedy leader clustering (Hartigan 1975) at the threshold; "
+                  "the number of representatives no two of which are above it — how many distinguishable voices N "
+                  "vectors hold.")
+    doc.image(plots.plot_histograms({n: ev.pair_cosines[n] for n in names if n in ev.pair_cosines},
+                                    out / "distinctness.png", "cosine between two vectors of one set",
+                                    "distinctness", thr),
+              f"Cosine between random pairs within each set ({PAIR_SAMPLE} pairs).")
+
+    doc.heading("Moments: the source presentation's table")
+    doc.paragraph(f"Mean absolute difference of the per-dimension means and of the per-dimension variances between "
+                  f"the {s['moments_against']} and each system, as in the source presentation's Table 1; then the "
+                  "spread of the per-dimension variance ratios and the median per-dimension mean ratio (1 = matched; a mean "
+                  "ratio means little for dimensions whose real mean is near zero).")
+    systems = [n for n in names if ev.rows[n].get("kind") != "reference"]
+    doc.table(["system", "mean abs Δ mean", "mean abs Δ variance", "variance ratio p05", "median", "p95",
+               "mean ratio median"],
+              [[n, fmt(ev.rows[n]["mean_abs_mean_difference"], ".4g"), fmt(ev.rows[n]["mean_abs_variance_difference"], ".4g"),
+                fmt(ev.rows[n]["dim_variance_ratio_p05"], ".2f"), fmt(ev.rows[n]["dim_variance_ratio_median"], ".2f"),
+                fmt(ev.rows[n]["dim_variance_ratio_p95"], ".2f"), fmt(ev.rows[n]["dim_mean_ratio_median"], ".2f")]
+               for n in systems])
+    doc.image(plots.plot_dimension_ratios({n: ev.dim_variance_ratio[n] for n in systems}, out / "dimensions.png"),
+              "Per-dimension variance ratios, sorted.")
+
+    if ev.gender:
+        g = ev.gender
+        doc.heading("Gender balance")
+        doc.paragraph(f"A {g['classifier']} (held-out accuracy {fmt(g['held_out_accuracy'], '.2f')}) judges the "
+                      f"generated voices; real speakers are {g['real_female_share']:.0%} female.")
+        doc.table(["system", "judged female"], [[n, f"{v:.0%}"] for n, v in g["female_share"].items()])
+
+    if run_dir is not None:
+        history = _read_loss_history(Path(run_dir))
+        doc.heading("Training")
+        doc.image(plots.plot_loss(history[:, :2], out / "loss.png"), f"Training loss of `{run_dir}`.")
+
+    doc.heading("Baselines")
+    doc.bullets([
+        "**Gaussian fit**: a full-covariance Gaussian fitted to the training vectors — what plain statistics give.",
+        "**Gaussian mixture**: a mixture (size and covariance form, shared or per component, chosen by BIC, "
+        "Schwarz 1978) in the principal subspace "
+        "explaining 95% of the training variance, the other directions drawn with their own variances.",
+        "**resampled training (copies)**: training vectors drawn with replacement — the memorising upper bound on "
+        "fidelity, with no new voice at all.",
+    ])
+    doc.heading("References")
+    doc.bullets(REFERENCES)
+
+    atomic_write_text(out / "report.md", doc.to_markdown(out))
+    atomic_write_text(out / "report.html", doc.to_html())
+    atomic_write_json(out / "metrics.json", ev.to_json())
+    return out / "report.md"
