@@ -132,10 +132,11 @@ def test_sampled_voices_are_new_and_distinct_under_the_threshold(gen_v3):
 
 
 def test_which_voices_are_accepted_does_not_depend_on_the_sampling_block(gen_v3):
-    a = [v.id for v in VoiceSampler(gen_v3, seed=5, threshold=0.3, block=1).take(6)]
-    b = [v.id for v in VoiceSampler(gen_v3, seed=5, threshold=0.3, block=64).take(6)]
-    c = [v.id for v in VoiceSampler(gen_v3, seed=6, threshold=0.3).take(6)]
-    assert a == b and a != c
+    a = VoiceSampler(gen_v3, seed=5, threshold=0.3, block=1)
+    ids = [v.id for v in a.take(4)]
+    assert a.rejected["training speaker"] + a.rejected["other voice"] > 0  # the order of checks matters here
+    assert ids == [v.id for v in VoiceSampler(gen_v3, seed=5, threshold=0.3, block=64).take(4)]
+    assert ids != [v.id for v in VoiceSampler(gen_v3, seed=6, threshold=0.3).take(4)]
 
 
 def test_an_unreachable_threshold_is_a_clear_error_not_an_endless_loop(gen_v3):
