@@ -24,6 +24,8 @@ from .errors import SpeakEmbError
 
 # How many rejected candidates in a row make the search give up with an explanation.
 DEFAULT_MAX_DRAWS = 1000
+# The most candidates sampled in one call of the generator (when most candidates are rejected).
+MAX_BLOCK = 128
 
 
 def same_speaker_record(es) -> Dict:
@@ -148,7 +150,8 @@ class NoveltyCheck:
 
 
 class VoiceSampler:
-    """A stream of new, distinct voices from a generator (the fast sampler, in blocks).
+    """A stream of new, distinct voices from a generator (the fast sampler, in blocks of at least ``block``
+    candidates, more when many are rejected).
 
     ``next()`` returns the next candidate, in seed order, that is no closer than the threshold to any
     training speaker or to any voice handed out before (or already in ``bank``). ``distinct=False`` checks
@@ -182,7 +185,11 @@ class VoiceSampler:
         return self._seeds[start:start + n]
 
     def _refill(self) -> None:
-        seeds = self._candidate_seeds(self.drawn + len(self._buffer), self.block)
+        # a call for many candidates costs little more than a call for one: when most are rejected, draw
+        # enough to expect about `block` accepted ones (the voices accepted do not depend on this)
+        accepted = self.drawn - sum(self.rejected.values())
+        size = int(min(MAX_BLOCK, max(self.block, round(self.block * (self.drawn + 1) / (accepted + 1)))))
+        seeds = self._candidate_seeds(self.drawn + len(self._buffer), size)
         x = self.generator.sample_seeds(seeds)
         cos, idx = self.check.nearest_training(x)
         self._buffer += list(zip(seeds.tolist(), x, cos.tolist(), idx.tolist()))
