@@ -6,6 +6,7 @@ package: that name belongs to another PyPI project).
   conditions utterances on a given embedding (``with adapter.voice(embedding): ...``).
 - :func:`random_voices` is the hook for your own inference script: every call gets a fresh voice.
 - :class:`ToucanModels` / :func:`load_interface` build a checkout's interface from model files.
+- :mod:`.random_toucan` builds Toucan's own architectures with random weights (tests, benchmarks).
 """
 
 from .hook import VoiceSession, random_voices
