@@ -152,3 +152,28 @@ def test_synth_command_on_the_real_toucan_interface(family, sr, tmp_path, sb_sma
         data, file_sr = sf.read(tmp_path / "out" / f"u_00{i}.wav")
         assert file_sr == sr == c["sample_rate"] and len(data) > 0
         assert c["toucan"]["family"] == family and c["new"] and c["distinct"]
+
+
+@pytest.mark.parametrize("var,tag,module,name", [
+    ("TOUCAN_V22_DIR", "v2.2", "InferenceInterfaces.InferenceFastSpeech2", "InferenceFastSpeech2"),
+    ("TOUCAN_V3_DIR", "v3.1.2", "InferenceInterfaces.ToucanTTSInterface", "ToucanTTSInterface")])
+def test_the_stand_ins_have_the_real_interfaces_method_signatures(var, tag, module, name, tmp_path):
+    """The unit tests' stand-ins (tests/toucan_standin.py) mirror these classes: same methods, same signatures."""
+    import inspect
+
+    import toucan_standin
+
+    root = checkout(var, tag)
+    stand_in = getattr(toucan_standin, name)
+    methods = ["__init__", "set_utterance_embedding", "set_language", "forward", "read_to_file", "read_aloud"]
+    run_py("""
+        import inspect, json, sys
+        sys.path.insert(0, CHECKOUT)
+        cls = getattr(__import__(MODULE, fromlist=[NAME]), NAME)
+        json.dump({m: str(inspect.signature(getattr(cls, m))) for m in METHODS if hasattr(cls, m)},
+                  open(OUT, "w"))
+    """, tmp_path, CHECKOUT=str(root), MODULE=module, NAME=name, METHODS=methods, OUT=str(tmp_path / "sig.json"))
+    real = json.loads((tmp_path / "sig.json").read_text())
+    assert set(real) == set(methods)
+    for m in methods:
+        assert str(inspect.signature(getattr(stand_in, m))) == real[m], m
