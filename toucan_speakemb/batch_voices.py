@@ -53,23 +53,9 @@ class BatchConfig:
 
     @classmethod
     def from_yaml(cls, path, overrides: Sequence[str] = ()) -> "BatchConfig":
-        import yaml
+        from .config import apply_overrides, read_yaml_mapping
 
-        p = Path(path)
-        if not p.is_file():
-            raise SpeakEmbError(f"batch config not found: {p}")
-        try:
-            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise SpeakEmbError(f"batch config {p} is not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(d, dict):
-            raise SpeakEmbError(f"batch config {p} must be a mapping of keys to values")
-        for o in overrides:
-            key, sep, value = o.partition("=")
-            if not sep:
-                raise SpeakEmbError(f"override '{o}' is not KEY=VALUE")
-            d[key.strip()] = yaml.safe_load(value)
-        return cls.from_dict(d, str(p))
+        return cls.from_dict(apply_overrides(read_yaml_mapping(path, "batch config"), overrides), str(path))
 
     @classmethod
     def from_dict(cls, d: Dict, what: str = "batch config") -> "BatchConfig":
