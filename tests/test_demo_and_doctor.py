@@ -59,7 +59,8 @@ def test_speaker_distribution_of_the_population_is_not_gaussian():
     assert np.max(np.abs(skew)) > 0.3 or np.max(np.abs(excess_kurtosis)) > 0.3
 
 
-@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("recipe", sorted(p for p in (ROOT / "recipes").glob("*/*.yaml") if (p.parent / "train.py").exists()),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")  # training recipes (batch_voices is not one)
 def test_every_recipe_yaml_is_a_complete_valid_config(recipe):
     import yaml
 

@@ -86,6 +86,8 @@ from .cli_evaluate import evaluate  # noqa: E402
 main.add_command(evaluate)
 from . import cli_listening  # noqa: E402
 cli_listening.register(main)
+from . import cli_synth  # noqa: E402
+cli_synth.register(main)
 
 
 if __name__ == "__main__":

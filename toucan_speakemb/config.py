@@ -121,18 +121,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "TrainConfig":
-        path = Path(path)
-        if not path.exists():
-            raise SpeakEmbError(f"config file not found: {path}")
-        try:
-            d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise SpeakEmbError(f"config {path} is not valid YAML ({str(e).splitlines()[0]})") from None
-        except UnicodeDecodeError:
-            raise SpeakEmbError(f"config {path} is not a UTF-8 text file") from None
-        if not isinstance(d, dict):
-            raise SpeakEmbError(f"config {path} must be a mapping of keys to values")
-        return cls.from_dict(apply_overrides(d, overrides), str(path))
+        return cls.from_dict(apply_overrides(read_yaml_mapping(path), overrides), str(path))
 
     def check(self, source: str = "config") -> None:
         from .diffusion.denoisers import DENOISERS
@@ -234,6 +223,22 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         if isinstance(value, str):
             return value
     raise SpeakEmbError(f"{source}: {key} must be a {base.__name__}; got {value!r}")
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config") -> Dict[str, Any]:
+    """A YAML file that must hold a mapping; every problem is one SpeakEmbError line."""
+    path = Path(path)
+    if not path.exists():
+        raise SpeakEmbError(f"{what} file not found: {path}")
+    try:
+        d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise SpeakEmbError(f"{what} {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise SpeakEmbError(f"{what} {path} is not a UTF-8 text file") from None
+    if not isinstance(d, dict):
+        raise SpeakEmbError(f"{what} {path} must be a mapping of keys to values")
+    return d
 
 
 def apply_overrides(d: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -38,10 +38,36 @@ class Generator:
         self.model, self.cfg, self.standardizer, self.profile = model.eval(), cfg, standardizer, profile
         self.meta, self.fingerprint, self.path = meta, fingerprint, path
         self.diffusion = build_diffusion(cfg)
+        self._train_means: Optional[np.ndarray] = None
+        self._train_ids: List[str] = list(meta.get("train_speaker_ids") or [])
 
     @property
     def dim(self) -> int:
         return self.profile.dim
+
+    @property
+    def same_speaker_threshold(self) -> Optional[float]:
+        """Cosine above which two embeddings are one speaker (EER point over the training utterances), or
+        None when training could not compute it (one embedding per speaker) or the file predates it."""
+        v = (self.meta.get("same_speaker_threshold") or {}).get("value")
+        return None if v is None else float(v)
+
+    def training_speakers(self) -> Tuple[np.ndarray, List[str]]:
+        """The training speakers' mean embeddings (n, d) and ids, stored in the generator file.
+
+        A file from before they were stored falls back to ``train_speakers.safetensors`` of its run folder.
+        """
+        if self._train_means is None:
+            fallback = self.path.parent / "train_speakers.safetensors" if self.path else None
+            if fallback is None or not fallback.exists():
+                raise SpeakEmbError(f"generator {self.path} holds no training speakers (made by an older version) "
+                                    f"and no train_speakers.safetensors is next to it; retrain to check novelty")
+            from .embedding_set import EmbeddingSet
+
+            es = EmbeddingSet.load(fallback)
+            self.profile.check_same(es.profile, f"generator {self.path}", str(fallback))
+            self._train_means, self._train_ids = es.embeddings, es.speaker_ids
+        return self._train_means, self._train_ids
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "Generator":
@@ -74,7 +100,14 @@ class Generator:
         for k in sorted(arrays):
             h.update(k.encode())
             h.update(np.ascontiguousarray(arrays[k]).tobytes())
-        return cls(model, cfg, st, profile, meta, h.hexdigest()[:16], path)
+        g = cls(model, cfg, st, profile, meta, h.hexdigest()[:16], path)
+        if "train_speakers.means" in arrays:
+            means = arrays["train_speakers.means"]
+            if means.ndim != 2 or means.shape[1] != profile.dim or len(g._train_ids) != len(means):
+                raise SpeakEmbError(f"generator {path}: its training speakers are damaged ({means.shape}, "
+                                    f"{len(g._train_ids)} ids)")
+            g._train_means = means
+        return g
 
     # ---- sampling ---------------------------------------------------------------------------------
     def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
@@ -132,4 +165,4 @@ class Generator:
         return {"path": str(self.path) if self.path else None, "fingerprint": self.fingerprint,
                 "profile": self.profile.name, "dim": self.dim, "trained_steps": self.meta.get("trained_steps"),
                 "schedule": self.cfg.diffusion.schedule, "model": self.cfg.model.kind,
-                "level": self.cfg.data.level}
+                "level": self.cfg.data.level, "same_speaker_threshold": self.same_speaker_threshold}

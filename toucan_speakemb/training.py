@@ -353,7 +353,10 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         log.info("stopped at step %d of %d (resume with the same command)", state.step, total)
         return run_dir / "generator.safetensors"
 
-    gen_path = save_generator(run_dir, cfg, ema, data.standardizer, es, train_speakers, state)
+    from .novelty import same_speaker_record
+
+    threshold = same_speaker_record(es)
+    gen_path = save_generator(run_dir, cfg, ema, data.standardizer, es, train_speakers, state, threshold)
     write_loss_log(run_dir, state.history, plot=True)
     atomic_write_json(run_dir / "summary.json", {
         "toucan_speakemb_version": __version__,
@@ -366,15 +369,24 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         "train_seconds": round(state.elapsed, 2),
         "final_loss": state.history[-1][1] if state.history else None,
         "generator": gen_path.name,
+        "same_speaker_threshold": threshold,
     })
     log.info("finished %d steps in %.1f s; generator: %s", state.step, state.elapsed, gen_path)
     return gen_path
 
 
 def save_generator(run_dir: Path, cfg: TrainConfig, ema, st: Standardizer, es: EmbeddingSet,
-                   train_speakers: EmbeddingSet, state: TrainState) -> Path:
+                   train_speakers: EmbeddingSet, state: TrainState, threshold: Optional[Dict] = None) -> Path:
+    from .novelty import same_speaker_record
+
     arrays = _state_arrays("model.", ema.state_dict())
     arrays.update(st.to_arrays())
+    # the training speakers travel inside the generator, so one file is enough for novelty checks
+    arrays["train_speakers.means"] = train_speakers.embeddings
+    threshold = same_speaker_record(es) if threshold is None else threshold
+    if threshold["value"] is None:
+        log.warning("no same-speaker threshold stored (%s); novelty checks with this generator need an explicit "
+                    "--threshold", threshold["reason"])
     meta = {
         "kind": GENERATOR_KIND,
         "format_version": FORMAT_VERSION,
@@ -382,6 +394,8 @@ def save_generator(run_dir: Path, cfg: TrainConfig, ema, st: Standardizer, es: E
         "config": cfg.to_dict(),
         "trained_steps": state.step,
         "training_speakers": len(train_speakers),
+        "train_speaker_ids": train_speakers.speaker_ids,
+        "same_speaker_threshold": threshold,
         "toucan_speakemb_version": __version__,
     }
     return save_tensors(run_dir / "generator.safetensors", arrays, meta)

@@ -35,6 +35,8 @@ class VoiceBank:
     ids: List[str]
     profile: Profile
     provenance: Dict[str, Any] = field(default_factory=dict)
+    # cosine of each voice to its nearest training speaker, when the bank was sampled with novelty checks
+    nearest_training_cosine: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self.embeddings = np.asarray(self.embeddings, dtype=np.float32)
@@ -48,6 +50,10 @@ class VoiceBank:
         if len(set(self.ids)) != n:
             raise SpeakEmbError("voice bank: voice ids are not unique")
         check_finite(self.embeddings, "voice bank")
+        if self.nearest_training_cosine is not None:
+            self.nearest_training_cosine = np.asarray(self.nearest_training_cosine, dtype=np.float32)
+            if self.nearest_training_cosine.shape != (n,):
+                raise SpeakEmbError(f"voice bank: {n} voices but {self.nearest_training_cosine.shape} novelty figures")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -72,10 +78,51 @@ class VoiceBank:
         }
         return cls(x, seeds, [voice_id(generator.fingerprint, s) for s in seeds], generator.profile, prov)
 
+    @classmethod
+    def empty(cls, profile: Profile, provenance: Optional[Dict[str, Any]] = None) -> "VoiceBank":
+        return cls(np.zeros((0, profile.dim), np.float32), np.zeros(0, np.int64), [], profile, provenance or {},
+                   np.zeros(0, np.float32))
+
+    def index(self, vid: str) -> int:
+        try:
+            return self.ids.index(vid)
+        except ValueError:
+            raise SpeakEmbError(f"voice {vid} is not in the bank ({len(self)} voices)") from None
+
+    def added(self, voices, record: Dict[str, Any]) -> "VoiceBank":
+        """A new bank with ``voices`` (novelty.Voice) appended; ``record`` is kept in provenance['additions']."""
+        if not voices:
+            return self
+        novelty = self.nearest_training_cosine if self.nearest_training_cosine is not None else np.full(len(self), np.nan)
+        prov = dict(self.provenance)
+        prov["additions"] = list(prov.get("additions", [])) + [record]
+        return VoiceBank(np.concatenate([self.embeddings, np.stack([v.embedding for v in voices])]),
+                         np.concatenate([self.seeds, [v.seed for v in voices]]), self.ids + [v.id for v in voices],
+                         self.profile, prov,
+                         np.concatenate([novelty, [v.nearest_training_cosine for v in voices]]))
+
+    def without(self, ids) -> "VoiceBank":
+        drop = {self.index(v) for v in ids}
+        keep = np.array([i for i in range(len(self)) if i not in drop], dtype=np.int64)
+        novelty = None if self.nearest_training_cosine is None else self.nearest_training_cosine[keep]
+        return VoiceBank(self.embeddings[keep], self.seeds[keep], [self.ids[i] for i in keep], self.profile,
+                         self.provenance, novelty)
+
+    def nearest_voice_cosines(self) -> np.ndarray:
+        """For each voice, the largest cosine to another voice of the bank (NaN when it is alone)."""
+        from .evaluation.metrics import cosine_similarity_matrix_max
+
+        if len(self) < 2:
+            return np.full(len(self), np.nan)
+        return cosine_similarity_matrix_max(self.embeddings, self.embeddings, exclude_self=True)[0]
+
     def save(self, path: Union[str, Path]) -> Path:
         meta = {"kind": KIND, "format_version": FORMAT_VERSION, "profile": self.profile.to_json(),
                 "ids": self.ids, "provenance": self.provenance}
-        return save_tensors(path, {"embeddings": self.embeddings, "seeds": self.seeds}, meta)
+        arrays = {"embeddings": self.embeddings, "seeds": self.seeds}
+        if self.nearest_training_cosine is not None:
+            arrays["nearest_training_cosine"] = self.nearest_training_cosine
+        return save_tensors(path, arrays, meta)
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "VoiceBank":
@@ -87,7 +134,7 @@ class VoiceBank:
                                 f"this version reads up to {FORMAT_VERSION}")
         try:
             return cls(arrays["embeddings"], arrays["seeds"], list(meta["ids"]), Profile.from_json(meta["profile"]),
-                       meta.get("provenance") or {})
+                       meta.get("provenance") or {}, arrays.get("nearest_training_cosine"))
         except KeyError as e:
             raise SpeakEmbError(f"voice bank {path} lacks {e}") from None
 

@@ -1,0 +1,110 @@
+"""The hook for your own Toucan inference script: every utterance gets a fresh, new and distinct voice.
+
+    from toucan_speakemb.adapters import random_voices
+    with random_voices(tts, "runs/default") as voices:      # tts: your Toucan inference interface
+        tts.read_to_file(["Hello there."], "hello.wav")     # every read_to_file / forward call: a new voice
+    voices.save("voices.json")                               # which voice (id, seed, figures) went where
+
+Inside the block, each top-level call of the interface's ``forward`` (also ``tts(text)``) or ``read_to_file``
+draws the next voice from the generator (novelty- and distinctness-checked, see :mod:`toucan_speakemb.novelty`),
+conditions that call on it, and records the voice id, seed and figures. Calls made from inside such a call
+(``read_to_file`` synthesises each sentence with ``forward``) keep the voice of the outer call. On leaving
+the block the interface is as before: its methods and its embedding are restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from toucan_speakemb import __version__
+from toucan_speakemb.fileio import atomic_write_json
+from toucan_speakemb.novelty import DEFAULT_MAX_DRAWS, Voice, VoiceSampler
+
+from .toucan import ToucanAdapter
+
+HOOKED = ("forward", "read_to_file")
+
+
+class VoiceSession:
+    """What a ``random_voices`` block did: one record per conditioned call."""
+
+    def __init__(self, adapter: ToucanAdapter, sampler: VoiceSampler):
+        self.adapter, self.sampler = adapter, sampler
+        self.records: List[Dict[str, Any]] = []
+        self.voices: List[Voice] = []
+        self._depth = 0
+
+    def _record(self, method: str, args, kwargs, voice: Voice) -> None:
+        rec: Dict[str, Any] = {"call": method, "voice_id": voice.id, "seed": voice.seed}
+        if method == "read_to_file":
+            rec["texts"] = list(args[0] if args else kwargs.get("text_list", []))
+            rec["file"] = str(args[1] if len(args) > 1 else kwargs.get("file_location"))
+        else:
+            rec["text"] = args[0] if args else kwargs.get("text")
+        rec.update(voice.figures())
+        self.records.append(rec)
+        self.voices.append(voice)
+
+    def describe(self) -> Dict[str, Any]:
+        g = self.sampler.generator
+        return {"generator": {"path": str(g.path), "fingerprint": g.fingerprint}, "profile": g.profile.name,
+                "toucan": self.adapter.describe(), "sampling": self.sampler.provenance(),
+                "toucan_speakemb_version": __version__,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+    def save(self, path: Union[str, Path]) -> Path:
+        """The session as JSON: generator, draw seed, threshold, and one record per call."""
+        return atomic_write_json(path, dict(self.describe(), calls=self.records))
+
+
+@contextlib.contextmanager
+def random_voices(interface, generator, seed: Optional[int] = None, threshold: Optional[float] = None,
+                  bank=None, distinct: bool = True, checkpoint=None, max_draws: int = DEFAULT_MAX_DRAWS):
+    """Give every ``forward`` / ``read_to_file`` call of a Toucan interface a fresh voice (see the module doc).
+
+    ``generator``: a run folder, a ``generator.safetensors`` or a loaded Generator; ``seed``: the draw seed
+    (None: a fresh one, recorded in ``voices.describe()``); ``threshold``: the same-speaker cosine
+    (default: stored with the generator); ``bank``: a VoiceBank whose voices the new ones must also differ
+    from; ``checkpoint``: the Toucan checkpoint (path or dict) if the interface's embedding was changed.
+    """
+    from toucan_speakemb.generator import Generator
+
+    adapter = interface if isinstance(interface, ToucanAdapter) else ToucanAdapter(interface, checkpoint)
+    gen = generator if isinstance(generator, Generator) else Generator.load(generator)
+    adapter.check_generator(gen)
+    session = VoiceSession(adapter, VoiceSampler(gen, seed, threshold, bank, distinct, max_draws=max_draws))
+    target = adapter.interface
+    saved = {name: target.__dict__[name] for name in HOOKED if name in target.__dict__}
+
+    def hooked(name):
+        original = getattr(target, name)
+
+        def call(*args, **kwargs):
+            if session._depth:  # inside a conditioned call: keep its voice
+                return original(*args, **kwargs)
+            voice = session.sampler.next()
+            session._record(name, args, kwargs, voice)
+            session._depth += 1
+            try:
+                with adapter.voice(voice.embedding):
+                    return original(*args, **kwargs)
+            finally:
+                session._depth -= 1
+
+        call.__wrapped__ = original
+        return call
+
+    for name in HOOKED:
+        # an instance attribute wins over the class method, for direct calls and for Module.__call__ alike
+        object.__setattr__(target, name, hooked(name))
+    try:
+        yield session
+    finally:
+        for name in HOOKED:
+            if name in saved:
+                object.__setattr__(target, name, saved[name])
+            else:
+                target.__dict__.pop(name, None)

@@ -1,0 +1,475 @@
+"""Specification of the Toucan adapter, the inference hook, new-and-distinct voice sampling, the voice bank
+and `synth`, against stand-ins of Toucan's interfaces (tests/toucan_standin.py: the names and signatures of
+v2.2 InferenceFastSpeech2 and v3.1.2 ToucanTTSInterface). The real Toucan classes are exercised by
+tests/test_toucan_integration.py when a checkout is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import toucan_standin as standin
+from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
+from toucan_speakemb.adapters import ToucanAdapter, ToucanModels, random_voices
+from toucan_speakemb.config import TrainConfig
+from toucan_speakemb.evaluation.metrics import same_speaker_threshold
+from toucan_speakemb.generator import Generator
+from toucan_speakemb.novelty import VoiceSampler
+from toucan_speakemb.training import train
+from toucan_speakemb.voicebank import VoiceBank
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def one_line(excinfo) -> str:
+    msg = str(excinfo.value)
+    assert "\n" not in msg and msg.strip(), repr(msg)
+    return msg
+
+
+def clustered_set(profile: str, n_speakers=40, per=3, seed=0) -> EmbeddingSet:
+    p = get_profile(profile)
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (n_speakers, p.dim))
+    x = np.repeat(centres, per, axis=0) + 0.5 * rng.normal(size=(n_speakers * per, p.dim))
+    return EmbeddingSet(x.astype(np.float32), [f"s{i // per}" for i in range(n_speakers * per)], p)
+
+
+TINY = {"seed": 1, "model": {"hidden": 32, "blocks": 1, "time_dim": 16}, "diffusion": {"timesteps": 40},
+        "train": {"steps": 10, "batch_size": 16, "threads": 1, "log_every": 5, "checkpoint_every": 10,
+                  "warmup_steps": 2}, "sample": {"steps": 5, "batch_size": 64}}
+
+
+def train_tiny(es, out) -> Generator:
+    train(es, out, TrainConfig.from_dict(TINY), progress=False)
+    return Generator.load(out)
+
+
+@pytest.fixture(scope="module")
+def es_v3():
+    return clustered_set("toucan-v3")
+
+
+@pytest.fixture(scope="module")
+def gen_v3(tmp_path_factory, es_v3):
+    return train_tiny(es_v3, tmp_path_factory.mktemp("g3") / "run")
+
+
+@pytest.fixture(scope="module")
+def gen_v22(tmp_path_factory):
+    return train_tiny(clustered_set("toucan-v2.2", 30, 2), tmp_path_factory.mktemp("g22") / "run")
+
+
+@pytest.fixture
+def v3(tmp_path):
+    tts = standin.make_checkpoint(tmp_path / "ToucanTTS.pt", 192, config=True)
+    voc = standin.make_vocoder(tmp_path / "Vocoder.pt", v22=False)
+    return standin.ToucanTTSInterface(tts_model_path=str(tts), vocoder_model_path=str(voc))
+
+
+@pytest.fixture
+def v22(tmp_path, monkeypatch):
+    standin.make_checkpoint(tmp_path / "Models" / "FastSpeech2_Meta" / "best.pt", 704)
+    standin.make_vocoder(tmp_path / "Models" / "HiFiGAN_combined" / "best.pt", v22=True)
+    monkeypatch.chdir(tmp_path)  # v2.2 reads Models/... from the working folder
+    return standin.InferenceFastSpeech2()
+
+
+def cos_to(x, rows):
+    x = x / np.linalg.norm(x)
+    r = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    return r @ x
+
+
+# ---- the generator carries what novelty checks need ------------------------------------------------------
+
+def test_generator_stores_the_utterance_level_same_speaker_threshold_and_its_training_speakers(gen_v3, es_v3):
+    thr, eer = same_speaker_threshold(es_v3.embeddings, np.asarray(es_v3.speaker_ids))
+    assert gen_v3.same_speaker_threshold == pytest.approx(thr)
+    rec = gen_v3.meta["same_speaker_threshold"]
+    assert rec["level"] == "utterance" and rec["eer"] == pytest.approx(eer)
+    means, ids = gen_v3.training_speakers()
+    assert means.shape == (40, 192) and ids == es_v3.speakers
+    np.testing.assert_allclose(means, es_v3.speaker_means().embeddings, rtol=1e-6)
+    summary = json.loads((gen_v3.path.parent / "summary.json").read_text())
+    assert summary["same_speaker_threshold"]["value"] == pytest.approx(thr)
+
+
+def test_without_repeated_speakers_there_is_no_threshold_and_sampling_asks_for_one(tmp_path):
+    gen = train_tiny(clustered_set("toucan-v3", 20, 1), tmp_path / "run")
+    assert gen.same_speaker_threshold is None
+    assert "single embedding" in gen.meta["same_speaker_threshold"]["reason"]
+    with pytest.raises(SpeakEmbError) as e:
+        VoiceSampler(gen, seed=0)
+    assert "--threshold" in one_line(e) and "single embedding" in str(e.value)
+    v = VoiceSampler(gen, seed=0, threshold=0.9).next()
+    assert v.threshold == 0.9 and v.is_new
+
+
+# ---- new and distinct voices ----------------------------------------------------------------------------
+
+def test_sampled_voices_are_new_and_distinct_under_the_threshold(gen_v3):
+    # a threshold that rejects part of the candidates, so the check has something to do
+    probe = gen_v3.sample(200, seed=3)
+    means, _ = gen_v3.training_speakers()
+    nearest = np.array([cos_to(p, means).max() for p in probe])
+    thr = float(np.quantile(nearest, 0.5))
+    s = VoiceSampler(gen_v3, seed=11, threshold=thr)
+    vs = s.take(12)
+    assert s.rejected["training speaker"] > 0
+    X = np.stack([v.embedding for v in vs])
+    for i, v in enumerate(vs):
+        assert cos_to(v.embedding, means).max() <= thr + 1e-9
+        others = np.delete(X, i, axis=0)
+        assert cos_to(v.embedding, others).max() <= thr + 1e-9
+        assert v.nearest_training_cosine == pytest.approx(cos_to(v.embedding, means).max(), abs=1e-6)
+
+
+def test_which_voices_are_accepted_does_not_depend_on_the_sampling_block(gen_v3):
+    a = VoiceSampler(gen_v3, seed=5, threshold=0.3, block=1)
+    ids = [v.id for v in a.take(4)]
+    assert a.rejected["training speaker"] + a.rejected["other voice"] > 0  # the order of checks matters here
+    assert ids == [v.id for v in VoiceSampler(gen_v3, seed=5, threshold=0.3, block=64).take(4)]
+    assert ids != [v.id for v in VoiceSampler(gen_v3, seed=6, threshold=0.3).take(4)]
+
+
+def test_an_unreachable_threshold_is_a_clear_error_not_an_endless_loop(gen_v3):
+    with pytest.raises(SpeakEmbError) as e:
+        VoiceSampler(gen_v3, seed=0, threshold=-1.0, max_draws=30).next()
+    assert "higher --threshold" in one_line(e) and "30 candidates" in str(e.value)
+
+
+def test_a_voice_is_remade_from_its_id_and_a_foreign_id_is_refused(gen_v3, gen_v22):
+    v = VoiceSampler(gen_v3, seed=2).next()
+    again = VoiceSampler(gen_v3).remake(v.id)
+    assert again.seed == v.seed
+    np.testing.assert_allclose(again.embedding, v.embedding, atol=1e-4)
+    with pytest.raises(SpeakEmbError) as e:
+        VoiceSampler(gen_v22).remake(v.id)
+    assert gen_v3.fingerprint[:8] in one_line(e) and gen_v22.fingerprint[:8] in str(e.value)
+    with pytest.raises(SpeakEmbError):
+        VoiceSampler(gen_v3).remake("nonsense")
+
+
+# ---- the adapter ----------------------------------------------------------------------------------------------
+
+def test_the_interface_kind_and_space_are_detected_not_configured(v3, v22):
+    a3, a22 = ToucanAdapter(v3), ToucanAdapter(v22)
+    assert (a3.family, a3.dim, a3.profile.name) == ("v3", 192, "toucan-v3")
+    assert (a22.family, a22.dim, a22.profile.name) == ("v2.2", 704, "toucan-v2.2")
+
+
+def test_a_checkpoint_of_another_space_or_a_non_interface_is_refused(v3, tmp_path):
+    with pytest.raises(SpeakEmbError) as e:
+        ToucanAdapter(v3, standin.make_checkpoint(tmp_path / "x.pt", 64))
+    assert "64" in one_line(e)
+    with pytest.raises(SpeakEmbError) as e:
+        ToucanAdapter(torch.nn.Linear(2, 2))
+    assert "not a Toucan inference interface" in one_line(e)
+
+
+def test_a_generator_of_another_profile_is_refused_with_both_named(v3, gen_v22, gen_v3):
+    a = ToucanAdapter(v3)
+    a.check_generator(gen_v3)
+    with pytest.raises(SpeakEmbError) as e:
+        a.check_generator(gen_v22)
+    msg = one_line(e)
+    assert "toucan-v2.2" in msg and "704" in msg and "toucan-v3" in msg and "192" in msg
+
+
+@pytest.mark.parametrize("which", ["v3", "v22"])
+def test_the_embedding_reaches_the_model_for_the_next_utterance_and_the_old_one_comes_back(which, request):
+    it = request.getfixturevalue(which)
+    a = ToucanAdapter(it)
+    before = it.default_utterance_embedding
+    e = np.linspace(-1, 1, a.dim).astype(np.float32)
+    with a.voice(e):
+        wave, sr = a.synthesize("hello")
+    assert torch.equal(it.used_embeddings[-1], torch.from_numpy(e))
+    assert it.default_utterance_embedding is before
+    assert sr == (24000 if which == "v3" else 48000) and wave.dtype == np.float32 and len(wave) > 0
+    with pytest.raises(RuntimeError):
+        with a.voice(-e):
+            raise RuntimeError("synthesis failed")
+    assert it.default_utterance_embedding is before
+
+
+@pytest.mark.parametrize("which", ["v3", "v22"])
+def test_outputs_differ_between_voices_and_are_equal_for_equal_voices(which, request):
+    a = ToucanAdapter(request.getfixturevalue(which))
+    rng = np.random.default_rng(0)
+    e1, e2 = rng.normal(size=(2, a.dim))
+    with a.voice(e1):
+        w1, _ = a.synthesize("same words")
+    with a.voice(e2):
+        w2, _ = a.synthesize("same words")
+    with a.voice(e1.copy()):
+        w1b, _ = a.synthesize("same words")
+    assert np.array_equal(w1, w1b)
+    assert np.abs(w1 - w2).max() > 1e-3
+
+
+def test_wrong_width_or_non_finite_embeddings_are_refused(v3):
+    a = ToucanAdapter(v3)
+    with pytest.raises(SpeakEmbError) as e:
+        a.inject(np.zeros(704))
+    assert "704" in one_line(e) and "192" in str(e.value)
+    with pytest.raises(SpeakEmbError):
+        a.inject(np.full(192, np.nan))
+
+
+def test_v22_noise_reduction_profile_follows_the_voice_and_comes_back(tmp_path, monkeypatch):
+    standin.make_checkpoint(tmp_path / "Models" / "FastSpeech2_Meta" / "best.pt", 704)
+    standin.make_vocoder(tmp_path / "Models" / "HiFiGAN_combined" / "best.pt", v22=True)
+    monkeypatch.chdir(tmp_path)
+    it = standin.InferenceFastSpeech2(noise_reduce=True)
+    a = ToucanAdapter(it)
+    noise0, updates0 = it.prototypical_noise, it.noise_profile_updates
+    with a.voice(np.ones(704)):
+        assert it.noise_profile_updates == updates0 + 1
+        assert not np.array_equal(it.prototypical_noise, noise0)
+    assert it.prototypical_noise is noise0
+
+
+# ---- the hook -------------------------------------------------------------------------------------------------
+
+def test_hook_gives_every_call_a_fresh_voice_and_records_it(v3, gen_v3, tmp_path):
+    before = v3.default_utterance_embedding
+    with random_voices(v3, gen_v3, seed=4) as voices:
+        v3("first")
+        v3.forward("second")
+        v3.read_to_file(["third", "fourth"], str(tmp_path / "x.wav"))
+    assert [r["call"] for r in voices.records] == ["forward", "forward", "read_to_file"]
+    ids = [r["voice_id"] for r in voices.records]
+    assert len(set(ids)) == 3
+    used = v3.used_embeddings
+    assert len(used) == 4
+    for rec, emb in zip(voices.voices, used[:2]):
+        np.testing.assert_array_equal(emb.numpy(), rec.embedding)
+    # both sentences of one read_to_file call share its voice
+    assert torch.equal(used[2], used[3])
+    np.testing.assert_array_equal(used[2].numpy(), voices.voices[2].embedding)
+    assert voices.records[2]["texts"] == ["third", "fourth"] and voices.records[2]["file"].endswith("x.wav")
+    assert all(r["new"] and r["distinct"] for r in voices.records)
+    # afterwards the interface is as before
+    assert "forward" not in v3.__dict__ and "read_to_file" not in v3.__dict__
+    assert v3.default_utterance_embedding is before
+    log = json.loads(voices.save(tmp_path / "voices.json").read_text())
+    assert log["sampling"]["draw_seed"] == 4 and [c["voice_id"] for c in log["calls"]] == ids
+
+
+def test_hook_voices_are_reproducible_by_seed(v3, gen_v3):
+    runs = []
+    for _ in range(2):
+        with random_voices(v3, gen_v3, seed=9) as voices:
+            v3("a")
+            v3("b")
+        runs.append([r["voice_id"] for r in voices.records])
+    assert runs[0] == runs[1]
+
+
+def test_hook_refuses_a_generator_of_another_space_before_touching_the_interface(v22, gen_v3):
+    with pytest.raises(SpeakEmbError):
+        with random_voices(v22, gen_v3):
+            pass
+    assert "forward" not in v22.__dict__
+
+
+# ---- the voice bank -----------------------------------------------------------------------------------------
+
+def test_bank_voices_are_distinct_from_the_voices_already_in_it(gen_v3):
+    first = VoiceSampler(gen_v3, seed=1, threshold=0.3).take(5)
+    bank = VoiceBank.empty(gen_v3.profile).added(first, {"n": 5})
+    more = VoiceSampler(gen_v3, seed=1, threshold=0.3, bank=bank).take(5)
+    assert not {v.id for v in more} & set(bank.ids)  # same draw seed: the bank's voices are skipped
+    bank = bank.added(more, {"n": 5})
+    near = bank.nearest_voice_cosines()
+    assert len(bank) == 10 and near.max() <= 0.3 + 1e-6
+    smaller = bank.without([bank.ids[0]])
+    assert len(smaller) == 9 and bank.ids[0] not in smaller.ids
+    np.testing.assert_array_equal(smaller.nearest_training_cosine, bank.nearest_training_cosine[1:])
+
+
+# ---- the CLI -------------------------------------------------------------------------------------------------------
+
+class _Result:
+    def __init__(self, r):
+        self.returncode, self.stdout, self.stderr = r.exit_code, r.stdout, r.stderr
+
+
+@pytest.fixture(scope="module")
+def run_cli():
+    """The CLI in this process (a subprocess per call would cost seconds of imports each)."""
+    from click.testing import CliRunner
+
+    from toucan_speakemb.cli import main
+
+    def run(*args, env=None):
+        return _Result(CliRunner().invoke(main, [str(a) for a in args], env=env))
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def v3_checkout(tmp_path_factory):
+    # one stand-in checkout for the module: Toucan's packages are imported once per process
+    tmp = tmp_path_factory.mktemp("v3_checkout")
+    root = standin.make_checkout(tmp / "IMS-Toucan", "v3")
+    tts = standin.make_checkpoint(tmp / "ToucanTTS.pt", 192, config=True)
+    voc = standin.make_vocoder(tmp / "Vocoder.pt", v22=False)
+    return ["--toucan-dir", root, "--tts-model", tts, "--vocoder", voc]
+
+
+def test_synth_writes_one_wav_and_sidecar_per_utterance_each_in_its_own_voice(run_cli, gen_v3, v3_checkout, tmp_path):
+    out = tmp_path / "out" / "line.wav"
+    r = run_cli("synth", "Hello there.", "General Kenobi.", "--random-speaker", "--seed", "3", "--generator",
+                gen_v3.path, *v3_checkout, "-o", out, "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    wavs = sorted((tmp_path / "out").glob("*.wav"))
+    assert [w.name for w in wavs] == ["line_001.wav", "line_002.wav"]
+    cars = [json.loads(w.with_suffix(".json").read_text()) for w in wavs]
+    assert cars[0]["voice_id"] != cars[1]["voice_id"]
+    for w, c in zip(wavs, cars):
+        data, sr = sf.read(w)
+        assert sr == 24000 and c["sample_rate"] == 24000 and len(data) > 0
+        assert c["draw_seed"] == 3 and c["profile"] == "toucan-v3" and c["generator"]["fingerprint"] == gen_v3.fingerprint
+        assert c["nearest_training_cosine"] <= c["same_speaker_threshold"] and c["new"] and c["distinct"]
+        assert c["voice_id"] == f"{gen_v3.fingerprint[:8]}-{c['seed']}"
+    assert cars[0]["nearest_voice_id"] == cars[1]["voice_id"]
+    # the same voice again, by id: the same audio
+    again = tmp_path / "again.wav"
+    r = run_cli("synth", "Hello there.", "--voice", cars[0]["voice_id"], "--generator", gen_v3.path, *v3_checkout,
+                "-o", again)
+    assert r.returncode == 0, r.stderr[-3000:]
+    np.testing.assert_allclose(sf.read(again)[0], sf.read(wavs[0])[0], atol=2 / 32768)
+    # --same-voice: one voice for all
+    r = run_cli("synth", "One.", "Two.", "--random-speaker", "--same-voice", "--generator", gen_v3.path,
+                *v3_checkout, "-o", tmp_path / "same" / "s.wav", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ids = {json.loads(p.read_text())["voice_id"] for p in (tmp_path / "same").glob("*.json")}
+    assert len(ids) == 1
+
+
+def test_synth_without_toucan_says_what_is_missing_and_where_to_get_it(run_cli, gen_v3, v3_checkout, tmp_path):
+    out = tmp_path / "o.wav"
+    env = {"TOUCAN_DIR": ""}
+    r = run_cli("synth", "Hi.", "--random-speaker", "--generator", gen_v3.path, "-o", out, env=env)
+    assert r.returncode == 1 and "--toucan-dir" in r.stderr and "github.com/DigitalPhonetics/IMS-Toucan" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("synth", "Hi.", "--random-speaker", "--generator", gen_v3.path, "--toucan-dir", tmp_path / "nope",
+                "-o", out)
+    assert r.returncode == 1 and "does not exist" in r.stderr and "git clone" in r.stderr
+    args = list(v3_checkout)
+    args[3] = tmp_path / "missing.pt"
+    r = run_cli("synth", "Hi.", "--random-speaker", "--generator", gen_v3.path, *args, "-o", out)
+    assert r.returncode == 1 and "no TTS model" in r.stderr and "Flux9665/ToucanTTS" in r.stderr
+    args = list(v3_checkout)
+    args[5] = tmp_path / "missing_voc.pt"
+    r = run_cli("synth", "Hi.", "--random-speaker", "--generator", gen_v3.path, *args, "-o", out)
+    assert r.returncode == 1 and "no vocoder" in r.stderr
+    assert not out.exists()
+
+
+def test_synth_refuses_a_generator_of_another_space_before_loading_toucan(run_cli, gen_v22, v3_checkout, tmp_path):
+    r = run_cli("synth", "Hi.", "--random-speaker", "--generator", gen_v22.path, *v3_checkout, "-o", tmp_path / "o.wav")
+    assert r.returncode == 1 and "toucan-v2.2" in r.stderr and "toucan-v3" in r.stderr
+
+
+def test_voice_bank_commands(run_cli, gen_v3, tmp_path):
+    bank = tmp_path / "bank.safetensors"
+    r = run_cli("voices", "add", bank, "--generator", gen_v3.path, "-n", "4", "--seed", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("voices", "add", bank, "--generator", gen_v3.path, "-n", "3", "--seed", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    b = VoiceBank.load(bank)
+    assert len(b) == 7 and len(b.provenance["additions"]) == 2
+    thr = gen_v3.same_speaker_threshold
+    assert b.nearest_training_cosine.max() <= thr + 1e-6 and b.nearest_voice_cosines().max() <= thr + 1e-6
+    # voices are re-made by id from the generator
+    v = VoiceSampler(gen_v3).remake(b.ids[5])
+    np.testing.assert_allclose(v.embedding, b.embeddings[5], atol=1e-4)
+    r = run_cli("voices", "list", bank)
+    assert r.returncode == 0 and all(i in r.stdout for i in b.ids)
+    r = run_cli("voices", "show", bank, b.ids[0])
+    assert r.returncode == 0 and json.loads(r.stdout)["seed"] == int(b.seeds[0])
+    r = run_cli("voices", "remove", bank, b.ids[0], b.ids[1])
+    assert r.returncode == 0 and VoiceBank.load(bank).ids == b.ids[2:]
+    r = run_cli("voices", "export", bank, "-o", tmp_path / "v.npz", "--ids", b.ids[3])
+    assert r.returncode == 0, r.stderr
+    es = EmbeddingSet.load(tmp_path / "v.npz", profile="toucan-v3")
+    assert es.speaker_ids == [b.ids[3]]
+    r = run_cli("voices", "export", bank, "-o", tmp_path / "v.csv")
+    assert r.returncode == 0 and len((tmp_path / "v.csv").read_text().splitlines()) == 6
+    r = run_cli("voices", "show", bank, "0000abcd-1")
+    assert r.returncode == 1 and "not in the bank" in r.stderr
+
+
+def test_a_bank_of_another_generator_is_refused(run_cli, gen_v3, tmp_path):
+    g2 = train_tiny(clustered_set("toucan-v3", seed=5), tmp_path / "g2")
+    bank = tmp_path / "bank.safetensors"
+    assert run_cli("voices", "add", bank, "--generator", gen_v3.path, "-n", "2", "--seed", "1").returncode == 0
+    r = run_cli("voices", "add", bank, "--generator", g2.path, "-n", "2")
+    assert r.returncode == 1 and "one bank per generator" in r.stderr
+
+
+def test_models_are_checked_before_anything_is_loaded(tmp_path):
+    root = standin.make_checkout(tmp_path / "t", "v3")
+    with pytest.raises(SpeakEmbError) as e:
+        ToucanModels(root, tmp_path / "a.pt", tmp_path / "b.pt")
+    assert "no TTS model" in one_line(e)
+    tts = standin.make_vocoder(tmp_path / "voc_as_tts.pt", v22=False)
+    with pytest.raises(SpeakEmbError) as e:
+        ToucanModels(root, tts, tts)
+    assert "default_emb" in one_line(e)
+    with pytest.raises(SpeakEmbError) as e:
+        ToucanModels(tmp_path, tts, tts)
+    assert "not an IMS-Toucan" in one_line(e)
+
+
+def test_synth_with_a_bank_keeps_new_voices_distinct_from_the_banks_and_adds_them(run_cli, gen_v3, v3_checkout,
+                                                                                  tmp_path):
+    bank = tmp_path / "bank.safetensors"
+    for run in ("a", "b"):  # the same draw seed twice: the second run must not reuse the bank's voices
+        r = run_cli("synth", "One.", "Two.", "--random-speaker", "--seed", "5", "--bank", bank, "--generator",
+                    gen_v3.path, *v3_checkout, "-o", tmp_path / run / "u.wav", "--no-progress")
+        assert r.returncode == 0, r.stderr[-3000:]
+    ids = {run: [json.loads((tmp_path / run / f"u_00{i}.json").read_text())["voice_id"] for i in (1, 2)]
+           for run in ("a", "b")}
+    assert not set(ids["a"]) & set(ids["b"])
+    assert VoiceBank.load(bank).ids == ids["a"] + ids["b"]
+    car = json.loads((tmp_path / "b" / "u_001.json").read_text())
+    assert "bank" in car["distinctness_against"] and car["nearest_voice_cosine"] <= car["same_speaker_threshold"]
+
+
+def test_synth_builds_a_v22_interface_from_its_fixed_model_places(gen_v22, tmp_path):
+    """v2.2 reads Models/FastSpeech2_<name>/best.pt and Models/HiFiGAN_combined/best.pt from the working
+    folder; synth links the given files there. A subprocess: this module already imported a v3 checkout."""
+    import subprocess
+    import sys
+
+    root = standin.make_checkout(tmp_path / "IMS-Toucan-2.2", "v2.2")
+    tts = standin.make_checkpoint(tmp_path / "fs2.pt", 704)
+    voc = standin.make_vocoder(tmp_path / "hifigan.pt", v22=True)
+    r = subprocess.run([sys.executable, "-m", "toucan_speakemb.cli", "synth", "Hello.", "--random-speaker",
+                        "--generator", str(gen_v22.path), "--toucan-dir", str(root), "--tts-model", str(tts),
+                        "--vocoder", str(voc), "-o", str(tmp_path / "h.wav")], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONWARNINGS="ignore"), timeout=600, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    car = json.loads((tmp_path / "h.json").read_text())
+    assert car["sample_rate"] == 48000 and car["toucan"]["family"] == "v2.2" and car["profile"] == "toucan-v2.2"
+    assert sf.read(tmp_path / "h.wav")[1] == 48000
+
+
+def test_a_second_toucan_checkout_in_one_process_is_refused(run_cli, gen_v3, v3_checkout, tmp_path):
+    assert run_cli("synth", "Hi.", "--random-speaker", "--generator", gen_v3.path, *v3_checkout,
+                   "-o", tmp_path / "a.wav").returncode == 0
+    other = standin.make_checkout(tmp_path / "other", "v3")
+    with pytest.raises(SpeakEmbError) as e:
+        ToucanModels(other, v3_checkout[3], v3_checkout[5]).load()
+    assert "one checkout per process" in one_line(e)
