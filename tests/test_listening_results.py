@@ -195,3 +195,40 @@ def test_webmushra_results_are_read_with_the_test_folder(exported, tmp_path):
         assert row["accuracy"] == (1.0 if row["pair_type"] == "same" else 0.0)
     r = invoke("listening-results", path, "--test", exported["mos"].out)
     assert r.exit_code == 1 and "another test" in r.stderr
+
+
+def test_webmushra_sessions_are_told_apart_even_under_one_or_no_name(exported, tmp_path):
+    """write.php appends each session's rows as one block without a session id: a repeated answer starts the
+    next session, so two participants who typed the same name, or none, are not merged into one."""
+    from toucan_speakemb.listening import load_manifest
+
+    t = exported["mos"]
+    m = load_manifest(t.out)
+    rows = []
+    for listener, rating in (("", 1), ("", 2), ("ana", 3), ("ana", 4), ("bo", 5)):
+        for tr in m["trials"]:
+            sid = tr["stimuli"][0]
+            rows.append([t.test_id, listener, tr["id"], f" {rating} ", sid.replace("/", "__"), 900])
+    path = webmushra_csv(tmp_path / "lss.csv", ["session_test_id", "listener", "trial_id", "stimuli_rating",
+                                                "stimuli", "rating_time"], rows)
+    s = listening_results([path], test=t.out)
+    assert s["sessions"] == 5
+    assert s["listeners"] == 4  # the two unnamed sessions are two listeners; the two of "ana" one
+    assert sum(r["n"] for r in s["rows"]) == 5 * len(m["trials"])
+    assert all(r["mean"] == pytest.approx(3.0) for r in s["rows"])
+
+    # mushra: one session per page of conditions; the second "ana" starts with the page the first one ended on
+    t = exported["mushra"]
+    m = load_manifest(t.out)
+    rows = []
+    for score, trials in ((20, m["trials"]), (80, m["trials"][::-1])):
+        for tr in trials:
+            for sid in tr["stimuli"]:
+                key = "reference" if sid == tr["reference"] else sid.replace("/", "__")
+                rows.append([t.test_id, "ana", tr["id"], key, score, 1234, ""])
+    assert rows[len(rows) // 2 - 1][2] == rows[len(rows) // 2][2]
+    path = webmushra_csv(tmp_path / "mushra.csv", ["session_test_id", "listener", "trial_id", "rating_stimulus",
+                                                   "rating_score", "rating_time", "rating_comment"], rows)
+    s = listening_results([path], test=t.out)
+    assert (s["sessions"], s["listeners"]) == (2, 1)
+    assert all(r["mean"] == pytest.approx(50.0) and r["n"] == 2 * len(m["trials"]) for r in s["rows"])

@@ -20,7 +20,7 @@ import csv
 import json
 import logging
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -58,8 +58,14 @@ def _read_csv(path: Path) -> List[dict]:
 
 
 def _load_webmushra_csv(path: Path, rows: List[dict], manifest: Optional[dict]) -> List[dict]:
-    """webMUSHRA's results (service/write.php: results/<test id>/lss.csv or mushra.csv), one session per
-    listener; the listener is the questionnaire field our config asks for."""
+    """webMUSHRA's results (service/write.php: results/<test id>/lss.csv or mushra.csv); the listener is the
+    questionnaire field our config asks for.
+
+    write.php appends each finished session's rows in one block and writes no session id, so a session ends
+    where the listener name changes or a row repeats one of the session's answers (a trial in lss.csv, a
+    trial's condition in mushra.csv): participants with one name are still separate sessions. Sessions without
+    a name are each a listener of their own, as nothing says two of them are one.
+    """
     if manifest is None:
         raise SpeakEmbError(f"{path} holds webMUSHRA results: give --test (the exported test folder) to know "
                             "their systems and truths")
@@ -67,8 +73,8 @@ def _load_webmushra_csv(path: Path, rows: List[dict], manifest: Optional[dict]) 
         raise SpeakEmbError(f"webMUSHRA results {path} have no 'listener' column (the config written by "
                             "export-listening-test asks each participant for one)")
     trials = {t["id"]: t for t in manifest["trials"]}
-    sessions: Dict[str, dict] = {}
-    positions: Dict[str, Dict[str, int]] = {}  # listener -> trial -> position (rows come in the session's order)
+    sessions: List[dict] = []
+    ses, answered, order, unnamed = None, set(), {}, 0  # the current session, its answers, trial -> position
     for row in rows:
         if row["session_test_id"] != manifest["test_id"]:
             raise SpeakEmbError(f"webMUSHRA results {path} are from another test ({row['session_test_id']}) "
@@ -76,10 +82,17 @@ def _load_webmushra_csv(path: Path, rows: List[dict], manifest: Optional[dict]) 
         t = trials.get(row.get("trial_id", ""))
         if t is None:
             raise SpeakEmbError(f"webMUSHRA results {path} name a trial the test does not have: {row.get('trial_id')}")
-        listener = row["listener"].strip() or "(no name)"
-        ses = sessions.setdefault(listener, {"format": ANSWERS_FORMAT, "test_id": manifest["test_id"],
-                                             "kind": manifest["kind"], "listener": listener, "responses": []})
-        order = positions.setdefault(listener, {})
+        name = (row["listener"] or "").strip()
+        answer = (t["id"], row.get("rating_stimulus") if manifest["kind"] == "mushra" else None)
+        if ses is None or name != ses["name"] or answer in answered:
+            if not name:
+                unnamed += 1
+            ses = {"format": ANSWERS_FORMAT, "test_id": manifest["test_id"], "kind": manifest["kind"],
+                   "listener": name or f"(no name: {path} session {unnamed})", "name": name,
+                   "responses": []}
+            sessions.append(ses)
+            answered, order = set(), {}
+        answered.add(answer)
         base = {"trial": t["id"], "position": order.setdefault(t["id"], len(order) + 1)}
         if manifest["kind"] == "mushra":
             keys = {sid.replace("/", "__"): sid for sid in t["stimuli"]}
@@ -102,7 +115,10 @@ def _load_webmushra_csv(path: Path, rows: List[dict], manifest: Optional[dict]) 
                 ses["responses"].append({**base, "stimulus": a, "stimulus_b": b, "system": t["system"],
                                          "pair_type": t["pair_type"], "truth": t["truth"], "answer": value,
                                          "correct": value == t["truth"]})
-    return list(sessions.values())
+    for name, n in Counter(ses.pop("name") for ses in sessions).items():
+        if name and n > 1:
+            log.warning("%s: %d sessions under the listener name %r; counted as one listener", path, n, name)
+    return sessions
 
 
 def _number(value, path) -> float:
