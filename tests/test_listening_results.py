@@ -131,6 +131,25 @@ def test_files_that_are_not_answers_are_refused(tmp_path, content, words):
     assert r.exit_code == 1 and words in r.stderr and str(path) in r.stderr
 
 
+@pytest.mark.parametrize("fmt, field, value, words", [
+    ("json", "rating", "x", "rating 'x' is not a number"),
+    ("json", "rating", True, "rating True is not a number"),
+    ("json", "rating", [4], "rating [4] is not a number"),
+    ("csv", "rating", "x", "rating 'x' is not a number"),
+    ("csv", "rating", "nan", "rating 'nan' is not a finite number"),
+    ("csv", "position", "nan", "position 'nan' is not a finite number"),
+    ("csv", "plays", "two", "plays 'two' is not a number"),
+])
+def test_ratings_and_counts_that_are_not_numbers_are_one_error_line(tmp_path, fmt, field, value, words):
+    s = mos_session("ana", {"generated": [4, 3]})
+    s["responses"][1][field] = value
+    path = write(tmp_path / f"a.{fmt}", s)
+    r = invoke("listening-results", path)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 1 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert words in errors[0] and str(path) in errors[0], errors[0]
+
+
 def test_incomplete_answers_are_refused(tmp_path):
     s = mos_session("ana", {"generated": [4, 3]})
     del s["responses"][1]["rating"]

@@ -46,6 +46,9 @@ def _load_json(path: Path) -> dict:
     missing = [k for k in ("test_id", "kind", "listener") if not isinstance(obj.get(k), str)]
     if missing:
         raise SpeakEmbError(f"answers file {path} lacks {', '.join(missing)}")
+    for r in obj["responses"]:  # checked here so that a hand-edited file fails with its name, not later
+        if r.get("rating") is not None:
+            r["rating"] = _number(r["rating"], path)
     return obj
 
 
@@ -121,11 +124,16 @@ def _load_webmushra_csv(path: Path, rows: List[dict], manifest: Optional[dict]) 
     return sessions
 
 
-def _number(value, path) -> float:
+def _number(value, path, what: str = "rating") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise SpeakEmbError(f"answers file {path}: {what} {value!r} is not a number")
     try:
-        return float(str(value).strip())
+        number = float(str(value).strip())
     except ValueError:
-        raise SpeakEmbError(f"answers file {path}: rating {value!r} is not a number") from None
+        raise SpeakEmbError(f"answers file {path}: {what} {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise SpeakEmbError(f"answers file {path}: {what} {value!r} is not a finite number")
+    return number
 
 
 def _load_csv(path: Path, manifest: Optional[dict]) -> List[dict]:
@@ -145,7 +153,7 @@ def _load_csv(path: Path, manifest: Optional[dict]) -> List[dict]:
         resp = {k: v for k, v in r.items() if k not in ("test_id", "kind", "listener") and v != ""}
         for k in ("rating", "position", "plays"):
             if k in resp:
-                resp[k] = _number(resp[k], path) if k == "rating" else int(_number(resp[k], path))
+                resp[k] = _number(resp[k], path) if k == "rating" else int(_number(resp[k], path, k))
         if "correct" in resp:
             resp["correct"] = resp["correct"].lower() == "true"
         responses.append(resp)
