@@ -219,6 +219,23 @@ def test_bad_input_is_one_error_line(tmp_path, case, words):
     assert not (tmp_path / "out" / "test.json").exists()
 
 
+@pytest.mark.parametrize("seed", ["-1", str(2**32), str(2**53 + 1)])
+def test_seeds_outside_the_pages_32_bits_are_refused(tree, tmp_path, seed):
+    r = invoke("export-listening-test", "--audio", tree[0], "--out", tmp_path / "out", "--seed", seed)
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert "'--seed'" in r.stderr and "0<=x<=4294967295" in r.stderr, r.stderr
+    with pytest.raises(SpeakEmbError, match="seed must be a whole number from 0 to 4294967295"):
+        export_listening_test(tree[0], tmp_path / "out", seed=int(seed), progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_largest_seed_makes_a_test(tree, tmp_path):
+    r = invoke("export-listening-test", "--audio", tree[0], "--out", tmp_path / "out", "--seed", 2**32 - 1,
+               "--max-per-system", 1, "--no-webmushra")
+    assert r.exit_code == 0, r.output
+    assert load_manifest(tmp_path / "out")["seed"] == 2**32 - 1
+
+
 def test_a_new_export_into_an_old_test_folder_keeps_only_its_own_audio(tree, tmp_path):
     audio, real = tree
     export_listening_test(audio, tmp_path / "o", kind="mos", reference_dir=real, progress=False)

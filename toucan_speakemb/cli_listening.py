@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .listening.design import KINDS
+from .listening.design import KINDS, MAX_SEED
 from .listening.stimuli import DEFAULT_VOICE_PATTERN
 
 
@@ -20,7 +20,7 @@ from .listening.stimuli import DEFAULT_VOICE_PATTERN
 @click.option("--reference", "reference_dir", type=click.Path(path_type=str), default=None,
               help="Real speakers' recordings, added as the system 'reference': an upper anchor in mos, the "
                    "reference in mushra, same/different anchors and novelty pairs in ab-speaker.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
               help="Seed of the trial selection and of every listener's order (which also depends on the name "
                    "the listener enters).")
 @click.option("--title", default=None, help="Title shown to listeners.")
