@@ -70,7 +70,8 @@ def export_listening_test_cmd(audio_dir, out_dir, kind, reference_dir, seed, tit
 @click.command("listening-results")
 @click.argument("answers", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--test", "test", type=click.Path(path_type=str), default=None,
-              help="The exported test folder (or its test.json): answers from another test are refused.")
+              help="The exported test folder (or its test.json): answers from another test, or that leave a "
+                   "trial unanswered, are refused; systems, pairs and truths are taken from it.")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
               help="Also write results.json and results.png (the plot) into this folder.")
 def listening_results_cmd(answers, test, out_dir):

@@ -2,8 +2,9 @@
 
 Answers come as JSON or CSV (both written by the page), or as webMUSHRA's result CSVs (``lss.csv``,
 ``mushra.csv`` of the config export-listening-test wrote; they need the test's folder for systems and truths);
-every file must belong to one test (same test id, and the test's own id when its test.json is given). The same session given twice (e.g. its JSON and its CSV)
-counts once.
+every file must belong to one test (same test id, and the test's own id when its test.json is given). With the
+test's folder, each file must answer every trial, and what a trial is (system, pair, truth) comes from test.json
+rather than from the file. The same session given twice (e.g. its JSON and its CSV) counts once.
 
 Figures
     mos, mushra   per system: mean rating with a 95% confidence interval from the t distribution over all
@@ -168,6 +169,34 @@ def _session_key(ans: dict) -> tuple:
     return ans["test_id"], ans["listener"], tuple(rows)
 
 
+def _check_against_test(ans: dict, manifest: dict) -> None:
+    """With the test at hand, what a trial is (its systems, pair, truth) is taken from test.json, not from the
+    answers file, and every trial must be answered once (the page saves only complete answers)."""
+    kind, trials = manifest["kind"], {t["id"]: t for t in manifest["trials"]}
+    # what one response answers: (trial, stimulus); mushra rates every stimulus of a trial, the others one
+    expected = {(t["id"], sid) for t in manifest["trials"] for sid in (t["stimuli"] if kind == "mushra" else t["stimuli"][:1])}
+    answered = set()
+    for r in ans["responses"]:
+        key = (r.get("trial"), r.get("stimulus"))
+        if key not in expected:
+            raise SpeakEmbError(f"answers file {ans['file']}: trial {key[0]} with stimulus {key[1]} is not part of "
+                                f"test {manifest['test_id']}")
+        if key in answered:
+            raise SpeakEmbError(f"answers file {ans['file']} answers trial {key[0]} (stimulus {key[1]}) twice")
+        answered.add(key)
+        t = trials[key[0]]
+        if kind == "ab-speaker":
+            r.update(stimulus_b=t["stimuli"][1], system=t["system"], pair_type=t["pair_type"], truth=t["truth"],
+                     correct=r.get("answer") == t["truth"])
+        else:
+            r["system"] = manifest["stimuli"][key[1]]["system"]
+    if answered != expected:
+        open_trials = {trial for trial, _ in expected - answered}
+        raise SpeakEmbError(f"answers file {ans['file']} answers {len(trials) - len(open_trials)} of {len(trials)} "
+                            f"trials of test "
+                            f"{manifest['test_id']} completely (incomplete answers)")
+
+
 def load_answers(paths: Sequence, manifest: Optional[dict] = None) -> List[dict]:
     """Answers files as dicts, checked to belong to one test; duplicate sessions are dropped (logged)."""
     if not paths:
@@ -192,12 +221,8 @@ def load_answers(paths: Sequence, manifest: Optional[dict] = None) -> List[dict]
         if wrong:
             raise SpeakEmbError(f"{len(wrong)} answers file(s) are from another test than {manifest['test_id']}: "
                                 + ", ".join(wrong[:5]))
-        known = set(manifest["stimuli"])
         for a in sessions:
-            unknown = {r.get("stimulus") for r in a["responses"]} - known
-            if unknown:
-                raise SpeakEmbError(f"answers file {a['file']} names stimuli the test does not have: "
-                                    + ", ".join(sorted(map(str, unknown))[:5]))
+            _check_against_test(a, manifest)
     elif len(ids) > 1:
         by = defaultdict(list)
         for a in sessions:
