@@ -29,7 +29,7 @@ from .listening.stimuli import DEFAULT_VOICE_PATTERN
                    "Default: embed up to 40 MB of audio.")
 @click.option("--sample-rate", type=int, default=None,
               help="Rate all stimuli are played at; other files are resampled (and listed). Default: the most "
-                   "common rate among the files.")
+                   "common rate among the files, of tied ones the highest (upsampling loses nothing).")
 @click.option("--max-per-system", type=int, default=None,
               help="Use at most this many stimuli (mos) or items (mushra) per system, chosen with the seed.")
 @click.option("--pairs-per-type", type=int, default=8, show_default=True,
