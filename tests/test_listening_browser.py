@@ -191,3 +191,75 @@ def test_a_page_without_embedded_audio_plays_the_files_beside_it(browser, audio_
     answer_page(page, "mos", 0)
     assert not problems, problems
     page.close()
+
+
+PLAY_LABELLED = """async (labels) => {
+  const els = Array.from(document.querySelectorAll('#samples audio')).filter((a) => labels.includes(a.dataset.label));
+  return await Promise.all(els.map((a) => new Promise((resolve) => {
+    a.addEventListener('ended', () => resolve(a.dataset.label), {once: true});
+    setTimeout(() => resolve(null), 15000);
+    a.playbackRate = 4;
+    a.play().catch(() => resolve(null));
+  })));
+}"""
+
+MARKS = """() => Object.fromEntries(Array.from(document.querySelectorAll('#samples .sample')).map(
+  (row) => [row.querySelector('audio').dataset.label, row.querySelector('.mark').textContent]))"""
+
+
+def test_mushra_the_labelled_reference_and_the_hidden_one_are_each_played_themselves(browser, audio_tree, tmp_path):
+    audio, real = audio_tree
+    test = export_listening_test(audio, tmp_path / "test", kind="mushra", reference_dir=real, max_per_system=1,
+                                 progress=False)
+    page, problems = open_page(browser, test)
+    page.fill("#listener", "di")
+    page.click("#start-btn")
+    trial = page.evaluate("window.listeningTest.data.trials[0]")
+    labels = page.locator("#samples audio").evaluate_all("els => els.map(e => [e.dataset.label, e.dataset.stimulus])")
+    hidden = [label for label, sid in labels if sid == trial["reference"] and label != "Reference"]
+    others = [label for label, sid in labels if sid != trial["reference"]]
+    assert len(hidden) == 1 and len(others) == 2 and ["Reference", trial["reference"]] in labels
+
+    downloads = []
+    page.on("download", lambda d: downloads.append(d))
+
+    def try_download():
+        page.click("#next")  # the only page: to the finish page
+        page.click("#download-json")
+        page.wait_for_timeout(200)
+        message = page.text_content("#message")
+        page.click("#back")
+        return message
+
+    for slider in page.locator("#samples input[type=range]").all():
+        slider.fill("40")
+    assert all(page.evaluate(PLAY_LABELLED, ["Reference", *others]))
+    # hearing the labelled reference neither marks the hidden one (that would reveal it) nor excuses it
+    assert page.evaluate(MARKS)[hidden[0]] == "not played yet"
+    message = try_download()
+    assert downloads == [] and "1 sample(s) not played" in message, message
+    assert page.evaluate(MARKS)[hidden[0]] == "not played yet"  # still, after the page is drawn again
+
+    # the other way round: every sample played but not the labelled reference is refused as well
+    page.close()
+    page, problems = open_page(browser, test)
+    page.fill("#listener", "di")
+    page.click("#start-btn")
+    page.on("download", lambda d: downloads.append(d))
+    for slider in page.locator("#samples input[type=range]").all():
+        slider.fill("40")
+    assert all(page.evaluate(PLAY_LABELLED, [*hidden, *others]))
+    assert page.evaluate(MARKS)["Reference"] == "not played yet"
+    message = try_download()
+    assert downloads == [] and "reference not played" in message and "sample(s)" not in message, message
+
+    assert all(page.evaluate(PLAY_LABELLED, ["Reference"]))
+    page.click("#next")
+    with page.expect_download() as dl:
+        page.click("#download-json")
+    saved = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(saved)
+    rows = {r["stimulus"]: r for r in json.loads(saved.read_text())["responses"]}
+    assert rows[trial["reference"]]["plays"] == 1  # the hidden reference's own play, not the labelled one's
+    assert not problems, problems
+    page.close()

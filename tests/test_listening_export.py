@@ -158,17 +158,41 @@ def test_webmushra_config_follows_its_format_and_names_files_that_exist(tree, tm
 # --- bad input ------------------------------------------------------------------------------------------------
 
 def test_mixed_sample_rates_are_resampled_for_the_test_and_said(tmp_path, run_cli):
-    folder = tmp_path / "mixed" / "generated"
-    speak(folder / "a_1.wav", "one two", speed=240)
-    speak(folder / "a_2.wav", "three four", speed=240)
-    wave, sr = sf.read(str(folder / "a_1.wav"))
-    write_audio(folder / "b_1.wav", wave[::2], sr // 2)  # 11025 Hz, half as many samples
+    for system in ("generated", "baseline"):
+        folder = tmp_path / "mixed" / system
+        speak(folder / "a_1.wav", "one two", speed=240)
+        speak(folder / "a_2.wav", "three four", speed=240)
+        wave, sr = sf.read(str(folder / "a_1.wav"))
+        write_audio(folder / "b_1.wav", wave[::2], sr // 2)  # 11025 Hz, half as many samples
     r = run_cli("export-listening-test", "--audio", tmp_path / "mixed", "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr
-    assert "resampled 1 of 3 files to 22050 Hz" in r.stderr and "b_1.wav (11025 Hz)" in r.stderr
+    # each file named by its stimulus id: the bare file name b_1.wav is in both systems
+    assert "resampled 2 of 6 files to 22050 Hz" in r.stderr
+    assert "generated/b_1 (11025 Hz)" in r.stderr and "baseline/b_1 (11025 Hz)" in r.stderr
+    assert "lose their band" not in r.stderr  # upsampled only
     out = sf.read(str(tmp_path / "out" / "audio" / "generated" / "b_1.wav"))
     assert out[1] == 22050 and abs(len(out[0]) - 2 * len(wave[::2])) <= 2
-    assert "resampled 1 of 3" in json.dumps(load_manifest(tmp_path / "out")["notes"])
+    assert "resampled 2 of 6" in json.dumps(load_manifest(tmp_path / "out")["notes"])
+
+    r = invoke("export-listening-test", "--audio", tmp_path / "mixed", "--out", tmp_path / "low",
+               "--sample-rate", 11025, "--no-webmushra")
+    assert r.exit_code == 0, r.output
+    notes = load_manifest(tmp_path / "low")["notes"]
+    assert "4 of them lose their band above 5512 Hz; --sample-rate 22050 keeps it" in notes, notes
+    assert_error(invoke("export-listening-test", "--audio", tmp_path / "mixed", "--out", tmp_path / "zero",
+                        "--sample-rate", 0), "sample rate 0 Hz is outside 8000-192000 Hz")
+
+
+def test_of_equally_common_sample_rates_the_highest_is_kept():
+    from pathlib import Path
+
+    from toucan_speakemb.listening.stimuli import Stimulus, common_sample_rate
+
+    def stim(sr):
+        return Stimulus(system="s", item="x", path=Path("x.wav"), sample_rate=sr, frames=sr, channels=1)
+
+    assert common_sample_rate([stim(8000), stim(44100)]) == 44100
+    assert common_sample_rate([stim(44100), stim(8000), stim(16000), stim(16000)]) == 16000
 
 
 @pytest.mark.parametrize("case, words", [
@@ -217,6 +241,23 @@ def test_bad_input_is_one_error_line(tmp_path, case, words):
     r = invoke("export-listening-test", "--audio", audio, "--out", tmp_path / "out", *extra)
     assert_error(r, *words)
     assert not (tmp_path / "out" / "test.json").exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), str(2**53 + 1)])
+def test_seeds_outside_the_pages_32_bits_are_refused(tree, tmp_path, seed):
+    r = invoke("export-listening-test", "--audio", tree[0], "--out", tmp_path / "out", "--seed", seed)
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert "'--seed'" in r.stderr and "0<=x<=4294967295" in r.stderr, r.stderr
+    with pytest.raises(SpeakEmbError, match="seed must be a whole number from 0 to 4294967295"):
+        export_listening_test(tree[0], tmp_path / "out", seed=int(seed), progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_largest_seed_makes_a_test(tree, tmp_path):
+    r = invoke("export-listening-test", "--audio", tree[0], "--out", tmp_path / "out", "--seed", 2**32 - 1,
+               "--max-per-system", 1, "--no-webmushra")
+    assert r.exit_code == 0, r.output
+    assert load_manifest(tmp_path / "out")["seed"] == 2**32 - 1
 
 
 def test_a_new_export_into_an_old_test_folder_keeps_only_its_own_audio(tree, tmp_path):

@@ -111,7 +111,8 @@ def test_answers_from_another_test_are_refused(tmp_path):
     test = tmp_path / "test"
     test.mkdir()
     (test / "test.json").write_text(json.dumps({"format": "toucan-speakemb-listening-test", "test_id": "mos-111",
-                                                "kind": "mos", "stimuli": {"generated/u0": {}}, "trials": []}))
+                                                "kind": "mos", "stimuli": {"generated/u0": {"system": "generated"}},
+                                                "trials": [{"id": "t001", "stimuli": ["generated/u0"]}]}))
     r = invoke("listening-results", b, "--test", test)
     assert r.exit_code == 1 and "from another test than mos-111" in r.stderr and "b.json" in r.stderr
     assert invoke("listening-results", a, "--test", test).exit_code == 0
@@ -129,6 +130,25 @@ def test_files_that_are_not_answers_are_refused(tmp_path, content, words):
     path.write_text(content)
     r = invoke("listening-results", path)
     assert r.exit_code == 1 and words in r.stderr and str(path) in r.stderr
+
+
+@pytest.mark.parametrize("fmt, field, value, words", [
+    ("json", "rating", "x", "rating 'x' is not a number"),
+    ("json", "rating", True, "rating True is not a number"),
+    ("json", "rating", [4], "rating [4] is not a number"),
+    ("csv", "rating", "x", "rating 'x' is not a number"),
+    ("csv", "rating", "nan", "rating 'nan' is not a finite number"),
+    ("csv", "position", "nan", "position 'nan' is not a finite number"),
+    ("csv", "plays", "two", "plays 'two' is not a number"),
+])
+def test_ratings_and_counts_that_are_not_numbers_are_one_error_line(tmp_path, fmt, field, value, words):
+    s = mos_session("ana", {"generated": [4, 3]})
+    s["responses"][1][field] = value
+    path = write(tmp_path / f"a.{fmt}", s)
+    r = invoke("listening-results", path)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 1 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert words in errors[0] and str(path) in errors[0], errors[0]
 
 
 def test_incomplete_answers_are_refused(tmp_path):
@@ -195,3 +215,95 @@ def test_webmushra_results_are_read_with_the_test_folder(exported, tmp_path):
         assert row["accuracy"] == (1.0 if row["pair_type"] == "same" else 0.0)
     r = invoke("listening-results", path, "--test", exported["mos"].out)
     assert r.exit_code == 1 and "another test" in r.stderr
+
+
+def test_webmushra_sessions_are_told_apart_even_under_one_or_no_name(exported, tmp_path):
+    """write.php appends each session's rows as one block without a session id: a repeated answer starts the
+    next session, so two participants who typed the same name, or none, are not merged into one."""
+    from toucan_speakemb.listening import load_manifest
+
+    t = exported["mos"]
+    m = load_manifest(t.out)
+    rows = []
+    for listener, rating in (("", 1), ("", 2), ("ana", 3), ("ana", 4), ("bo", 5)):
+        for tr in m["trials"]:
+            sid = tr["stimuli"][0]
+            rows.append([t.test_id, listener, tr["id"], f" {rating} ", sid.replace("/", "__"), 900])
+    path = webmushra_csv(tmp_path / "lss.csv", ["session_test_id", "listener", "trial_id", "stimuli_rating",
+                                                "stimuli", "rating_time"], rows)
+    s = listening_results([path], test=t.out)
+    assert s["sessions"] == 5
+    assert s["listeners"] == 4  # the two unnamed sessions are two listeners; the two of "ana" one
+    assert sum(r["n"] for r in s["rows"]) == 5 * len(m["trials"])
+    assert all(r["mean"] == pytest.approx(3.0) for r in s["rows"])
+
+    # mushra: one session per page of conditions; the second "ana" starts with the page the first one ended on
+    t = exported["mushra"]
+    m = load_manifest(t.out)
+    rows = []
+    for score, trials in ((20, m["trials"]), (80, m["trials"][::-1])):
+        for tr in trials:
+            for sid in tr["stimuli"]:
+                key = "reference" if sid == tr["reference"] else sid.replace("/", "__")
+                rows.append([t.test_id, "ana", tr["id"], key, score, 1234, ""])
+    assert rows[len(rows) // 2 - 1][2] == rows[len(rows) // 2][2]
+    path = webmushra_csv(tmp_path / "mushra.csv", ["session_test_id", "listener", "trial_id", "rating_stimulus",
+                                                   "rating_score", "rating_time", "rating_comment"], rows)
+    s = listening_results([path], test=t.out)
+    assert (s["sessions"], s["listeners"]) == (2, 1)
+    assert all(r["mean"] == pytest.approx(50.0) and r["n"] == 2 * len(m["trials"]) for r in s["rows"])
+
+
+def page_answers(test, listener="ana", skip=0):
+    """Answers as the page writes them for ``test`` (every trial but the last ``skip``), right for every trial."""
+    from toucan_speakemb.listening import load_manifest
+
+    m = load_manifest(test.out)
+    rows = []
+    for k, t in enumerate(m["trials"][:len(m["trials"]) - skip], 1):
+        if test.kind == "ab-speaker":
+            rows.append({"trial": t["id"], "position": k, "stimulus": t["stimuli"][0], "stimulus_b": t["stimuli"][1],
+                         "system": t["system"], "pair_type": t["pair_type"], "truth": t["truth"],
+                         "answer": t["truth"], "correct": True, "plays": 2})
+        else:
+            for sid in (t["stimuli"] if test.kind == "mushra" else t["stimuli"][:1]):
+                rows.append({"trial": t["id"], "position": k, "stimulus": sid,
+                             "system": m["stimuli"][sid]["system"], "rating": 3, "plays": 1})
+    return answers(test.test_id, test.kind, listener, rows)
+
+
+@pytest.mark.parametrize("kind", ["mos", "mushra", "ab-speaker"])
+def test_with_the_test_folder_an_answers_file_must_answer_every_trial(exported, tmp_path, kind):
+    t = exported[kind]
+    assert listening_results([write(tmp_path / "full.json", page_answers(t))], test=t.out)["sessions"] == 1
+    path = write(tmp_path / "part.csv", page_answers(t, skip=1))
+    r = invoke("listening-results", path, "--test", t.out)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 1 and len(errors) == 1, r.stderr
+    assert f"answers {t.n_trials - 1} of {t.n_trials} trials" in errors[0] and "incomplete" in errors[0], errors[0]
+    twice = page_answers(t)
+    twice["responses"].append(dict(twice["responses"][0]))
+    r = invoke("listening-results", write(tmp_path / "twice.json", twice), "--test", t.out)
+    assert r.exit_code == 1 and "twice" in r.stderr, r.stderr
+
+
+def test_with_the_test_folder_systems_and_truths_come_from_the_test_not_the_answers(exported, tmp_path):
+    t = exported["ab-speaker"]
+    honest = page_answers(t)
+    forged = page_answers(t)
+    for r in forged["responses"]:  # a file that claims every answer was right and belongs to one system
+        r.update(truth="same", answer="same", correct=True, system="generated", pair_type="same",
+                 stimulus_b="generated/whatever")
+    path = write(tmp_path / "forged.json", forged)
+    s = listening_results([path], test=t.out)
+    right = listening_results([write(tmp_path / "honest.json", honest)], test=t.out)
+    assert {(r["system"], r["pair_type"]) for r in s["rows"]} == {(r["system"], r["pair_type"]) for r in right["rows"]}
+    by = {(r["system"], r["pair_type"]): r["accuracy"] for r in s["rows"]}
+    assert by[("generated", "different")] == 0.0 and by[("generated", "same")] == 1.0  # answered "same" throughout
+
+    m = exported["mos"]
+    forged = page_answers(m)
+    for r in forged["responses"]:
+        r["system"] = "reference"
+    s = listening_results([write(tmp_path / "mos.json", forged)], test=m.out)
+    assert {r["system"] for r in s["rows"]} == {"generated", "baseline", "reference"}

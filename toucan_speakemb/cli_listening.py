@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .listening.design import KINDS
+from .listening.design import KINDS, MAX_SEED
 from .listening.stimuli import DEFAULT_VOICE_PATTERN
 
 
@@ -20,7 +20,7 @@ from .listening.stimuli import DEFAULT_VOICE_PATTERN
 @click.option("--reference", "reference_dir", type=click.Path(path_type=str), default=None,
               help="Real speakers' recordings, added as the system 'reference': an upper anchor in mos, the "
                    "reference in mushra, same/different anchors and novelty pairs in ab-speaker.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
               help="Seed of the trial selection and of every listener's order (which also depends on the name "
                    "the listener enters).")
 @click.option("--title", default=None, help="Title shown to listeners.")
@@ -29,7 +29,7 @@ from .listening.stimuli import DEFAULT_VOICE_PATTERN
                    "Default: embed up to 40 MB of audio.")
 @click.option("--sample-rate", type=int, default=None,
               help="Rate all stimuli are played at; other files are resampled (and listed). Default: the most "
-                   "common rate among the files.")
+                   "common rate among the files, of tied ones the highest (upsampling loses nothing).")
 @click.option("--max-per-system", type=int, default=None,
               help="Use at most this many stimuli (mos) or items (mushra) per system, chosen with the seed.")
 @click.option("--pairs-per-type", type=int, default=8, show_default=True,
@@ -70,7 +70,8 @@ def export_listening_test_cmd(audio_dir, out_dir, kind, reference_dir, seed, tit
 @click.command("listening-results")
 @click.argument("answers", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--test", "test", type=click.Path(path_type=str), default=None,
-              help="The exported test folder (or its test.json): answers from another test are refused.")
+              help="The exported test folder (or its test.json): answers from another test, or that leave a "
+                   "trial unanswered, are refused; systems, pairs and truths are taken from it.")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
               help="Also write results.json and results.png (the plot) into this folder.")
 def listening_results_cmd(answers, test, out_dir):

@@ -26,6 +26,7 @@ from .stimuli import REFERENCE_SYSTEM, Stimulus
 
 KINDS = ("mos", "mushra", "ab-speaker")
 PAIR_TYPES = ("same", "different", "vs-reference")
+MAX_SEED = 2**32 - 1  # the page mixes the seed into a 32-bit state; a larger one would order trials unlike Python
 _MAX_POOL = 200  # stimuli per system considered for pairs: enough variety, no quadratic blow-up
 
 
@@ -40,6 +41,8 @@ def plan_trials(kind: str, stimuli: Sequence[Stimulus], seed: int, max_per_syste
     """The trials of a test (a list of JSON-able dicts) and notes on what was left out and why."""
     if kind not in KINDS:
         raise SpeakEmbError(f"unknown test kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise SpeakEmbError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
     if max_per_system is not None and max_per_system < 1:
         raise SpeakEmbError(f"--max-per-system must be at least 1, got {max_per_system}")
     rng = np.random.default_rng(seed)

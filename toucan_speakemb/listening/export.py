@@ -83,6 +83,7 @@ def export_listening_test(audio_dir, out_dir, kind: str = "mos", reference_dir=N
         raise SpeakEmbError(f"output {out} is a file, expected a folder")
     stimuli = collect_stimuli(Path(audio_dir), Path(reference_dir) if reference_dir else None, voice_pattern)
     trials, notes = plan_trials(kind, stimuli, seed, max_per_system=max_per_system, pairs_per_type=pairs_per_type)
+    seed = int(seed)  # checked by plan_trials; numpy integers become JSON-able
     used = {sid for t in trials for sid in t["stimuli"]}
     stimuli = [s for s in stimuli if s.id in used]
     prepared = prepare_audio(stimuli, sample_rate, progress=progress)

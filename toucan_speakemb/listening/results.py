@@ -2,8 +2,9 @@
 
 Answers come as JSON or CSV (both written by the page), or as webMUSHRA's result CSVs (``lss.csv``,
 ``mushra.csv`` of the config export-listening-test wrote; they need the test's folder for systems and truths);
-every file must belong to one test (same test id, and the test's own id when its test.json is given). The same session given twice (e.g. its JSON and its CSV)
-counts once.
+every file must belong to one test (same test id, and the test's own id when its test.json is given). With the
+test's folder, each file must answer every trial, and what a trial is (system, pair, truth) comes from test.json
+rather than from the file. The same session given twice (e.g. its JSON and its CSV) counts once.
 
 Figures
     mos, mushra   per system: mean rating with a 95% confidence interval from the t distribution over all
@@ -20,7 +21,7 @@ import csv
 import json
 import logging
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -46,6 +47,9 @@ def _load_json(path: Path) -> dict:
     missing = [k for k in ("test_id", "kind", "listener") if not isinstance(obj.get(k), str)]
     if missing:
         raise SpeakEmbError(f"answers file {path} lacks {', '.join(missing)}")
+    for r in obj["responses"]:  # checked here so that a hand-edited file fails with its name, not later
+        if r.get("rating") is not None:
+            r["rating"] = _number(r["rating"], path)
     return obj
 
 
@@ -58,8 +62,14 @@ def _read_csv(path: Path) -> List[dict]:
 
 
 def _load_webmushra_csv(path: Path, rows: List[dict], manifest: Optional[dict]) -> List[dict]:
-    """webMUSHRA's results (service/write.php: results/<test id>/lss.csv or mushra.csv), one session per
-    listener; the listener is the questionnaire field our config asks for."""
+    """webMUSHRA's results (service/write.php: results/<test id>/lss.csv or mushra.csv); the listener is the
+    questionnaire field our config asks for.
+
+    write.php appends each finished session's rows in one block and writes no session id, so a session ends
+    where the listener name changes or a row repeats one of the session's answers (a trial in lss.csv, a
+    trial's condition in mushra.csv): participants with one name are still separate sessions. Sessions without
+    a name are each a listener of their own, as nothing says two of them are one.
+    """
     if manifest is None:
         raise SpeakEmbError(f"{path} holds webMUSHRA results: give --test (the exported test folder) to know "
                             "their systems and truths")
@@ -67,8 +77,8 @@ def _load_webmushra_csv(path: Path, rows: List[dict], manifest: Optional[dict]) 
         raise SpeakEmbError(f"webMUSHRA results {path} have no 'listener' column (the config written by "
                             "export-listening-test asks each participant for one)")
     trials = {t["id"]: t for t in manifest["trials"]}
-    sessions: Dict[str, dict] = {}
-    positions: Dict[str, Dict[str, int]] = {}  # listener -> trial -> position (rows come in the session's order)
+    sessions: List[dict] = []
+    ses, answered, order, unnamed = None, set(), {}, 0  # the current session, its answers, trial -> position
     for row in rows:
         if row["session_test_id"] != manifest["test_id"]:
             raise SpeakEmbError(f"webMUSHRA results {path} are from another test ({row['session_test_id']}) "
@@ -76,10 +86,17 @@ def _load_webmushra_csv(path: Path, rows: List[dict], manifest: Optional[dict]) 
         t = trials.get(row.get("trial_id", ""))
         if t is None:
             raise SpeakEmbError(f"webMUSHRA results {path} name a trial the test does not have: {row.get('trial_id')}")
-        listener = row["listener"].strip() or "(no name)"
-        ses = sessions.setdefault(listener, {"format": ANSWERS_FORMAT, "test_id": manifest["test_id"],
-                                             "kind": manifest["kind"], "listener": listener, "responses": []})
-        order = positions.setdefault(listener, {})
+        name = (row["listener"] or "").strip()
+        answer = (t["id"], row.get("rating_stimulus") if manifest["kind"] == "mushra" else None)
+        if ses is None or name != ses["name"] or answer in answered:
+            if not name:
+                unnamed += 1
+            ses = {"format": ANSWERS_FORMAT, "test_id": manifest["test_id"], "kind": manifest["kind"],
+                   "listener": name or f"(no name: {path} session {unnamed})", "name": name,
+                   "responses": []}
+            sessions.append(ses)
+            answered, order = set(), {}
+        answered.add(answer)
         base = {"trial": t["id"], "position": order.setdefault(t["id"], len(order) + 1)}
         if manifest["kind"] == "mushra":
             keys = {sid.replace("/", "__"): sid for sid in t["stimuli"]}
@@ -102,14 +119,22 @@ def _load_webmushra_csv(path: Path, rows: List[dict], manifest: Optional[dict]) 
                 ses["responses"].append({**base, "stimulus": a, "stimulus_b": b, "system": t["system"],
                                          "pair_type": t["pair_type"], "truth": t["truth"], "answer": value,
                                          "correct": value == t["truth"]})
-    return list(sessions.values())
+    for name, n in Counter(ses.pop("name") for ses in sessions).items():
+        if name and n > 1:
+            log.warning("%s: %d sessions under the listener name %r; counted as one listener", path, n, name)
+    return sessions
 
 
-def _number(value, path) -> float:
+def _number(value, path, what: str = "rating") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise SpeakEmbError(f"answers file {path}: {what} {value!r} is not a number")
     try:
-        return float(str(value).strip())
+        number = float(str(value).strip())
     except ValueError:
-        raise SpeakEmbError(f"answers file {path}: rating {value!r} is not a number") from None
+        raise SpeakEmbError(f"answers file {path}: {what} {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise SpeakEmbError(f"answers file {path}: {what} {value!r} is not a finite number")
+    return number
 
 
 def _load_csv(path: Path, manifest: Optional[dict]) -> List[dict]:
@@ -129,7 +154,7 @@ def _load_csv(path: Path, manifest: Optional[dict]) -> List[dict]:
         resp = {k: v for k, v in r.items() if k not in ("test_id", "kind", "listener") and v != ""}
         for k in ("rating", "position", "plays"):
             if k in resp:
-                resp[k] = _number(resp[k], path) if k == "rating" else int(_number(resp[k], path))
+                resp[k] = _number(resp[k], path) if k == "rating" else int(_number(resp[k], path, k))
         if "correct" in resp:
             resp["correct"] = resp["correct"].lower() == "true"
         responses.append(resp)
@@ -142,6 +167,34 @@ def _session_key(ans: dict) -> tuple:
         return float(r["rating"]) if r.get("rating") is not None else r.get("answer")
     rows = sorted((str(r.get("trial")), str(r.get("stimulus")), str(value(r))) for r in ans["responses"])
     return ans["test_id"], ans["listener"], tuple(rows)
+
+
+def _check_against_test(ans: dict, manifest: dict) -> None:
+    """With the test at hand, what a trial is (its systems, pair, truth) is taken from test.json, not from the
+    answers file, and every trial must be answered once (the page saves only complete answers)."""
+    kind, trials = manifest["kind"], {t["id"]: t for t in manifest["trials"]}
+    # what one response answers: (trial, stimulus); mushra rates every stimulus of a trial, the others one
+    expected = {(t["id"], sid) for t in manifest["trials"] for sid in (t["stimuli"] if kind == "mushra" else t["stimuli"][:1])}
+    answered = set()
+    for r in ans["responses"]:
+        key = (r.get("trial"), r.get("stimulus"))
+        if key not in expected:
+            raise SpeakEmbError(f"answers file {ans['file']}: trial {key[0]} with stimulus {key[1]} is not part of "
+                                f"test {manifest['test_id']}")
+        if key in answered:
+            raise SpeakEmbError(f"answers file {ans['file']} answers trial {key[0]} (stimulus {key[1]}) twice")
+        answered.add(key)
+        t = trials[key[0]]
+        if kind == "ab-speaker":
+            r.update(stimulus_b=t["stimuli"][1], system=t["system"], pair_type=t["pair_type"], truth=t["truth"],
+                     correct=r.get("answer") == t["truth"])
+        else:
+            r["system"] = manifest["stimuli"][key[1]]["system"]
+    if answered != expected:
+        open_trials = {trial for trial, _ in expected - answered}
+        raise SpeakEmbError(f"answers file {ans['file']} answers {len(trials) - len(open_trials)} of {len(trials)} "
+                            f"trials of test "
+                            f"{manifest['test_id']} completely (incomplete answers)")
 
 
 def load_answers(paths: Sequence, manifest: Optional[dict] = None) -> List[dict]:
@@ -168,12 +221,8 @@ def load_answers(paths: Sequence, manifest: Optional[dict] = None) -> List[dict]
         if wrong:
             raise SpeakEmbError(f"{len(wrong)} answers file(s) are from another test than {manifest['test_id']}: "
                                 + ", ".join(wrong[:5]))
-        known = set(manifest["stimuli"])
         for a in sessions:
-            unknown = {r.get("stimulus") for r in a["responses"]} - known
-            if unknown:
-                raise SpeakEmbError(f"answers file {a['file']} names stimuli the test does not have: "
-                                    + ", ".join(sorted(map(str, unknown))[:5]))
+            _check_against_test(a, manifest)
     elif len(ids) > 1:
         by = defaultdict(list)
         for a in sessions:

@@ -215,7 +215,13 @@ def collect_stimuli(audio_dir: Path, reference_dir: Optional[Path] = None,
 
 
 def common_sample_rate(stimuli: Sequence[Stimulus]) -> int:
-    """The most frequent sample rate (ties: the higher one), so the fewest files are resampled."""
+    """The most frequent sample rate, so the fewest files are resampled; of tied rates the highest.
+
+    Why the highest: upsampling adds no band but loses none either, so those files sound as they did, while
+    downsampling removes the band above the new Nyquist frequency and would make one system sound duller than
+    it is; the cost is larger audio files. (The most frequent rate may still be lower than some files'; the
+    notes then say which files lose band, and ``--sample-rate`` can keep it.)
+    """
     counts = Counter(s.sample_rate for s in stimuli)
     return max(counts, key=lambda sr: (counts[sr], sr))
 
@@ -232,11 +238,11 @@ def prepare_audio(stimuli: Sequence[Stimulus], sample_rate: Optional[int] = None
 
     if not stimuli:
         raise SpeakEmbError("no stimuli to prepare")
-    rate = int(sample_rate) if sample_rate else common_sample_rate(stimuli)
+    rate = int(sample_rate) if sample_rate is not None else common_sample_rate(stimuli)
     if rate < 8000 or rate > 192000:
         raise SpeakEmbError(f"sample rate {rate} Hz is outside 8000-192000 Hz")
     waves: Dict[str, np.ndarray] = {}
-    resampled, mixed = [], []
+    resampled, downsampled, mixed = [], [], []
     for s in tqdm(stimuli, desc="audio", unit="file", disable=not progress, leave=False):
         try:
             wave, sr = read_audio(s.path)
@@ -250,12 +256,17 @@ def prepare_audio(stimuli: Sequence[Stimulus], sample_rate: Optional[int] = None
         if sr != rate:
             g = gcd(sr, rate)
             mono = resample_poly(mono, rate // g, sr // g)
-            resampled.append(f"{s.path.name} ({sr} Hz)")
+            resampled.append(f"{s.id} ({sr} Hz)")  # the id: file names repeat across systems
+            if sr > rate:
+                downsampled.append(sr)
         waves[s.id] = mono.astype(np.float32)
     notes = []
     if resampled:
         notes.append(f"resampled {len(resampled)} of {len(stimuli)} files to {rate} Hz for the test: "
                      + ", ".join(resampled))
+    if downsampled:
+        notes.append(f"{len(downsampled)} of them lose their band above {rate // 2} Hz; --sample-rate "
+                     f"{max(downsampled)} keeps it")
     if mixed:
         notes.append(f"mixed {len(mixed)} multi-channel files down to mono: " + ", ".join(mixed))
     for n in notes:
