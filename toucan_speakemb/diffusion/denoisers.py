@@ -3,7 +3,10 @@
 - :class:`FCDenoiser`: the source presentation's baseline, three fully connected layers on [x_t, t/T].
 - :class:`ResidualMLPDenoiser`: the default. Residual pre-norm MLP blocks; the timestep enters every block
   through a sinusoidal embedding and a learned scale/shift (adaptive LayerNorm, as in DiT); the output layer
-  starts at zero so the untrained network predicts 0 (the mean of the target).
+  starts at zero so the untrained network predicts 0 (the mean of the target). With ``conditions`` (attribute
+  -> number of values) it also takes ``cond`` (n, k) integer codes, 0 = the null token ("no condition"): a
+  learned embedding per value of each attribute is added to the time embedding (classifier-free guidance;
+  see toucan_speakemb/conditions.py).
 """
 
 from __future__ import annotations
@@ -58,9 +61,13 @@ class _AdaLNBlock(nn.Module):
 
 class ResidualMLPDenoiser(nn.Module):
     def __init__(self, dim: int, num_timesteps: int, hidden: int = 512, blocks: int = 4, expansion: int = 2,
-                 time_dim: int = 128, dropout: float = 0.0):
+                 time_dim: int = 128, dropout: float = 0.0, conditions: Optional[Dict[str, int]] = None):
         super().__init__()
         self.time_dim = time_dim
+        # one table per attribute; row 0 is its null token
+        self.conditions = nn.ModuleList(nn.Embedding(k + 1, hidden) for k in (conditions or {}).values())
+        for table in self.conditions:
+            nn.init.normal_(table.weight, std=0.02)
         self.inp = nn.Linear(dim, hidden)
         self.time = nn.Sequential(nn.Linear(time_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.blocks = nn.ModuleList(_AdaLNBlock(hidden, expansion, dropout) for _ in range(blocks))
@@ -69,10 +76,15 @@ class ResidualMLPDenoiser(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
         if bool((t == t[0]).all()):  # samplers: one timestep per call, embed it once
             t = t[:1]
-        c = nn.functional.silu(self.time(timestep_embedding(t, self.time_dim)))
+        c = self.time(timestep_embedding(t, self.time_dim))
+        if len(self.conditions):
+            if cond is None:  # no condition given: every attribute's null token (the unconditional model)
+                cond = torch.zeros(1, len(self.conditions), dtype=torch.long, device=x.device)
+            c = c + sum(table(cond[:, j]) for j, table in enumerate(self.conditions))
+        c = nn.functional.silu(c)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, c)
@@ -117,8 +129,10 @@ class GaussianResidual(nn.Module):
         eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
         return eps if self.prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.gaussian_prediction(x, t) + self.net(x, t)
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # the Gaussian part is unconditional; conditions act through the network's correction only, so
+        # classifier-free guidance leaves the Gaussian part (and the exact Gaussian DDIM step) untouched
+        return self.gaussian_prediction(x, t) + (self.net(x, t) if cond is None else self.net(x, t, cond))
 
 
 DENOISERS = {"fc3": FCDenoiser, "resmlp": ResidualMLPDenoiser}
