@@ -152,11 +152,37 @@ class Generator:
             out.append(self.standardizer.inverse(z.numpy()))
         return np.concatenate(out, axis=0) if out else np.zeros((0, self.dim), np.float32)
 
-    def sample(self, n: int, seed: int = 0, **kwargs) -> np.ndarray:
-        """n new voices from one seed: ``sample(n, seed)`` always gives the same (n, d) array."""
+    def sample(self, n: int, seed: int = 0, sliders: Optional[Mapping[str, float]] = None,
+               slider_strength: Optional[float] = None, **kwargs) -> np.ndarray:
+        """n new voices from one seed: ``sample(n, seed)`` always gives the same (n, d) array.
+
+        ``conditions={"gender": "f"}``, ``guidance=2.0``: conditional sampling (conditional generators);
+        ``sliders={"pc1": 2.0}``: the voices edited with sliders (toucan_speakemb/sliders.py)."""
         if n < 1:
             raise SpeakEmbError(f"number of voices must be at least 1; got {n}")
-        return self.sample_seeds(voice_seeds(seed, n), **kwargs)
+        seeds = voice_seeds(seed, n)
+        if sliders:  # bad slider names fail before the sampling work
+            self.slider_space().move(self.slider_space().mean, sliders)
+        x = self.sample_seeds(seeds, **kwargs)
+        if sliders:
+            x = self.edit(x, seeds, sliders, slider_strength, kwargs.get("conditions"), kwargs.get("guidance"))
+        return x
+
+    def edit(self, voices: np.ndarray, seeds: Sequence[int], sliders: Mapping[str, float],
+             strength: Optional[float] = None, conditions: Optional[Mapping[str, Any]] = None,
+             guidance: Optional[float] = None) -> np.ndarray:
+        """``voices`` (n, d) with sliders applied, kept on the data manifold (see toucan_speakemb/sliders.py)."""
+        from .sliders import apply_sliders
+
+        return apply_sliders(self, voices, seeds, sliders, strength, conditions, guidance, self.slider_space())
+
+    def slider_space(self):
+        """The slider directions of this generator (:class:`toucan_speakemb.sliders.SliderSpace`)."""
+        from .sliders import SliderSpace
+
+        if getattr(self, "_slider_space", None) is None:
+            self._slider_space = SliderSpace.from_generator(self)
+        return self._slider_space
 
     @torch.no_grad()
     def renoise_denoise(self, z: np.ndarray, seeds: Sequence[int], strength: Optional[float] = None,
