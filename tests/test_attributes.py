@@ -239,10 +239,10 @@ def test_age_bands():
     assert age_to_band(float("nan"), [25]) == ""
 
 
-def test_unknown_values_get_the_null_code(data):
+def test_unknown_values_get_their_own_code_not_the_null_token(data):
     spec = ConditionSpec.fit(data, ["gender"], [25])
     codes = spec.encode_rows(data)[:, 0]
-    assert set(codes[np.array(data.gender) == ""]) == {0}
+    assert set(codes[np.array(data.gender) == ""]) == {3}
     assert set(codes[np.array(data.gender) == "f"]) == {1} and set(codes[np.array(data.gender) == "m"]) == {2}
 
 
@@ -307,18 +307,23 @@ def test_sliders_move_their_score_monotonically_and_deterministically(gen, name,
 
 
 def test_sliders_come_back_towards_the_data_from_off_the_manifold(gen):
-    """A move along the direction of least variance is mostly undone by re-noise/denoise; along the largest
-    it is mostly kept: the edit stays on the data manifold, not on a straight line off it."""
+    """A move of one SD along the direction of (almost) no variance (dimensions 2 and 3 differ) is mostly undone
+    by re-noise/denoise; along the largest it is mostly kept: the edit stays on the data manifold, not on a
+    straight line off it."""
     from toucan_speakemb.generator import voice_seeds
 
     seeds = voice_seeds(4, 200)
     x = gen.sample_seeds(seeds)
     space = gen.slider_space()
     last = f"pc{DIM}"
+    assert space.eigvals[-1] < 0.05 * space.eigvals[0]
+    moved = {n: space.score(space.move(gen.standardizer.forward(x), {n: 1}), n).mean()
+             - space.score(gen.standardizer.forward(x), n).mean() for n in ("pc1", last)}
     base = {n: space.score(gen.standardizer.forward(gen.edit(x, seeds, {n: 0})), n).mean() for n in ("pc1", last)}
-    kept = {n: space.score(gen.standardizer.forward(gen.edit(x, seeds, {n: 3})), n).mean() - base[n]
+    kept = {n: space.score(gen.standardizer.forward(gen.edit(x, seeds, {n: 1})), n).mean() - base[n]
             for n in ("pc1", last)}
-    assert kept["pc1"] > 2.0 and kept[last] < kept["pc1"]
+    assert moved["pc1"] > 0.8 and moved[last] > 0.8  # both moves start the same size
+    assert kept["pc1"] > 0.7 and kept[last] < 0.3 * kept["pc1"]
 
 
 def test_sliders_work_on_unconditional_generators_from_the_run_folders_speakers(uncond_run):

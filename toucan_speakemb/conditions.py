@@ -1,16 +1,18 @@
 """Attributes as conditions of the generator: which values were trained, and their integer codes.
 
 A conditional generator learns one embedding per trained value of each attribute plus a *null* token (code
-0) for "no condition": rows whose attribute is unknown always get it, and in training every row gets it
-with probability ``train.p_uncond`` (classifier-free guidance, Ho & Salimans 2022), so one model samples
-both unconditionally and conditionally.
+0) for "no condition", which every training row gets with probability ``train.p_uncond`` (classifier-free
+guidance, Ho & Salimans 2022), so one model samples both unconditionally and conditionally. Rows whose
+value is unknown get a token of their own (code k + 1), not the null token: unknown values are seldom a
+random subset (on GE2E the unshifted voices have no pitch direction), and training them on the null token
+would tilt the unconditional model towards them.
 
 Attributes: ``gender`` (f / m), ``accent`` (any string; matched case-insensitively), ``age`` and any label
 column of the embedding set (``EmbeddingSet.labels``, e.g. a pitch-shift direction).
 
 **Age is conditioned on bands, not on a scalar.** Bands (edges ``model.age_bands``, default 25, 35, 50, 65:
 ``under25``, ``25-34``, ``35-49``, ``50-64``, ``65plus``) fit classifier-free guidance exactly as the
-categorical attributes do (a learned embedding per band, the null token for unknown ages), let the model
+categorical attributes do (a learned embedding per band, the unknown token for unknown ages), let the model
 learn effects that are not linear in years (young, adult and old voices differ in kind), and list exactly
 what was trained: a corpus whose speakers are 18-38 (VCTK) trains two or three bands, and a request for
 ``--age 70`` is refused by name instead of being extrapolated from a scalar the model never saw there.
@@ -28,7 +30,7 @@ import numpy as np
 from .errors import SpeakEmbError
 
 BUILTIN_ATTRIBUTES = ("gender", "age", "accent")
-NULL = 0  # the code of "no condition"
+NULL = 0  # the code of "no condition"; values are 1..k, and k + 1 is "unknown" (training rows only)
 
 
 def check_condition_names(names: Sequence[str], source: str) -> None:
@@ -98,16 +100,16 @@ class ConditionSpec:
 
     @property
     def cardinalities(self) -> Dict[str, int]:
-        """Number of trained values per attribute (the null token comes on top)."""
+        """Number of trained values per attribute (the null and unknown tokens come on top)."""
         return {a: len(self.values[a]) for a in self.attributes}
 
     def encode_rows(self, es) -> np.ndarray:
-        """(n, k) int64 codes of the rows of ``es``: unknown or untrained values get the null code."""
+        """(n, k) int64 codes of the rows of ``es``: values 1..k, unknown or untrained values k + 1."""
         out = np.zeros((len(es), len(self.attributes)), dtype=np.int64)
         for j, a in enumerate(self.attributes):
             lookup = {v: i + 1 for i, v in enumerate(self.values[a])}
             col = attribute_column(es, a, self.age_edges) or [""] * len(es)
-            out[:, j] = [lookup.get(v, NULL) for v in col]
+            out[:, j] = [lookup.get(v, len(lookup) + 1) for v in col]
         return out
 
     def encode_request(self, conditions: Optional[Mapping[str, Any]]) -> np.ndarray:

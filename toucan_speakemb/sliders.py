@@ -3,7 +3,10 @@
 Every slider works in the model's space (the standardised space the diffusion runs in) and is applied in
 two steps: the voice is *moved* (or rotated), then *re-noised* to a moderate diffusion step (``strength`` x T,
 default ``sample.slider_strength`` = 0.3) and *denoised* by the model (SDEdit, Meng et al. 2022), so the result
-lies on the data manifold instead of on a straight line off it. The re-noising draws its noise from the
+lies on the data manifold instead of on a straight line off it. Moves along a direction also stop at the
+edge of the training speakers along it (their 1st..99th percentile, or ±2.33 SD of the Gaussian fit when
+the speakers are not at hand): a voice already at the low end that is moved further down stays there
+instead of leaving the data. The re-noising draws its noise from the
 voice's seed: the same voice, slider and seed always give the same result, and a sweep of slider values
 shares one noise, so value 0 is the sweep's baseline (the voice after the same re-noise/denoise).
 
@@ -43,6 +46,7 @@ class SliderSpace:
     eigvals: np.ndarray               # (d,) variances along them
     groups: Dict[str, Tuple[List[str], np.ndarray, np.ndarray]] = field(default_factory=dict)
     # attribute -> (values, (v, d) means per value, (v,) counts)
+    rows: Optional[np.ndarray] = None  # the training speakers (model space), when known: ranges along directions
 
     # ---- construction -----------------------------------------------------------------------------
     @classmethod
@@ -53,7 +57,7 @@ class SliderSpace:
         z = np.asarray(z, np.float64)
         mean = z.mean(0)
         vals, vecs = np.linalg.eigh(np.cov(z, rowvar=False))
-        space = cls(mean, vecs[:, ::-1].copy(), np.clip(vals[::-1], 0, None).copy())
+        space = cls(mean, vecs[:, ::-1].copy(), np.clip(vals[::-1], 0, None).copy(), rows=z)
         if labelled is not None:
             names = list(attributes) or ["gender", "age", "accent", *sorted(labelled.labels or {})]
             for a in names:
@@ -136,15 +140,33 @@ class SliderSpace:
         for name, value in sliders.items():
             value = float(value)
             m = re.fullmatch(r"(pc|eig)(\d+)", name)
-            if m and m.group(1) == "pc":
-                k = self._pc(name, int(m.group(2)))
-                z = z + value * np.sqrt(self.eigvals[k]) * self.eigvecs[:, k]
-            elif m:
+            if m and m.group(1) == "eig":
                 z = self.mean + rotate_towards(z - self.mean, self.eigvecs[:, self._pc(name, int(m.group(2)))],
                                                np.deg2rad(value))
+                continue
+            if m:
+                k = self._pc(name, int(m.group(2)))
+                step = value * np.sqrt(self.eigvals[k]) * self.eigvecs[:, k]
             else:
-                z = z + value * self.attribute_direction(name)
+                step = value * self.attribute_direction(name)
+            z = self._move_within_range(z, step)
         return z
+
+    def _move_within_range(self, z: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """z + step, except that the coordinate along the step stops at the edge of the training speakers
+        (voices already beyond the edge are not moved further out, nor pulled back)."""
+        length = float(np.linalg.norm(step))
+        if length == 0:
+            return z
+        u = step / length
+        if self.rows is not None:
+            lo, hi = np.quantile((self.rows - self.mean) @ u, [0.01, 0.99])
+        else:
+            sd = float(np.sqrt((self.eigvecs.T @ u) ** 2 @ self.eigvals))
+            lo, hi = -2.33 * sd, 2.33 * sd
+        s = (z - self.mean) @ u
+        target = np.minimum(s + length, np.maximum(hi, s))
+        return z + (target - s)[:, None] * u
 
     def score(self, z: np.ndarray, name: str) -> np.ndarray:
         """Each voice's coordinate along a slider's direction (standard deviations for pcK / eigK; units of

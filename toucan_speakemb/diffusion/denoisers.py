@@ -5,8 +5,8 @@
   through a sinusoidal embedding and a learned scale/shift (adaptive LayerNorm, as in DiT); the output layer
   starts at zero so the untrained network predicts 0 (the mean of the target). With ``conditions`` (attribute
   -> number of values) it also takes ``cond`` (n, k) integer codes, 0 = the null token ("no condition"): a
-  learned embedding per value of each attribute is added to the time embedding (classifier-free guidance;
-  see toucan_speakemb/conditions.py).
+  learned embedding per value of each attribute (and one for "unknown") is added to the time embedding
+  (classifier-free guidance; see toucan_speakemb/conditions.py).
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ class ResidualMLPDenoiser(nn.Module):
                  time_dim: int = 128, dropout: float = 0.0, conditions: Optional[Dict[str, int]] = None):
         super().__init__()
         self.time_dim = time_dim
-        # one table per attribute; row 0 is its null token
-        self.conditions = nn.ModuleList(nn.Embedding(k + 1, hidden) for k in (conditions or {}).values())
+        # one table per attribute: row 0 its null token, 1..k its values, k + 1 "unknown"
+        self.conditions = nn.ModuleList(nn.Embedding(k + 2, hidden) for k in (conditions or {}).values())
         for table in self.conditions:
             nn.init.normal_(table.weight, std=0.02)
         self.inp = nn.Linear(dim, hidden)
