@@ -12,7 +12,8 @@
     value too) are the reference.
 
 For each: the default recipe trained unconditionally and with the attribute as a condition (same data, same
-steps). An attribute classifier (logistic regression) is trained on the real training speakers; its accuracy
+steps), the conditional one both as the default (the Gaussian part's mean moves per value, plus the network)
+and with model.condition_gaussian=false (the network's correction alone carries the condition). An attribute classifier (logistic regression) is trained on the real training speakers; its accuracy
 on real unseen speakers is the ceiling to read the shares against. Printed:
 
 1. conditional generation: the share of voices the classifier assigns to the requested value, per guidance
@@ -66,6 +67,7 @@ def pitch_of(speaker: str) -> str:
 def precision_at(real: np.ndarray, generated: np.ndarray, size: int, draws: int = 10, seed: int = 0):
     """Precision and recall (k = 5) of ``generated`` subsampled to ``size`` rows, averaged over draws."""
     rng = np.random.default_rng(seed)
+    draws = draws if size < len(generated) else 1
     out = [M.precision_recall(real, generated[rng.choice(len(generated), size, replace=False)] if size < len(generated)
                               else generated) for _ in range(draws)]
     return tuple(np.mean(out, axis=0))
@@ -73,7 +75,8 @@ def precision_at(real: np.ndarray, generated: np.ndarray, size: int, draws: int 
 
 def train_pair(tag, data, attribute, out: Path):
     gens = {}
-    for name, extra in (("uncond", []), ("cond", [f"model.conditions=[{attribute}]"])):
+    for name, extra in (("uncond", []), ("cond", [f"model.conditions=[{attribute}]"]),
+                        ("cond_net", [f"model.conditions=[{attribute}]", "model.condition_gaussian=false"])):
         run = out / f"{tag}_{name}"
         if run.exists():
             shutil.rmtree(run)
@@ -95,7 +98,8 @@ def evaluate(tag, data, attribute, heldout, heldout_labels, train_means, train_l
     print(f"({tag}) classifier of {attribute} ({', '.join(values)}), trained on {int((np.asarray(train_labels) != '').sum())} "
           f"real training speakers: {ref_label} assigned to their own value: "
           + ", ".join(f"{v} {ceiling[v]:.2f}" for v in values)
-          + f"; train s: unconditional {gens['uncond_train_s']:.0f}, conditional {gens['cond_train_s']:.0f}", flush=True)
+          + f"; train s: unconditional {gens['uncond_train_s']:.0f}, conditional {gens['cond_train_s']:.0f}, "
+          f"conditional (network only) {gens['cond_net_train_s']:.0f}", flush=True)
 
     def row(x, value=None):
         p, r = precision_at(heldout, x, size)
@@ -115,11 +119,13 @@ def evaluate(tag, data, attribute, heldout, heldout_labels, train_means, train_l
         rows[f"({tag}) unconditional model, assigned {v}"] = row(unc, v)
     cond = gens["cond"]
     shares = {}
-    for w in GUIDANCE:
-        for v in values:
-            x = cond.sample(N_VOICES, 0, conditions={attribute: v}, guidance=w)
-            rows[f"({tag}) conditional, {attribute}={v}, w={w:g}"] = r = row(x, v)
-            shares.setdefault(w, []).append(r["share"])
+    for variant, label in (("cond", "conditional"), ("cond_net", "conditional (network only)")):
+        for w in GUIDANCE:
+            for v in values:
+                x = gens[variant].sample(N_VOICES, 0, conditions={attribute: v}, guidance=w)
+                rows[f"({tag}) {label}, {attribute}={v}, w={w:g}"] = r = row(x, v)
+                if variant == "cond":
+                    shares.setdefault(w, []).append(r["share"])
     print(format_table(rows, COND_COLUMNS, f"({tag}) Conditional generation ({N_VOICES} voices each; w = guidance)"))
     print()
 

@@ -103,8 +103,13 @@ def random_conditional_net(gaussian: bool):
         torch.nn.init.normal_(p, std=0.3)
     if not gaussian:
         return net.eval()
-    model = GaussianResidual(net, DIM, build_diffusion(TrainConfig.from_dict({"diffusion": {"timesteps": 50}})).alphas_cumprod, "v")
-    model.fit_gaussian(torch.randn(40, DIM) * 2)
+    abar = build_diffusion(TrainConfig.from_dict({"diffusion": {"timesteps": 50}})).alphas_cumprod
+    model = GaussianResidual(net, DIM, abar, "v", conditions={"gender": 2, "age": 3})
+    x = torch.randn(40, DIM) * 2
+    model.fit_gaussian(x)
+    # the Gaussian's mean moves per condition value: the guided prediction is exact only if that is linear in w
+    model.fit_condition_offsets(x + torch.randn(40, 1) * torch.arange(DIM), torch.randint(0, 5, (40, 2)) % torch.tensor([4, 5]))
+    assert model.offset0.abs().sum() > 0 and model.offset1.abs().sum() > 0
     return model.eval()
 
 

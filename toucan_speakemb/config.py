@@ -54,6 +54,9 @@ class ModelConfig:
     # attributes the model learns as conditions (classifier-free guidance; see toucan_speakemb/conditions.py):
     # gender, age (as bands), accent, or the name of a label column of the embedding set. Empty: unconditional
     conditions: List[str] = field(default_factory=list)
+    # conditional Gaussian-residual models: the Gaussian part's mean moves per condition value (exact under
+    # guidance); False: conditions act through the network's correction only
+    condition_gaussian: bool = True
     # edges (years) of the age bands used when 'age' is a condition: 25,35,50,65 -> under25, 25-34, ..., 65plus
     age_bands: List[float] = field(default_factory=lambda: [25.0, 35.0, 50.0, 65.0])
 

@@ -225,11 +225,12 @@ def _gaussian_of(model):
 
 class GuidedDenoiser:
     """``model(x, t)`` of a conditional network for fixed condition codes with classifier-free guidance:
-    out = out(null) + w (out(codes) - out(null)), both halves in one batch.
+    out = out(null) + w (out(codes) - out(null)), both halves of the network in one batch.
 
-    With a Gaussian-residual model only the network's correction is guided: the Gaussian part is the same for
-    both halves, so it cancels in the difference and stays exact in the DDIM step (``net``, ``mean``,
-    ``eigvecs`` and ``eigvals`` are what :meth:`GaussianDiffusion.ddim_sample_loop` uses for that step).
+    With a Gaussian-residual model the two Gaussian parts share their covariance and differ in the mean
+    (μ vs μ + offset), and a Gaussian's prediction is affine in its mean, so their guided combination is
+    exactly the prediction of the Gaussian of mean μ + w·offset: the DDIM step takes it exactly for every w
+    (``net``, ``mean``, ``eigvecs`` and ``eigvals`` are what :meth:`GaussianDiffusion.ddim_sample_loop` uses).
     """
 
     def __init__(self, model: torch.nn.Module, codes: torch.Tensor, guidance: float):
@@ -237,7 +238,8 @@ class GuidedDenoiser:
         self._net = model.net if self.residual is not None else model
         self.codes, self.guidance = codes.reshape(1, -1).long(), float(guidance)
         if self.residual is not None:
-            self.mean, self.eigvecs, self.eigvals = model.mean, model.eigvecs, model.eigvals
+            self.mean = model.condition_mean(self.codes[0], self.guidance)
+            self.eigvecs, self.eigvals = model.eigvecs, model.eigvals
 
     def net(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         n = len(x)
@@ -247,4 +249,4 @@ class GuidedDenoiser:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = self.net(x, t)
-        return out if self.residual is None else out + self.residual.gaussian_prediction(x, t)
+        return out if self.residual is None else out + self.residual.gaussian_prediction(x, t, self.mean)

@@ -56,7 +56,8 @@ def build_model(cfg: TrainConfig, dim: int, spec: Optional[ConditionSpec] = None
         options["conditions"] = spec.cardinalities
     net = build_denoiser(cfg.model.kind, dim, cfg.diffusion.timesteps, options)
     if cfg.model.gaussian_residual:
-        net = GaussianResidual(net, dim, build_diffusion(cfg).alphas_cumprod, cfg.diffusion.prediction)
+        shifts = spec.cardinalities if spec and cfg.model.condition_gaussian else None
+        net = GaussianResidual(net, dim, build_diffusion(cfg).alphas_cumprod, cfg.diffusion.prediction, shifts)
     return net
 
 
@@ -287,6 +288,8 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
     if isinstance(model, GaussianResidual):
         w = None if data.level != "balanced" else torch.from_numpy(1.0 / np.bincount(data.row_speaker)[data.row_speaker])
         model.fit_gaussian(torch.from_numpy(data.rows), w)
+        if model.n_conditions:
+            model.fit_condition_offsets(torch.from_numpy(data.rows), torch.from_numpy(data.codes))
     ema = build_model(cfg, dim, data.spec)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)

@@ -101,7 +101,8 @@ class GaussianResidual(nn.Module):
     the full-rank linear part through, which a bottleneck MLP cannot (704 dims through 256 hidden units).
     """
 
-    def __init__(self, net: nn.Module, dim: int, alphas_cumprod, prediction: str):
+    def __init__(self, net: nn.Module, dim: int, alphas_cumprod, prediction: str,
+                 conditions: Optional[Dict[str, int]] = None):
         super().__init__()
         self.net = net
         self.prediction = prediction
@@ -109,6 +110,11 @@ class GaussianResidual(nn.Module):
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("eigvecs", torch.eye(dim))
         self.register_buffer("eigvals", torch.ones(dim))
+        # conditional models: the Gaussian's mean moves by the offset of each condition's value (row 0, the null
+        # token, moves nothing; then the values; last "unknown"), its covariance stays that of all the data
+        self.n_conditions = len(conditions or {})
+        for j, k in enumerate((conditions or {}).values()):
+            self.register_buffer(f"offset{j}", torch.zeros(k + 2, dim))
 
     def fit_gaussian(self, x: torch.Tensor, weights: Optional[torch.Tensor] = None) -> None:
         x = x.double()
@@ -121,18 +127,36 @@ class GaussianResidual(nn.Module):
         self.eigvecs.copy_(vecs.float())
         self.eigvals.copy_(vals.clamp_min(1e-6).float())
 
-    def gaussian_prediction(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def fit_condition_offsets(self, x: torch.Tensor, codes: torch.Tensor) -> None:
+        """Offsets of the mean per condition value: the mean of its rows minus the mean of all (main effects)."""
+        for j in range(self.n_conditions):
+            table = getattr(self, f"offset{j}")
+            table.zero_()
+            for c in range(1, len(table)):
+                rows = codes[:, j] == c
+                if bool(rows.any()):
+                    table[c] = x[rows].double().mean(0).float() - self.mean
+
+    def condition_mean(self, cond: Optional[torch.Tensor], scale: float = 1.0) -> torch.Tensor:
+        """The Gaussian's mean for condition codes (n, k) or (k,), offsets times ``scale``: (n, d) or (d,)."""
+        if cond is None or not self.n_conditions:
+            return self.mean
+        return self.mean + scale * sum(getattr(self, f"offset{j}")[cond[..., j]] for j in range(self.n_conditions))
+
+    def gaussian_prediction(self, x: torch.Tensor, t: torch.Tensor, mean: Optional[torch.Tensor] = None) -> torch.Tensor:
         from .gaussian import gaussian_posterior_x0
 
         a = self.abar[t][:, None]
-        x0 = gaussian_posterior_x0(x, a, self.mean, self.eigvecs, self.eigvals)
+        x0 = gaussian_posterior_x0(x, a, self.mean if mean is None else mean, self.eigvecs, self.eigvals)
         eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
         return eps if self.prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
-        # the Gaussian part is unconditional; conditions act through the network's correction only, so
-        # classifier-free guidance leaves the Gaussian part (and the exact Gaussian DDIM step) untouched
-        return self.gaussian_prediction(x, t) + (self.net(x, t) if cond is None else self.net(x, t, cond))
+        # with conditions the Gaussian part only moves its mean: guidance w then gives the Gaussian of mean
+        # μ + w·offset, so the DDIM step stays exact for every w (see generator.GuidedDenoiser)
+        if cond is None:
+            return self.gaussian_prediction(x, t) + self.net(x, t)
+        return self.gaussian_prediction(x, t, self.condition_mean(cond)) + self.net(x, t, cond)
 
 
 DENOISERS = {"fc3": FCDenoiser, "resmlp": ResidualMLPDenoiser}
