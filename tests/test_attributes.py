@@ -160,6 +160,14 @@ def test_guidance_0_samples_the_unconditional_model_and_guidance_moves_samples_t
     assert (m3[:, 0] < 0).mean() > max(0.75, (m1[:, 0] < 0).mean())
 
 
+def test_ancestral_sampling_is_guided_too(gen):
+    unc = gen.sample(50, 0, sampler="ancestral")
+    np.testing.assert_allclose(gen.sample(50, 0, sampler="ancestral", conditions={"gender": "f"}, guidance=0.0),
+                               unc, atol=1e-4)
+    f = gen.sample(50, 0, sampler="ancestral", conditions={"gender": "f"}, guidance=2.0)
+    assert f[:, 0].mean() > unc[:, 0].mean() + 1.0
+
+
 def test_a_label_column_and_age_bands_are_conditions_too(gen):
     up = gen.sample(300, 1, conditions={"pitch": "up"}, guidance=2.0)
     down = gen.sample(300, 1, conditions={"pitch": "down"}, guidance=2.0)
