@@ -160,10 +160,18 @@ def evaluate(tag, data, attribute, heldout, heldout_labels, train_means, train_l
     checks = [(f"({tag}) share assigned at the default guidance w={default_w:g} >= 0.90 (mean over values)",
                float(np.mean(shares[default_w])) >= 0.9, f"{np.mean(shares[default_w]):.2f} (per value "
                + ", ".join(f"{v} {s:.2f}" for v, s in zip(values, shares[default_w])) + ")")]
-    unc_p = rows[f"({tag}) unconditional model, assigned {values[0]}"]["precision"]
-    cond_p = np.mean([rows[f"({tag}) conditional, {attribute}={v}, w={default_w:g}"]["precision"] for v in values])
-    checks.append((f"({tag}) guidance cost: precision at w={default_w:g} vs unconditional", cond_p >= 0.9 * unc_p,
-                   f"{cond_p:.2f} vs {unc_p:.2f} (pass: >= 0.9 x)"))
+    # the cost of guidance, on the same weights (w = 0 is the conditional model's own unconditional mode; a
+    # separately trained unconditional model differs by its training run as much as by anything else)
+    def mean_of(key, w):
+        return float(np.mean([rows[f"({tag}) conditional, {attribute}={v}, w={w:g}"][key] for v in values]))
+
+    p0, pw = mean_of("precision", 0.0), mean_of("precision", default_w)
+    m0, mw = mean_of("memorised", 0.0), mean_of("memorised", default_w)
+    unc_row = rows[f"({tag}) unconditional model, assigned {values[0]}"]
+    checks.append((f"({tag}) guidance cost: precision at w={default_w:g} >= 0.9 x precision at w=0", pw >= 0.9 * p0,
+                   f"{pw:.2f} vs {p0:.2f} (separate unconditional model: {unc_row['precision']:.2f})"))
+    checks.append((f"({tag}) guidance cost: memorised at w={default_w:g} <= memorised at w=0 + 0.05", mw <= m0 + 0.05,
+                   f"{mw:.2f} vs {m0:.2f} (separate unconditional model: {unc_row['memorised']:.2f})"))
     for name in sliders:
         ps = [srows[f"({tag}) {name}={val:g}"]["precision"] for val in sliders[name]]
         rel = [srows[f"({tag}) {name}={val:g}"]["precision_rel"] for val in sliders[name]]
