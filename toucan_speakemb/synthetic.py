@@ -131,7 +131,7 @@ def builtin_set(name: str) -> EmbeddingSet:
     if name not in BUILTIN:
         raise SpeakEmbError(f"unknown built-in data '{name}' (known: {', '.join(BUILTIN)})")
     kw, n, per, seed = BUILTIN[name]
-    return SyntheticPopulation(**kw).make_set(n, per, seed, attributes=True)
+    return SyntheticPopulation(**kw).make_set(n, per, seed)
 
 
 def builtin_population(name: str) -> Optional[SyntheticPopulation]:
