@@ -397,3 +397,12 @@ def test_synthetic_attributes_leave_the_embeddings_alone_and_are_samplable():
     assert 0.2 < f.mean() < 0.8
     only_f = pop.sample_speakers_with(50, np.random.default_rng(2), "gender", "f")
     assert only_f.shape == (50, 16)
+
+
+def test_a_resumed_conditional_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, data):
+    cfg = TrainConfig.from_dict({**TINY, "model": {**TINY["model"], "conditions": ["gender", "pitch"]},
+                                 "train": {**TINY["train"], "steps": 20, "checkpoint_every": 10}})
+    train(data, tmp_path / "whole", cfg, progress=False)
+    train(data, tmp_path / "parts", cfg, progress=False, max_steps=10)
+    train(data, tmp_path / "parts", cfg, progress=False)
+    assert Generator.load(tmp_path / "parts").fingerprint == Generator.load(tmp_path / "whole").fingerprint
