@@ -63,22 +63,63 @@ def train(data, out, config, profile, no_progress, overrides):
 @click.option("--sampler", type=click.Choice(["ddim", "ancestral"]), default=None,
               help="ddim: fast and deterministic; ancestral: all diffusion steps. Default: the generator's.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps (default: the generator's).")
-def sample(generator, n, seed, out, npy, sampler, steps):
-    """Sample new voices from a trained generator into a voice bank."""
+@click.option("--gender", default=None, help="Conditional generators: voices of this gender (f / m).")
+@click.option("--age", default=None, help="Conditional generators: an age band (e.g. 25-34) or an age in years.")
+@click.option("--accent", default=None, help="Conditional generators: voices of this accent (as in the training data).")
+@click.option("--condition", "extra_conditions", multiple=True, metavar="NAME=VALUE",
+              help="Conditional generators: any other trained attribute (a label column), e.g. pitch=up.")
+@click.option("--guidance", type=click.FloatRange(min=0), default=None,
+              help="Classifier-free guidance of conditional sampling: 0 = unconditional, 1 = plain conditional, "
+                   ">1 = stronger. Default: the generator's sample.guidance (2.0).")
+@click.option("--slider", "sliders", multiple=True, metavar="NAME=VALUE",
+              help="Edit the voices, staying on the data manifold: pcK=SD (K-th principal direction, in standard "
+                   "deviations), eigK=DEGREES (rotation towards the K-th eigenvector), ATTR:VALUE=AMOUNT "
+                   "(e.g. gender:f=1: 1 = the mean difference between groups), ATTR=AMOUNT for a two-valued "
+                   "attribute. Repeatable.")
+@click.option("--slider-strength", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Sliders: re-noise to this fraction of the diffusion steps before denoising (default: the "
+                   "generator's sample.slider_strength, 0.3). Higher: closer to the manifold, less of the edit.")
+def sample(generator, n, seed, out, npy, sampler, steps, gender, age, accent, extra_conditions, guidance, sliders,
+           slider_strength):
+    """Sample new voices from a trained generator into a voice bank.
+
+    \b
+    Conditional generators (trained with model.conditions) take --gender, --age, --accent or --condition;
+    sliders (--slider) work on any generator; see README "Attribute control".
+    """
     from .generator import Generator
+    from .sliders import parse_sliders
     from .voicebank import VoiceBank
 
     from .fileio import check_writable
 
+    conditions = {"gender": gender, "age": age, "accent": accent}
+    conditions.update(parse_sliders_like(extra_conditions))
+    slider_values = parse_sliders(sliders)
     for target in filter(None, (out, npy)):  # fail before anything is written, so nothing is half-replaced
         check_writable(target)
     gen = Generator.load(generator)
-    bank = VoiceBank.from_generator(gen, n, seed, sampler=sampler, steps=steps)
+    bank = VoiceBank.from_generator(gen, n, seed, sampler=sampler, steps=steps, conditions=conditions,
+                                    guidance=guidance, sliders=slider_values, slider_strength=slider_strength)
+    if "conditions" in bank.provenance:
+        click.echo("conditions: " + ", ".join(f"{k}={v}" for k, v in bank.provenance["conditions"].items())
+                   + f" (guidance {bank.provenance['guidance']:g})")
     bank.save(out)
     click.echo(f"{len(bank)} voices ({gen.profile.name}, {gen.dim}-dim) written to {out}")
     if npy:
         bank.save_npy(npy)
         click.echo(f"array written to {npy}")
+
+
+def parse_sliders_like(items):
+    """``--condition NAME=VALUE`` items -> {name: value}."""
+    out = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip() or not value.strip():
+            raise SpeakEmbError(f"bad --condition '{item}': expected NAME=VALUE, e.g. pitch=up")
+        out[name.strip()] = value.strip()
+    return out
 
 
 @click.command(context_settings={"show_default": True})

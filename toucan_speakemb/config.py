@@ -51,6 +51,14 @@ class ModelConfig:
     dropout: float = 0.1
     # add the network to the exact prediction for a Gaussian fit of the data (see diffusion/denoisers.py)
     gaussian_residual: bool = True
+    # attributes the model learns as conditions (classifier-free guidance; see toucan_speakemb/conditions.py):
+    # gender, age (as bands), accent, or the name of a label column of the embedding set. Empty: unconditional
+    conditions: List[str] = field(default_factory=list)
+    # conditional Gaussian-residual models: the Gaussian part's mean moves per condition value (exact under
+    # guidance); False: conditions act through the network's correction only
+    condition_gaussian: bool = True
+    # edges (years) of the age bands used when 'age' is a condition: 25,35,50,65 -> under25, 25-34, ..., 65plus
+    age_bands: List[float] = field(default_factory=lambda: [25.0, 35.0, 50.0, 65.0])
 
     def options(self) -> Dict[str, Any]:
         if self.kind == "fc3":
@@ -86,6 +94,9 @@ class TrainLoopConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     threads: Optional[int] = None  # torch CPU threads (None: torch's default)
+    # conditional models: probability that a row's conditions are all replaced by the null token (the
+    # unconditional model of classifier-free guidance); otherwise each is replaced with this probability alone
+    p_uncond: float = 0.1
 
 
 @dataclass
@@ -94,6 +105,10 @@ class SampleConfig:
     steps: int = 10        # ddim steps (the exact Gaussian step keeps few steps accurate)
     eta: float = 0.0
     batch_size: int = 4096
+    # classifier-free guidance of conditional samples: 0 = unconditional, 1 = plain conditional, >1 stronger
+    guidance: float = 2.0
+    # sliders: re-noise an edited voice to this fraction of the diffusion steps, then denoise (SDEdit)
+    slider_strength: float = 0.3
 
 
 @dataclass
@@ -170,9 +185,28 @@ class TrainConfig:
             raise SpeakEmbError(f"{source}: train.ema_decay must be in [0, 1); got {self.train.ema_decay}")
         if not 0 < self.diffusion.beta_start < self.diffusion.beta_end < 1:
             raise SpeakEmbError(f"{source}: need 0 < diffusion.beta_start < diffusion.beta_end < 1")
+        self._check_conditions(source)
         if self.sample.steps > self.diffusion.timesteps:
             raise SpeakEmbError(f"{source}: sample.steps ({self.sample.steps}) exceeds diffusion.timesteps "
                                 f"({self.diffusion.timesteps})")
+
+
+    def _check_conditions(self, source: str) -> None:
+        from .conditions import check_condition_names
+
+        check_condition_names(self.model.conditions, source)
+        if self.model.conditions and self.model.kind != "resmlp":
+            raise SpeakEmbError(f"{source}: model.conditions needs model.kind resmlp; got '{self.model.kind}'")
+        edges = self.model.age_bands
+        if not edges or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] <= 0:
+            raise SpeakEmbError(f"{source}: model.age_bands must be increasing positive ages; got {edges}")
+        if not 0 < self.train.p_uncond < 1:
+            raise SpeakEmbError(f"{source}: train.p_uncond must be in (0, 1); got {self.train.p_uncond}")
+        if not self.sample.guidance >= 0:
+            raise SpeakEmbError(f"{source}: sample.guidance must be at least 0; got {self.sample.guidance}")
+        if not 0 < self.sample.slider_strength <= 1:
+            raise SpeakEmbError(f"{source}: sample.slider_strength must be in (0, 1]; got "
+                                f"{self.sample.slider_strength}")
 
 
 def _build(cls, d: Dict[str, Any], source: str, prefix: str):
@@ -196,7 +230,15 @@ def _build(cls, d: Dict[str, Any], source: str, prefix: str):
 
 
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
-    """Check ``value`` against the field's annotation (int, float, str, bool or Optional of one)."""
+    """Check ``value`` against the field's annotation (int, float, str, bool, Optional of one, or a List of one;
+    a list may be given as one comma-separated string, as command-line overrides do)."""
+    if typing.get_origin(hint) in (list, List):
+        item = typing.get_args(hint)[0]
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise SpeakEmbError(f"{source}: {key} must be a list of {item.__name__}; got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
     optional = typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
     base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
     if value is None:

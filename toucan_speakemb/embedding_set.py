@@ -3,7 +3,8 @@
 On disk: one safetensors file. Tensors: ``embeddings`` (n, d) float32 and, when known, ``age`` (n,)
 float32 with NaN for unknown. Everything else (ids, gender, accent, profile, provenance, format version)
 is JSON in the file's metadata. The interchange format is a plain ``.npz`` with ``embeddings``,
-``speaker_ids`` and optional ``utterance_ids``, ``gender``, ``age``, read without pickle.
+``speaker_ids`` and optional ``utterance_ids``, ``gender``, ``age``, ``accent`` and ``label_<name>`` (any other
+categorical attribute, e.g. ``label_pitch``; ``labels`` here), read without pickle.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def _take(values: Optional[List[str]], idx: np.ndarray) -> Optional[List[str]]:
     return None if values is None else [values[i] for i in idx]
 
 
+def _take_labels(labels: Optional[Dict[str, List[str]]], idx: np.ndarray) -> Optional[Dict[str, List[str]]]:
+    return None if labels is None else {k: _take(v, idx) for k, v in labels.items()}
+
+
 @dataclass
 class EmbeddingSet:
     embeddings: np.ndarray
@@ -53,6 +58,8 @@ class EmbeddingSet:
     age: Optional[np.ndarray] = None
     accent: Optional[List[str]] = None
     provenance: Dict[str, Any] = field(default_factory=dict)
+    # further categorical attributes per row (name -> values, "" = unknown), e.g. {"pitch": ["up", ...]}
+    labels: Optional[Dict[str, List[str]]] = None
 
     def __post_init__(self):
         self.embeddings = np.asarray(self.embeddings, dtype=np.float32)
@@ -82,6 +89,13 @@ class EmbeddingSet:
                 raise SpeakEmbError(f"{what}: age has {len(self.age)} entries for {n} embeddings")
         if self.gender is not None:
             self.gender = _normalise_gender(self.gender, what)
+        if self.labels is not None:
+            self.labels = {str(k): [str(v) for v in vals] for k, vals in self.labels.items()}
+            for k, vals in self.labels.items():
+                if k in ("gender", "age", "accent", "speaker_ids", "utterance_ids") or not k:
+                    raise SpeakEmbError(f"{what}: '{k}' cannot be a label name (it is a built-in column)")
+                if len(vals) != n:
+                    raise SpeakEmbError(f"{what}: label '{k}' has {len(vals)} entries for {n} embeddings")
         if self.utterance_ids is not None:
             self.utterance_ids = [str(u) for u in self.utterance_ids]
             if len(set(self.utterance_ids)) != n:
@@ -116,6 +130,7 @@ class EmbeddingSet:
             None if self.age is None else self.age[idx],
             _take(self.accent, idx),
             dict(self.provenance),
+            _take_labels(self.labels, idx),
         )
 
     def speaker_means(self) -> "EmbeddingSet":
@@ -137,6 +152,7 @@ class EmbeddingSet:
             None if self.age is None else self.age[first],
             _take(self.accent, first),
             prov,
+            _take_labels(self.labels, first),
         )
 
     def counts_per_speaker(self) -> Dict[str, int]:
@@ -164,6 +180,8 @@ class EmbeddingSet:
             "accent": self.accent,
             "provenance": self.provenance,
         }
+        if self.labels:
+            meta["labels"] = self.labels
         return save_tensors(path, arrays, meta)
 
     @classmethod
@@ -195,6 +213,7 @@ class EmbeddingSet:
             arrays.get("age"),
             meta.get("accent"),
             meta.get("provenance") or {},
+            meta.get("labels"),
         )
 
     # ---- interchange .npz -------------------------------------------------------------------------
@@ -243,6 +262,7 @@ class EmbeddingSet:
             age,
             data["accent"].astype(str).tolist() if "accent" in data else None,
             {"imported_from": str(path)},
+            {k[len("label_"):]: data[k].astype(str).tolist() for k in data if k.startswith("label_")} or None,
         )
 
     def to_npz(self, path: os.PathLike | str) -> Path:
@@ -257,6 +277,8 @@ class EmbeddingSet:
             arrays["age"] = self.age.astype(np.float32)
         if self.accent is not None:
             arrays["accent"] = np.array(self.accent, dtype=str)
+        for k, vals in (self.labels or {}).items():
+            arrays[f"label_{k}"] = np.array(vals, dtype=str)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         return atomic_write_bytes(path, buf.getvalue())

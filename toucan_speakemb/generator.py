@@ -3,17 +3,24 @@
 Each voice has its own 63-bit seed; with the deterministic DDIM sampler (eta = 0) a voice depends only on
 its seed and the generator's weights, so it can be re-made alone, in any batch, by id (equal up to float
 rounding, ~1e-5). Stochastic samplers draw each voice's noise from its own seed too.
+
+A generator trained with conditions (``model.conditions``) samples unconditionally as before, or with
+``conditions={"gender": "f"}`` and classifier-free guidance ``guidance`` w (Ho & Salimans 2022):
+prediction = uncond + w (cond - uncond), so w = 0 is the unconditional model, w = 1 the plain conditional one
+and w > 1 pushes further towards the condition (default ``sample.guidance``). Voices edited with sliders are
+re-noised and denoised by the model (:meth:`Generator.renoise_denoise`; see toucan_speakemb/sliders.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+from .conditions import ConditionSpec
 from .config import TrainConfig
 from .diffusion.denoisers import GaussianResidual
 from .errors import SpeakEmbError
@@ -34,12 +41,17 @@ def voice_seeds(seed: int, n: int) -> np.ndarray:
 
 class Generator:
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, standardizer: Standardizer, profile: Profile,
-                 meta: Dict, fingerprint: str, path: Optional[Path] = None):
+                 meta: Dict, fingerprint: str, path: Optional[Path] = None,
+                 condition_means: Optional[Dict[str, np.ndarray]] = None):
         self.model, self.cfg, self.standardizer, self.profile = model.eval(), cfg, standardizer, profile
         self.meta, self.fingerprint, self.path = meta, fingerprint, path
         self.diffusion = build_diffusion(cfg)
         self._train_means: Optional[np.ndarray] = None
         self._train_ids: List[str] = list(meta.get("train_speaker_ids") or [])
+        # the trained attributes and values (empty for an unconditional generator)
+        self.conditions = ConditionSpec.from_json(meta.get("conditions"))
+        # per attribute: (values, d) means of the training rows in the model's space, for attribute sliders
+        self.condition_means = condition_means or {}
 
     @property
     def dim(self) -> int:
@@ -88,7 +100,9 @@ class Generator:
         try:
             cfg = TrainConfig.from_dict(meta["config"], f"{path} config")
             profile = Profile.from_json(meta["profile"])
-            model = build_model(cfg, profile.dim)
+            spec = ConditionSpec.from_json(meta.get("conditions"))
+            model = build_model(cfg, profile.dim, spec)
+            cmeans = {a: arrays[f"conditions.{a}.means"] for a in spec.attributes}
             sd = {k[len("model."):]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("model.")}
             model.load_state_dict(sd)
             st = Standardizer.from_arrays(arrays)
@@ -100,7 +114,7 @@ class Generator:
         for k in sorted(arrays):
             h.update(k.encode())
             h.update(np.ascontiguousarray(arrays[k]).tobytes())
-        g = cls(model, cfg, st, profile, meta, h.hexdigest()[:16], path)
+        g = cls(model, cfg, st, profile, meta, h.hexdigest()[:16], path, cmeans)
         if "train_speakers.means" in arrays:
             means = arrays["train_speakers.means"]
             if means.ndim != 2 or means.shape[1] != profile.dim or len(g._train_ids) != len(means):
@@ -119,10 +133,27 @@ class Generator:
             out[i] = torch.randn(self.dim, generator=g)
         return out
 
+    def guided(self, conditions: Optional[Mapping[str, Any]] = None, guidance: Optional[float] = None):
+        """The denoiser to sample with: the model itself, or for a request of conditions the model with
+        classifier-free guidance (unknown attributes or values raise SpeakEmbError naming the trained ones)."""
+        if not any(v is not None for v in (conditions or {}).values()):
+            return self.model
+        if not self.conditions:
+            names = ", ".join(k for k, v in conditions.items() if v is not None)
+            raise SpeakEmbError(f"this generator was trained without conditions, so it cannot sample by {names}; "
+                                f"train one with model.conditions=[{names}]")
+        w = self.cfg.sample.guidance if guidance is None else float(guidance)
+        if not w >= 0:
+            raise SpeakEmbError(f"guidance must be at least 0; got {guidance}")
+        return GuidedDenoiser(self.model, torch.from_numpy(self.conditions.encode_request(conditions)), w)
+
     @torch.no_grad()
     def sample_seeds(self, seeds: Sequence[int], sampler: Optional[str] = None, steps: Optional[int] = None,
-                     eta: Optional[float] = None, batch_size: Optional[int] = None) -> np.ndarray:
-        """Embeddings (n, d) in the data space for the given per-voice seeds."""
+                     eta: Optional[float] = None, batch_size: Optional[int] = None,
+                     conditions: Optional[Mapping[str, Any]] = None, guidance: Optional[float] = None) -> np.ndarray:
+        """Embeddings (n, d) in the data space for the given per-voice seeds (``conditions``, ``guidance``:
+        conditional sampling, see the module's docstring)."""
+        model = self.guided(conditions, guidance)
         sc = self.cfg.sample
         sampler = sc.sampler if sampler is None else sampler
         steps = sc.steps if steps is None else steps
@@ -147,22 +178,108 @@ class Generator:
                 return torch.stack([torch.randn(self.dim, generator=g) for g in gens])
 
             if sampler == "ddim":
-                gaussian = self.model if isinstance(self.model, GaussianResidual) else None
-                z = self.diffusion.ddim_sample_loop(self.model, x_T, steps=steps, eta=eta, gaussian=gaussian,
+                z = self.diffusion.ddim_sample_loop(model, x_T, steps=steps, eta=eta, gaussian=_gaussian_of(model),
                                                     noise_fn=noise_fn)
             else:
-                z = self.diffusion.p_sample_loop(self.model, x_T, noise_fn=noise_fn)
+                z = self.diffusion.p_sample_loop(model, x_T, noise_fn=noise_fn)
             out.append(self.standardizer.inverse(z.numpy()))
         return np.concatenate(out, axis=0) if out else np.zeros((0, self.dim), np.float32)
 
-    def sample(self, n: int, seed: int = 0, **kwargs) -> np.ndarray:
-        """n new voices from one seed: ``sample(n, seed)`` always gives the same (n, d) array."""
+    def sample(self, n: int, seed: int = 0, sliders: Optional[Mapping[str, float]] = None,
+               slider_strength: Optional[float] = None, **kwargs) -> np.ndarray:
+        """n new voices from one seed: ``sample(n, seed)`` always gives the same (n, d) array.
+
+        ``conditions={"gender": "f"}``, ``guidance=2.0``: conditional sampling (conditional generators);
+        ``sliders={"pc1": 2.0}``: the voices edited with sliders (toucan_speakemb/sliders.py)."""
         if n < 1:
             raise SpeakEmbError(f"number of voices must be at least 1; got {n}")
-        return self.sample_seeds(voice_seeds(seed, n), **kwargs)
+        seeds = voice_seeds(seed, n)
+        if sliders:  # bad slider names fail before the sampling work
+            self.slider_space().move(self.slider_space().mean, sliders)
+        x = self.sample_seeds(seeds, **kwargs)
+        if sliders:
+            x = self.edit(x, seeds, sliders, slider_strength, kwargs.get("conditions"), kwargs.get("guidance"))
+        return x
+
+    def edit(self, voices: np.ndarray, seeds: Sequence[int], sliders: Mapping[str, float],
+             strength: Optional[float] = None, conditions: Optional[Mapping[str, Any]] = None,
+             guidance: Optional[float] = None) -> np.ndarray:
+        """``voices`` (n, d) with sliders applied, kept on the data manifold (see toucan_speakemb/sliders.py)."""
+        from .sliders import apply_sliders
+
+        return apply_sliders(self, voices, seeds, sliders, strength, conditions, guidance, self.slider_space())
+
+    def slider_space(self):
+        """The slider directions of this generator (:class:`toucan_speakemb.sliders.SliderSpace`)."""
+        from .sliders import SliderSpace
+
+        if getattr(self, "_slider_space", None) is None:
+            self._slider_space = SliderSpace.from_generator(self)
+        return self._slider_space
+
+    @torch.no_grad()
+    def renoise_denoise(self, z: np.ndarray, seeds: Sequence[int], strength: Optional[float] = None,
+                        steps: Optional[int] = None, conditions: Optional[Mapping[str, Any]] = None,
+                        guidance: Optional[float] = None) -> np.ndarray:
+        """SDEdit (Meng et al. 2022) in the model's space: noise each row of ``z`` (n, d) to the diffusion step
+        ``strength`` x T (noise from its own seed) and denoise it with deterministic DDIM, so that a vector a
+        little off the data manifold is brought back onto it while keeping what the noise did not wash out."""
+        strength = self.cfg.sample.slider_strength if strength is None else float(strength)
+        if not 0 < strength <= 1:
+            raise SpeakEmbError(f"slider strength must be in (0, 1]; got {strength}")
+        model = self.guided(conditions, guidance)
+        T = self.diffusion.num_timesteps
+        start = max(1, int(round(strength * T)))
+        steps = steps or max(2, int(np.ceil(self.cfg.sample.steps * strength)))
+        ts = np.unique(np.clip(np.round(np.linspace(start, 0, min(steps, start) + 1))[:-1].astype(np.int64) - 1,
+                               0, T - 1))[::-1]
+        a = float(self.diffusion.alphas_cumprod[ts[0]])
+        noise = torch.stack([torch.randn(self.dim, generator=torch.Generator().manual_seed(int(s) ^ 0x5D1DE))
+                             for s in seeds]) if len(seeds) else torch.zeros(0, self.dim)
+        x_t = a ** 0.5 * torch.as_tensor(np.asarray(z, np.float32)) + (1 - a) ** 0.5 * noise
+        return self.diffusion.ddim_sample_loop(model, x_t, timesteps=ts, gaussian=_gaussian_of(model)).numpy()
 
     def describe(self) -> Dict:
-        return {"path": str(self.path) if self.path else None, "fingerprint": self.fingerprint,
-                "profile": self.profile.name, "dim": self.dim, "trained_steps": self.meta.get("trained_steps"),
-                "schedule": self.cfg.diffusion.schedule, "model": self.cfg.model.kind,
-                "level": self.cfg.data.level, "same_speaker_threshold": self.same_speaker_threshold}
+        out = {"path": str(self.path) if self.path else None, "fingerprint": self.fingerprint,
+               "profile": self.profile.name, "dim": self.dim, "trained_steps": self.meta.get("trained_steps"),
+               "schedule": self.cfg.diffusion.schedule, "model": self.cfg.model.kind,
+               "level": self.cfg.data.level, "same_speaker_threshold": self.same_speaker_threshold}
+        if self.conditions:
+            out["conditions"] = dict(self.conditions.values)
+        return out
+
+
+def _gaussian_of(model):
+    """What the DDIM sampler takes its exact Gaussian step from (None: the model has no Gaussian part)."""
+    if isinstance(model, GaussianResidual) or (isinstance(model, GuidedDenoiser) and model.residual is not None):
+        return model
+    return None
+
+
+class GuidedDenoiser:
+    """``model(x, t)`` of a conditional network for fixed condition codes with classifier-free guidance:
+    out = out(null) + w (out(codes) - out(null)), both halves of the network in one batch.
+
+    With a Gaussian-residual model the two Gaussian parts share their covariance and differ in the mean
+    (μ vs μ + offset), and a Gaussian's prediction is affine in its mean, so their guided combination is
+    exactly the prediction of the Gaussian of mean μ + w·offset: the DDIM step takes it exactly for every w
+    (``net``, ``mean``, ``eigvecs`` and ``eigvals`` are what :meth:`GaussianDiffusion.ddim_sample_loop` uses).
+    """
+
+    def __init__(self, model: torch.nn.Module, codes: torch.Tensor, guidance: float):
+        self.residual = model if isinstance(model, GaussianResidual) else None
+        self._net = model.net if self.residual is not None else model
+        self.codes, self.guidance = codes.reshape(1, -1).long(), float(guidance)
+        if self.residual is not None:
+            self.mean = model.condition_mean(self.codes[0], self.guidance)
+            self.eigvecs, self.eigvals = model.eigvecs, model.eigvals
+
+    def net(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        n = len(x)
+        cond = torch.cat([self.codes.expand(n, -1), torch.zeros(n, self.codes.shape[1], dtype=torch.long)])
+        out = self._net(torch.cat([x, x]), torch.cat([t, t]), cond)
+        return out[n:] + self.guidance * (out[:n] - out[n:])
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.net(x, t)
+        return out if self.residual is None else out + self.residual.gaussian_prediction(x, t, self.mean)

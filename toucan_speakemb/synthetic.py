@@ -6,6 +6,11 @@ Gaussian, yet fresh speakers from the *true* distribution are one call away — 
 benchmarks compare a generator against what genuinely new speakers score. Utterances scatter around their
 speaker (isotropic noise plus a few shared "channel" directions), like real encoder outputs.
 
+Speakers also have known attributes (:meth:`SyntheticPopulation.attributes`): ``accent`` is the mixture
+cluster a speaker was drawn from, ``gender`` the side of the mixture's mean on the first latent axis. Both
+are functions of the latent, so the true distribution of speakers *given* an attribute can be sampled too
+(:meth:`SyntheticPopulation.sample_speakers_with`), which is what conditional generation is judged against.
+
 This is the embedded default data (``builtin:synthetic``): no download, fully reproducible.
 """
 
@@ -51,8 +56,30 @@ class SyntheticPopulation:
         self._scale = float(np.sqrt(calib.var(0).mean()))
 
     def sample_latent(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return self.sample_latent_and_cluster(n, rng)[0]
+
+    def sample_latent_and_cluster(self, n: int, rng: np.random.Generator):
         k = rng.choice(self.clusters, size=n, p=self.weights)
-        return self.centres[k] + rng.normal(0, self.within_cluster, (n, self.latent_dim))
+        return self.centres[k] + rng.normal(0, self.within_cluster, (n, self.latent_dim)), k
+
+    def attributes(self, z: np.ndarray, cluster: np.ndarray) -> dict:
+        """Known attributes of speakers from their latent and cluster: gender 'f' / 'm' (first latent axis
+        above / below the mixture mean) and accent 'c<cluster>'."""
+        axis_mean = float(self.weights @ self.centres[:, 0])
+        return {"gender": ["f" if v > axis_mean else "m" for v in z[:, 0]],
+                "accent": [f"c{int(c)}" for c in cluster]}
+
+    def sample_speakers_with(self, n: int, rng: np.random.Generator, attribute: str, value: str) -> np.ndarray:
+        """n fresh speakers from the true distribution given one attribute value (by rejection)."""
+        out, have = [], 0
+        for _ in range(1000):
+            z, k = self.sample_latent_and_cluster(max(4 * n, 256), rng)
+            keep = np.array(self.attributes(z, k)[attribute]) == value
+            out.append(z[keep])
+            have += int(keep.sum())
+            if have >= n:
+                return self.speakers_from_latent(np.concatenate(out)[:n])
+        raise SpeakEmbError(f"synthetic population: {attribute}={value!r} is (almost) never drawn")
 
     def _raw(self, z: np.ndarray) -> np.ndarray:
         return np.tanh(z @ self.w1 + self.b1) @ self.w2
@@ -71,18 +98,26 @@ class SyntheticPopulation:
         chan = rng.normal(0, self.utterance_scatter * 2.0, (len(rep), self.channel_rank)) @ self.channel * np.sqrt(self.dim)
         return (rep + noise + chan * 0.25).astype(np.float32)
 
-    def make_set(self, n_speakers: int, per_speaker: int, seed: int, prefix: str = "spk") -> EmbeddingSet:
-        """An EmbeddingSet of utterances of fresh speakers; its ``provenance`` names the population."""
+    def make_set(self, n_speakers: int, per_speaker: int, seed: int, prefix: str = "spk",
+                 attributes: bool = False) -> EmbeddingSet:
+        """An EmbeddingSet of utterances of fresh speakers; its ``provenance`` names the population.
+        ``attributes``: fill gender and accent with the speakers' known attributes (same embeddings)."""
         if n_speakers < 1 or per_speaker < 1:
             raise SpeakEmbError("a synthetic set needs at least one speaker and one utterance per speaker")
         rng = np.random.default_rng(seed)
-        spk = self.sample_speakers(n_speakers, rng)
+        z, cluster = self.sample_latent_and_cluster(n_speakers, rng)
+        spk = self.speakers_from_latent(z)
         x = self.sample_utterances(spk, per_speaker, rng)
         ids = [f"{prefix}{i:05d}" for i in range(n_speakers) for _ in range(per_speaker)]
         utts = [f"{prefix}{i:05d}-{j:03d}" for i in range(n_speakers) for j in range(per_speaker)]
         prov = {"synthetic": {"population_seed": self.seed, "set_seed": seed, "dim": self.dim,
                               "latent_dim": self.latent_dim, "clusters": self.clusters}}
-        return EmbeddingSet(x, ids, get_profile(f"synthetic-{self.dim}"), utts, provenance=prov)
+        es = EmbeddingSet(x, ids, get_profile(f"synthetic-{self.dim}"), utts, provenance=prov)
+        if attributes:
+            attrs = self.attributes(z, cluster)
+            es.gender = [g for g in attrs["gender"] for _ in range(per_speaker)]
+            es.accent = [a for a in attrs["accent"] for _ in range(per_speaker)]
+        return es
 
 
 BUILTIN = {

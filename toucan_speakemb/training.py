@@ -31,6 +31,7 @@ from .config import TrainConfig
 from .diffusion.denoisers import GaussianResidual, build_denoiser
 from .diffusion.gaussian import GaussianDiffusion
 from .diffusion.schedules import make_betas
+from .conditions import ConditionSpec, draw_null_mask
 from .embedding_set import EmbeddingSet
 from .errors import SpeakEmbError
 from .fileio import atomic_write_json, atomic_write_text, load_tensors, save_tensors
@@ -49,10 +50,14 @@ def build_diffusion(cfg: TrainConfig) -> GaussianDiffusion:
     return GaussianDiffusion(betas, dc.prediction, dc.loss, dc.variance)
 
 
-def build_model(cfg: TrainConfig, dim: int) -> torch.nn.Module:
-    net = build_denoiser(cfg.model.kind, dim, cfg.diffusion.timesteps, cfg.model.options())
+def build_model(cfg: TrainConfig, dim: int, spec: Optional[ConditionSpec] = None) -> torch.nn.Module:
+    options = cfg.model.options()
+    if spec:
+        options["conditions"] = spec.cardinalities
+    net = build_denoiser(cfg.model.kind, dim, cfg.diffusion.timesteps, options)
     if cfg.model.gaussian_residual:
-        net = GaussianResidual(net, dim, build_diffusion(cfg).alphas_cumprod, cfg.diffusion.prediction)
+        shifts = spec.cardinalities if spec and cfg.model.condition_gaussian else None
+        net = GaussianResidual(net, dim, build_diffusion(cfg).alphas_cumprod, cfg.diffusion.prediction, shifts)
     return net
 
 
@@ -66,8 +71,13 @@ class TrainingData:
     level: str
     n_speakers: int
     standardizer: Standardizer
+    spec: Optional[ConditionSpec] = None  # conditional models: the trained attributes and values
+    codes: Optional[np.ndarray] = None    # (n, k) condition codes of the rows (0 = null / unknown)
 
     def draw(self, batch: int, gen: torch.Generator) -> torch.Tensor:
+        return torch.from_numpy(self.rows[self.draw_index(batch, gen)])
+
+    def draw_index(self, batch: int, gen: torch.Generator) -> np.ndarray:
         n = len(self.rows)
         if self.level == "balanced":
             spk = torch.randint(self.n_speakers, (batch,), generator=gen).numpy()
@@ -76,7 +86,7 @@ class TrainingData:
             idx = self._order[idx]
         else:
             idx = torch.randint(n, (batch,), generator=gen).numpy()
-        return torch.from_numpy(self.rows[idx])
+        return idx
 
     def __post_init__(self):
         self._order = np.argsort(self.row_speaker, kind="stable")
@@ -105,6 +115,12 @@ def prepare_data(es: EmbeddingSet, cfg: TrainConfig) -> Tuple[TrainingData, Embe
     nc = cfg.normalization
     st = Standardizer.fit(raw, weights, nc.min_std, nc.standardize, nc.transform, nc.n_quantiles, nc.radial)
     data = TrainingData(st.forward(raw), row_spk, level, len(means), st)
+    if cfg.model.conditions:
+        rows_set = means if level == "speaker" else es
+        data.spec = ConditionSpec.fit(rows_set, cfg.model.conditions, cfg.model.age_bands)
+        data.codes = data.spec.encode_rows(rows_set)
+        log.info("conditions: %s", "; ".join(f"{a}: " + ", ".join(f"{v} ({c})" for v, c in zip(
+            data.spec.values[a], data.spec.counts[a])) for a in data.spec.attributes))
     return data, means
 
 
@@ -268,11 +284,13 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     diffusion = build_diffusion(cfg)
-    model = build_model(cfg, dim)
+    model = build_model(cfg, dim, data.spec)
     if isinstance(model, GaussianResidual):
         w = None if data.level != "balanced" else torch.from_numpy(1.0 / np.bincount(data.row_speaker)[data.row_speaker])
         model.fit_gaussian(torch.from_numpy(data.rows), w)
-    ema = build_model(cfg, dim)
+        if model.n_conditions:
+            model.fit_condition_offsets(torch.from_numpy(data.rows), torch.from_numpy(data.codes))
+    ema = build_model(cfg, dim, data.spec)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -319,10 +337,16 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         lr = lr_at(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
-        x0 = data.draw(cfg.train.batch_size, gen)
+        idx = data.draw_index(cfg.train.batch_size, gen)
+        x0 = torch.from_numpy(data.rows[idx])
         t = torch.randint(diffusion.num_timesteps, (len(x0),), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
-        loss = diffusion.training_loss(model, x0, t, noise)
+        cond = None
+        if data.spec:  # classifier-free guidance: conditions dropped to the null token at random
+            codes = data.codes[idx].copy()
+            codes[draw_null_mask(len(idx), codes.shape[1], cfg.train.p_uncond, gen)] = 0
+            cond = torch.from_numpy(codes)
+        loss = diffusion.training_loss(model, x0, t, noise, cond)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.train.grad_clip > 0:
@@ -356,7 +380,7 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
     from .novelty import same_speaker_record
 
     threshold = same_speaker_record(es)
-    gen_path = save_generator(run_dir, cfg, ema, data.standardizer, es, train_speakers, state, threshold)
+    gen_path = save_generator(run_dir, cfg, ema, data.standardizer, es, train_speakers, state, threshold, data)
     write_loss_log(run_dir, state.history, plot=True)
     atomic_write_json(run_dir / "summary.json", {
         "toucan_speakemb_version": __version__,
@@ -376,7 +400,8 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
 
 
 def save_generator(run_dir: Path, cfg: TrainConfig, ema, st: Standardizer, es: EmbeddingSet,
-                   train_speakers: EmbeddingSet, state: TrainState, threshold: Optional[Dict] = None) -> Path:
+                   train_speakers: EmbeddingSet, state: TrainState, threshold: Optional[Dict] = None,
+                   data: Optional[TrainingData] = None) -> Path:
     from .novelty import same_speaker_record
 
     arrays = _state_arrays("model.", ema.state_dict())
@@ -387,6 +412,12 @@ def save_generator(run_dir: Path, cfg: TrainConfig, ema, st: Standardizer, es: E
     if threshold["value"] is None:
         log.warning("no same-speaker threshold stored (%s); novelty checks with this generator need an explicit "
                     "--threshold", threshold["reason"])
+    spec = data.spec if data is not None else None
+    if spec:
+        # per-value means of the training rows in the model's space: attribute sliders need no data file
+        for j, a in enumerate(spec.attributes):
+            arrays[f"conditions.{a}.means"] = np.stack([
+                data.rows[data.codes[:, j] == i + 1].mean(0) for i in range(len(spec.values[a]))]).astype(np.float32)
     meta = {
         "kind": GENERATOR_KIND,
         "format_version": FORMAT_VERSION,
@@ -398,6 +429,8 @@ def save_generator(run_dir: Path, cfg: TrainConfig, ema, st: Standardizer, es: E
         "same_speaker_threshold": threshold,
         "toucan_speakemb_version": __version__,
     }
+    if spec:
+        meta["conditions"] = spec.to_json()
     return save_tensors(run_dir / "generator.safetensors", arrays, meta)
 
 

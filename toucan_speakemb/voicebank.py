@@ -3,6 +3,9 @@
 On disk: safetensors with ``embeddings`` (n, d) float32 and ``seeds`` (n,) int64; JSON metadata holds the
 ids, the profile, and where the voices came from (generator path and fingerprint, sampler, steps, time,
 version). A voice id is ``<generator fingerprint[:8]>-<seed>``: with the generator it re-makes the voice.
+Voices sampled with conditions or sliders get ``<fingerprint[:8]>-<seed>-<variant>``, the variant a short hash
+of the settings the provenance records (conditions, guidance, sliders, slider strength), so an id never
+names two different vectors.
 """
 
 from __future__ import annotations
@@ -24,8 +27,18 @@ KIND = "voice-bank"
 FORMAT_VERSION = 1
 
 
-def voice_id(fingerprint: str, seed: int) -> str:
-    return f"{fingerprint[:8]}-{int(seed)}"
+def voice_id(fingerprint: str, seed: int, variant: str = "") -> str:
+    return f"{fingerprint[:8]}-{int(seed)}" + (f"-{variant}" if variant else "")
+
+
+def variant_tag(settings: Dict[str, Any]) -> str:
+    """A short stable hash of conditional/slider settings ("" when there are none)."""
+    import hashlib
+    import json
+
+    if not settings:
+        return ""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:6]
 
 
 @dataclass
@@ -60,12 +73,28 @@ class VoiceBank:
 
     @classmethod
     def from_generator(cls, generator, n: int, seed: int, sampler: Optional[str] = None,
-                       steps: Optional[int] = None) -> "VoiceBank":
+                       steps: Optional[int] = None, conditions: Optional[Dict[str, Any]] = None,
+                       guidance: Optional[float] = None, sliders: Optional[Dict[str, float]] = None,
+                       slider_strength: Optional[float] = None) -> "VoiceBank":
+        """n voices from a bank seed; ``conditions`` (e.g. {"gender": "f"}) with ``guidance``, and
+        ``sliders`` (e.g. {"pc1": 2}) with ``slider_strength``, as in :meth:`Generator.sample`."""
         from .generator import voice_seeds
 
         seeds = voice_seeds(seed, n)
-        x = generator.sample_seeds(seeds, sampler=sampler, steps=steps)
+        if sliders:  # bad slider names fail before the sampling work
+            generator.slider_space().move(generator.slider_space().mean, sliders)
+        x = generator.sample_seeds(seeds, sampler=sampler, steps=steps, conditions=conditions, guidance=guidance)
         sc = generator.cfg.sample
+        settings: Dict[str, Any] = {}
+        spec = generator.conditions
+        if conditions and any(v is not None for v in conditions.values()):
+            settings["conditions"] = spec.describe(spec.encode_request(conditions))
+            settings["guidance"] = sc.guidance if guidance is None else float(guidance)
+        if sliders:
+            x = generator.edit(x, seeds, sliders, slider_strength, conditions, guidance)
+            settings["sliders"] = {k: float(v) for k, v in sliders.items()}
+            settings["slider_strength"] = sc.slider_strength if slider_strength is None else float(slider_strength)
+        variant = variant_tag(settings)
         used = sc.sampler if sampler is None else sampler
         prov = {
             "generator": generator.describe(),
@@ -76,7 +105,9 @@ class VoiceBank:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "toucan_speakemb_version": __version__,
         }
-        return cls(x, seeds, [voice_id(generator.fingerprint, s) for s in seeds], generator.profile, prov)
+        if settings:
+            prov.update(settings, variant=variant)
+        return cls(x, seeds, [voice_id(generator.fingerprint, s, variant) for s in seeds], generator.profile, prov)
 
     @classmethod
     def empty(cls, profile: Profile, provenance: Optional[Dict[str, Any]] = None) -> "VoiceBank":

@@ -3,7 +3,10 @@
 - :class:`FCDenoiser`: the source presentation's baseline, three fully connected layers on [x_t, t/T].
 - :class:`ResidualMLPDenoiser`: the default. Residual pre-norm MLP blocks; the timestep enters every block
   through a sinusoidal embedding and a learned scale/shift (adaptive LayerNorm, as in DiT); the output layer
-  starts at zero so the untrained network predicts 0 (the mean of the target).
+  starts at zero so the untrained network predicts 0 (the mean of the target). With ``conditions`` (attribute
+  -> number of values) it also takes ``cond`` (n, k) integer codes, 0 = the null token ("no condition"): a
+  learned embedding per value of each attribute (and one for "unknown") is added to the time embedding
+  (classifier-free guidance; see toucan_speakemb/conditions.py).
 """
 
 from __future__ import annotations
@@ -58,9 +61,13 @@ class _AdaLNBlock(nn.Module):
 
 class ResidualMLPDenoiser(nn.Module):
     def __init__(self, dim: int, num_timesteps: int, hidden: int = 512, blocks: int = 4, expansion: int = 2,
-                 time_dim: int = 128, dropout: float = 0.0):
+                 time_dim: int = 128, dropout: float = 0.0, conditions: Optional[Dict[str, int]] = None):
         super().__init__()
         self.time_dim = time_dim
+        # one table per attribute: row 0 its null token, 1..k its values, k + 1 "unknown"
+        self.conditions = nn.ModuleList(nn.Embedding(k + 2, hidden) for k in (conditions or {}).values())
+        for table in self.conditions:
+            nn.init.normal_(table.weight, std=0.02)
         self.inp = nn.Linear(dim, hidden)
         self.time = nn.Sequential(nn.Linear(time_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.blocks = nn.ModuleList(_AdaLNBlock(hidden, expansion, dropout) for _ in range(blocks))
@@ -69,10 +76,15 @@ class ResidualMLPDenoiser(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
         if bool((t == t[0]).all()):  # samplers: one timestep per call, embed it once
             t = t[:1]
-        c = nn.functional.silu(self.time(timestep_embedding(t, self.time_dim)))
+        c = self.time(timestep_embedding(t, self.time_dim))
+        if len(self.conditions):
+            if cond is None:  # no condition given: every attribute's null token (the unconditional model)
+                cond = torch.zeros(1, len(self.conditions), dtype=torch.long, device=x.device)
+            c = c + sum(table(cond[:, j]) for j, table in enumerate(self.conditions))
+        c = nn.functional.silu(c)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, c)
@@ -89,7 +101,8 @@ class GaussianResidual(nn.Module):
     the full-rank linear part through, which a bottleneck MLP cannot (704 dims through 256 hidden units).
     """
 
-    def __init__(self, net: nn.Module, dim: int, alphas_cumprod, prediction: str):
+    def __init__(self, net: nn.Module, dim: int, alphas_cumprod, prediction: str,
+                 conditions: Optional[Dict[str, int]] = None):
         super().__init__()
         self.net = net
         self.prediction = prediction
@@ -97,6 +110,11 @@ class GaussianResidual(nn.Module):
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("eigvecs", torch.eye(dim))
         self.register_buffer("eigvals", torch.ones(dim))
+        # conditional models: the Gaussian's mean moves by the offset of each condition's value (row 0, the null
+        # token, moves nothing; then the values; last "unknown"), its covariance stays that of all the data
+        self.n_conditions = len(conditions or {})
+        for j, k in enumerate((conditions or {}).values()):
+            self.register_buffer(f"offset{j}", torch.zeros(k + 2, dim))
 
     def fit_gaussian(self, x: torch.Tensor, weights: Optional[torch.Tensor] = None) -> None:
         x = x.double()
@@ -109,16 +127,36 @@ class GaussianResidual(nn.Module):
         self.eigvecs.copy_(vecs.float())
         self.eigvals.copy_(vals.clamp_min(1e-6).float())
 
-    def gaussian_prediction(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def fit_condition_offsets(self, x: torch.Tensor, codes: torch.Tensor) -> None:
+        """Offsets of the mean per condition value: the mean of its rows minus the mean of all (main effects)."""
+        for j in range(self.n_conditions):
+            table = getattr(self, f"offset{j}")
+            table.zero_()
+            for c in range(1, len(table)):
+                rows = codes[:, j] == c
+                if bool(rows.any()):
+                    table[c] = x[rows].double().mean(0).float() - self.mean
+
+    def condition_mean(self, cond: Optional[torch.Tensor], scale: float = 1.0) -> torch.Tensor:
+        """The Gaussian's mean for condition codes (n, k) or (k,), offsets times ``scale``: (n, d) or (d,)."""
+        if cond is None or not self.n_conditions:
+            return self.mean
+        return self.mean + scale * sum(getattr(self, f"offset{j}")[cond[..., j]] for j in range(self.n_conditions))
+
+    def gaussian_prediction(self, x: torch.Tensor, t: torch.Tensor, mean: Optional[torch.Tensor] = None) -> torch.Tensor:
         from .gaussian import gaussian_posterior_x0
 
         a = self.abar[t][:, None]
-        x0 = gaussian_posterior_x0(x, a, self.mean, self.eigvecs, self.eigvals)
+        x0 = gaussian_posterior_x0(x, a, self.mean if mean is None else mean, self.eigvecs, self.eigvals)
         eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
         return eps if self.prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.gaussian_prediction(x, t) + self.net(x, t)
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # with conditions the Gaussian part only moves its mean: guidance w then gives the Gaussian of mean
+        # μ + w·offset, so the DDIM step stays exact for every w (see generator.GuidedDenoiser)
+        if cond is None:
+            return self.gaussian_prediction(x, t) + self.net(x, t)
+        return self.gaussian_prediction(x, t, self.condition_mean(cond)) + self.net(x, t, cond)
 
 
 DENOISERS = {"fc3": FCDenoiser, "resmlp": ResidualMLPDenoiser}

@@ -84,9 +84,12 @@ class GaussianDiffusion:
         return x0, eps
 
     # ---- training ---------------------------------------------------------------------------------
-    def training_loss(self, model: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Mean L1 or L2 between the network output at x_t ~ q(x_t|x_0) and its target."""
-        out = model(self.q_sample(x0, t, noise), t)
+    def training_loss(self, model: Denoiser, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                      cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Mean L1 or L2 between the network output at x_t ~ q(x_t|x_0) and its target (``cond``: condition
+        codes of a conditional network)."""
+        xt = self.q_sample(x0, t, noise)
+        out = model(xt, t) if cond is None else model(xt, t, cond)
         tgt = self.target(x0, t, noise)
         return F.l1_loss(out, tgt) if self.loss_type == "l1" else F.mse_loss(out, tgt)
 

@@ -1,0 +1,408 @@
+"""Specification tests for attribute control: conditions, classifier-free guidance, sliders, their CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
+from toucan_speakemb.cli import main
+from toucan_speakemb.conditions import ConditionSpec, age_band_names, age_to_band, draw_null_mask
+from toucan_speakemb.config import TrainConfig
+from toucan_speakemb.diffusion.denoisers import GaussianResidual, ResidualMLPDenoiser
+from toucan_speakemb.generator import Generator, GuidedDenoiser
+from toucan_speakemb.sliders import SliderSpace, parse_sliders, rotate_towards
+from toucan_speakemb.synthetic import SyntheticPopulation
+from toucan_speakemb.training import build_diffusion, train
+from toucan_speakemb.voicebank import VoiceBank
+
+DIM = 6
+SHIFT = 3.0  # the two genders differ by this much along dimension 0 (in units of the within-group spread)
+TINY = {"seed": 2, "model": {"hidden": 48, "blocks": 2, "time_dim": 16, "dropout": 0.0},
+        "diffusion": {"timesteps": 100},
+        "train": {"steps": 300, "batch_size": 64, "threads": 1, "log_every": 50, "checkpoint_every": 300,
+                  "warmup_steps": 20, "lr": 3e-3, "p_uncond": 0.2},
+        "sample": {"steps": 8, "batch_size": 512}}
+# unconditional runs here only need their files and directions: a few steps
+SHORT = {**TINY, "train": {**TINY["train"], "steps": 40, "checkpoint_every": 40}}
+
+
+def one_line(excinfo) -> str:
+    msg = str(excinfo.value)
+    assert "\n" not in msg and msg.strip(), repr(msg)
+    return msg
+
+
+def labelled_set(n_speakers=60, per=2, seed=0) -> EmbeddingSet:
+    """Speakers whose gender moves dimension 0 by ±SHIFT/2; ages 20..60; every fourth speaker's gender unknown;
+    a 'pitch' label column (up / down, a third unknown) tied to dimension 1; dimensions 2 and 3 nearly equal."""
+    rng = np.random.default_rng(seed)
+    gender = np.where(np.arange(n_speakers) % 2 == 0, "f", "m")
+    pitch = np.where(rng.random(n_speakers) < 0.5, "up", "down")
+    x = rng.normal(0, 1, (n_speakers, DIM))
+    x[:, 0] += np.where(gender == "f", SHIFT / 2, -SHIFT / 2)
+    x[:, 1] += np.where(pitch == "up", 1.5, -1.5)
+    x[:, 3] = x[:, 2] + 0.05 * rng.normal(size=n_speakers)  # a direction of almost no variance
+    gender = np.where(np.arange(n_speakers) % 4 == 3, "", gender)
+    pitch = np.where(np.arange(n_speakers) % 3 == 0, "", pitch)
+    age = rng.uniform(20, 60, n_speakers)
+    utt = np.repeat(x, per, axis=0) + 0.1 * rng.normal(size=(n_speakers * per, DIM))
+    rep = lambda a: np.repeat(np.asarray(a), per).tolist()  # noqa: E731
+    return EmbeddingSet(utt.astype(np.float32), rep([f"s{i}" for i in range(n_speakers)]),
+                        get_profile("custom-attr", DIM), gender=rep(gender), age=np.repeat(age, per),
+                        labels={"pitch": rep(pitch)})
+
+
+@pytest.fixture(scope="module")
+def data():
+    return labelled_set()
+
+
+@pytest.fixture(scope="module")
+def cond_run(tmp_path_factory, data):
+    torch.set_num_threads(1)
+    cfg = TrainConfig.from_dict({**TINY, "model": {**TINY["model"], "conditions": ["gender", "age", "pitch"]}})
+    out = tmp_path_factory.mktemp("attr") / "cond"
+    train(data, out, cfg, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def gen(cond_run):
+    return Generator.load(cond_run)
+
+
+@pytest.fixture(scope="module")
+def uncond_run(tmp_path_factory, data):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("attr") / "uncond"
+    train(data, out, TrainConfig.from_dict(SHORT), progress=False)
+    return out
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def cli_error(result) -> str:
+    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+# ---- the conditioning math ------------------------------------------------------------------------------
+
+def random_conditional_net(gaussian: bool):
+    torch.manual_seed(0)
+    net = ResidualMLPDenoiser(DIM, 50, hidden=16, blocks=1, time_dim=8, conditions={"gender": 2, "age": 3})
+    for p in net.parameters():  # the zero-initialised output and modulation would make every output 0
+        torch.nn.init.normal_(p, std=0.3)
+    if not gaussian:
+        return net.eval()
+    abar = build_diffusion(TrainConfig.from_dict({"diffusion": {"timesteps": 50}})).alphas_cumprod
+    model = GaussianResidual(net, DIM, abar, "v", conditions={"gender": 2, "age": 3})
+    x = torch.randn(40, DIM) * 2
+    model.fit_gaussian(x)
+    # the Gaussian's mean moves per condition value: the guided prediction is exact only if that is linear in w
+    model.fit_condition_offsets(x + torch.randn(40, 1) * torch.arange(DIM), torch.randint(0, 5, (40, 2)) % torch.tensor([4, 5]))
+    assert model.offset0.abs().sum() > 0 and model.offset1.abs().sum() > 0
+    return model.eval()
+
+
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_guidance_is_uncond_plus_w_times_the_difference_and_0_or_1_give_the_two_models(gaussian):
+    model = random_conditional_net(gaussian)
+    x, t = torch.randn(7, DIM), torch.full((7,), 30)
+    codes = torch.tensor([2, 1])
+    with torch.no_grad():
+        uncond = model(x, t)
+        cond = model(x, t, codes.expand(7, -1))
+        assert not torch.allclose(uncond, cond, atol=1e-3)  # the condition changes the prediction
+        for w in (0.0, 1.0, 2.5):
+            guided = GuidedDenoiser(model, codes, w)(x, t)
+            torch.testing.assert_close(guided, uncond + w * (cond - uncond), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(GuidedDenoiser(model, codes, 0.0)(x, t), uncond, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(GuidedDenoiser(model, codes, 1.0)(x, t), cond, atol=1e-5, rtol=1e-5)
+
+
+def test_the_null_token_is_what_a_conditional_net_uses_without_conditions():
+    net = random_conditional_net(False)
+    x, t = torch.randn(5, DIM), torch.full((5,), 10)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, t), net(x, t, torch.zeros(5, 2, dtype=torch.long)))
+
+
+def test_null_token_dropout_rates():
+    p, n, k = 0.2, 40000, 2
+    mask = draw_null_mask(n, k, p, torch.Generator().manual_seed(0))
+    all_null = mask.all(1).mean()
+    # a whole row with probability p; each attribute alone with probability p besides
+    assert abs(all_null - (p + (1 - p) * p * p)) < 0.01
+    assert np.all(np.abs(mask.mean(0) - (1 - (1 - p) ** 2)) < 0.01)
+    assert abs(np.mean(mask[:, 0] & ~mask[:, 1]) - (1 - p) * p * (1 - p)) < 0.01
+
+
+def test_guidance_0_samples_the_unconditional_model_and_guidance_moves_samples_to_the_condition(gen):
+    unc = gen.sample(300, 0)
+    np.testing.assert_allclose(gen.sample(300, 0, conditions={"gender": "f"}, guidance=0.0), unc, atol=1e-5)
+    f1 = gen.sample(300, 0, conditions={"gender": "f"}, guidance=1.0)
+    m1 = gen.sample(300, 0, conditions={"gender": "m"}, guidance=1.0)
+    f3 = gen.sample(300, 0, conditions={"gender": "f"}, guidance=3.0)
+    m3 = gen.sample(300, 0, conditions={"gender": "m"}, guidance=3.0)
+    # the groups' means are +-SHIFT/2 on dimension 0: conditional samples must land on their side, and
+    # stronger guidance pushes more of them there (this tiny model learns the condition only partly)
+    assert f1[:, 0].mean() > 0.5 and m1[:, 0].mean() < -0.5
+    assert (f3[:, 0] > 0).mean() > max(0.8, (f1[:, 0] > 0).mean()) - 1e-9
+    assert (m3[:, 0] < 0).mean() > max(0.75, (m1[:, 0] < 0).mean())
+
+
+def test_ancestral_sampling_is_guided_too(gen):
+    unc = gen.sample(50, 0, sampler="ancestral")
+    np.testing.assert_allclose(gen.sample(50, 0, sampler="ancestral", conditions={"gender": "f"}, guidance=0.0),
+                               unc, atol=1e-4)
+    f = gen.sample(50, 0, sampler="ancestral", conditions={"gender": "f"}, guidance=2.0)
+    assert f[:, 0].mean() > unc[:, 0].mean() + 1.0
+
+
+def test_a_label_column_and_age_bands_are_conditions_too(gen):
+    up = gen.sample(300, 1, conditions={"pitch": "up"}, guidance=2.0)
+    down = gen.sample(300, 1, conditions={"pitch": "down"}, guidance=2.0)
+    assert up[:, 1].mean() - down[:, 1].mean() > 1.5
+    # an age in years is its band
+    np.testing.assert_array_equal(gen.sample(3, 0, conditions={"age": 27}), gen.sample(3, 0, conditions={"age": "25-34"}))
+
+
+# ---- what is recorded and refused -----------------------------------------------------------------------
+
+def test_the_generator_file_records_the_trained_attributes_and_values(gen, cond_run, data):
+    assert gen.conditions.attributes == ["gender", "age", "pitch"]
+    assert gen.conditions.values["gender"] == ["f", "m"]
+    assert gen.conditions.values["pitch"] == ["down", "up"]
+    present = {age_to_band(a, [25, 35, 50, 65]) for a in data.age}
+    # the bands present in the data, in order of age
+    assert gen.conditions.values["age"] == [b for b in age_band_names([25, 35, 50, 65]) if b in present]
+    # speakers of unknown gender (every fourth) are not counted as a value
+    assert sum(gen.conditions.counts["gender"]) == 45
+    assert gen.describe()["conditions"]["gender"] == ["f", "m"]
+    again = Generator.load(cond_run / "generator.safetensors")
+    assert again.fingerprint == gen.fingerprint
+    np.testing.assert_array_equal(again.sample(4, 5, conditions={"gender": "m"}),
+                                  gen.sample(4, 5, conditions={"gender": "m"}))
+
+
+def test_unconditional_generators_are_unchanged_by_attributes_in_the_data(uncond_run, tmp_path, data):
+    g = Generator.load(uncond_run)
+    assert not g.conditions and "conditions" not in g.meta
+    bare = EmbeddingSet(data.embeddings, data.speaker_ids, data.profile)
+    train(bare, tmp_path / "bare", TrainConfig.from_dict(SHORT), progress=False)
+    assert Generator.load(tmp_path / "bare").fingerprint == g.fingerprint
+
+
+def test_untrained_values_and_attributes_are_refused_naming_what_was_trained(gen, uncond_run):
+    with pytest.raises(SpeakEmbError) as ei:
+        gen.sample(2, conditions={"gender": "x"})
+    assert "gender 'x'" in one_line(ei) and "f, m" in one_line(ei)
+    with pytest.raises(SpeakEmbError) as ei:
+        gen.sample(2, conditions={"accent": "Scottish"})
+    assert "accent" in one_line(ei) and "gender, age, pitch" in one_line(ei)
+    with pytest.raises(SpeakEmbError) as ei:
+        gen.sample(2, conditions={"age": 70})
+    assert "65plus" in one_line(ei)
+    with pytest.raises(SpeakEmbError) as ei:
+        Generator.load(uncond_run).sample(2, conditions={"gender": "f"})
+    assert "without conditions" in one_line(ei)
+
+
+def test_training_on_an_attribute_the_data_lacks_is_refused_naming_what_it_has(tmp_path, data):
+    cfg = TrainConfig.from_dict({**TINY, "model": {**TINY["model"], "conditions": ["accent"]}})
+    with pytest.raises(SpeakEmbError) as ei:
+        train(data, tmp_path / "r", cfg, progress=False)
+    msg = one_line(ei)
+    assert "accent" in msg and "gender" in msg and "pitch" in msg
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("d,words", [
+    ({"model": {"conditions": ["gender"], "kind": "fc3"}}, ["resmlp"]),
+    ({"model": {"conditions": ["gender", "gender"]}}, ["twice"]),
+    ({"train": {"p_uncond": 0.0}}, ["p_uncond"]),
+    ({"model": {"age_bands": [30, 20]}}, ["age_bands"]),
+    ({"sample": {"guidance": -1}}, ["guidance"]),
+])
+def test_bad_condition_settings_are_refused(d, words):
+    with pytest.raises(SpeakEmbError) as ei:
+        TrainConfig.from_dict(d)
+    assert all(w in one_line(ei) for w in words)
+
+
+def test_conditions_may_be_given_as_a_comma_separated_override():
+    from toucan_speakemb.config import apply_overrides
+
+    cfg = TrainConfig.from_dict(apply_overrides({}, ["model.conditions=gender,age", "model.age_bands=[20,40]"]))
+    assert cfg.model.conditions == ["gender", "age"] and cfg.model.age_bands == [20.0, 40.0]
+
+
+def test_age_bands():
+    assert age_band_names([25, 35, 50, 65]) == ["under25", "25-34", "35-49", "50-64", "65plus"]
+    assert [age_to_band(a, [25, 35]) for a in (18, 25, 34.9, 35, 80)] == ["under25", "25-34", "25-34", "35plus", "35plus"]
+    assert age_to_band(float("nan"), [25]) == ""
+
+
+def test_unknown_values_get_their_own_code_not_the_null_token(data):
+    spec = ConditionSpec.fit(data, ["gender"], [25])
+    codes = spec.encode_rows(data)[:, 0]
+    assert set(codes[np.array(data.gender) == ""]) == {3}
+    assert set(codes[np.array(data.gender) == "f"]) == {1} and set(codes[np.array(data.gender) == "m"]) == {2}
+
+
+# ---- voice banks and the CLI ----------------------------------------------------------------------------
+
+def test_conditional_banks_have_their_own_ids_and_record_the_request(gen):
+    plain = VoiceBank.from_generator(gen, 3, 0)
+    f = VoiceBank.from_generator(gen, 3, 0, conditions={"gender": "female", "age": 30}, guidance=1.5)
+    assert f.provenance["conditions"] == {"gender": "f", "age": "25-34"} and f.provenance["guidance"] == 1.5
+    assert not set(plain.ids) & set(f.ids) and all(i.startswith(p + "-") for i, p in zip(f.ids, plain.ids))
+    assert VoiceBank.from_generator(gen, 3, 0, conditions={"gender": "f", "age": "25-34"}, guidance=1.5).ids == f.ids
+    np.testing.assert_array_equal(f.embeddings, gen.sample(3, 0, conditions={"gender": "f", "age": 30}, guidance=1.5))
+
+
+def test_cli_samples_conditionally(cond_run, tmp_path):
+    r = invoke("sample", "--generator", cond_run, "-n", 50, "--gender", "m", "--condition", "pitch=up",
+               "--guidance", 2, "--out", tmp_path / "m.safetensors")
+    assert r.exit_code == 0, (r.output, r.exception)
+    bank = VoiceBank.load(tmp_path / "m.safetensors")
+    assert bank.provenance["conditions"] == {"gender": "m", "pitch": "up"}
+    assert bank.embeddings[:, 0].mean() < -0.5 and bank.embeddings[:, 1].mean() > 0.5
+
+
+def test_cli_refuses_untrained_values_and_attributes_in_one_line(cond_run, uncond_run, tmp_path):
+    out = tmp_path / "v.safetensors"
+    msg = cli_error(invoke("sample", "--generator", cond_run, "--gender", "x", "--out", out))
+    assert "gender 'x'" in msg and "f, m" in msg
+    msg = cli_error(invoke("sample", "--generator", cond_run, "--accent", "Irish", "--out", out))
+    assert "accent" in msg and "gender, age, pitch" in msg
+    msg = cli_error(invoke("sample", "--generator", uncond_run, "--age", "30", "--out", out))
+    assert "age" in msg and "without conditions" in msg
+    msg = cli_error(invoke("sample", "--generator", cond_run, "--condition", "pitch", "--out", out))
+    assert "NAME=VALUE" in msg
+    assert not out.exists()
+
+
+# ---- sliders ---------------------------------------------------------------------------------------------
+
+def test_rotation_towards_a_direction_keeps_length_and_turns_by_the_angle():
+    rng = np.random.default_rng(0)
+    c, u = rng.normal(size=(5, DIM)), np.eye(DIM)[2]
+    for deg in (10, 45):
+        r = rotate_towards(c, u, np.deg2rad(deg))
+        np.testing.assert_allclose(np.linalg.norm(r, axis=1), np.linalg.norm(c, axis=1))
+        cos = np.sum(r * c, 1) / np.linalg.norm(r, axis=1) / np.linalg.norm(c, axis=1)
+        np.testing.assert_allclose(cos, np.cos(np.deg2rad(deg)), atol=1e-9)
+        turned = (c @ u) / np.linalg.norm(c, axis=1) < 0.9  # not already (almost) along u
+        assert np.all((r @ u)[turned] > (c @ u)[turned])
+
+
+@pytest.mark.parametrize("name,values", [("pc1", [-2, -1, 0, 1, 2]), ("eig1", [-30, -15, 0, 15, 30]),
+                                         ("gender:f", [-1, -0.5, 0, 0.5, 1]), ("pitch", [-1, 0, 1])])
+def test_sliders_move_their_score_monotonically_and_deterministically(gen, name, values):
+    from toucan_speakemb.generator import voice_seeds
+
+    seeds = voice_seeds(3, 200)
+    x = gen.sample_seeds(seeds)
+    space = gen.slider_space()
+    scores = [space.score(gen.standardizer.forward(gen.edit(x, seeds, {name: v})), name).mean() for v in values]
+    assert np.all(np.diff(scores) > 0), scores
+    np.testing.assert_array_equal(gen.edit(x, seeds, {name: values[-1]}), gen.edit(x, seeds, {name: values[-1]}))
+
+
+def test_sliders_come_back_towards_the_data_from_off_the_manifold(gen):
+    """A move of one SD along the direction of (almost) no variance (dimensions 2 and 3 differ) is mostly undone
+    by re-noise/denoise; along the largest it is mostly kept: the edit stays on the data manifold, not on a
+    straight line off it."""
+    from toucan_speakemb.generator import voice_seeds
+
+    seeds = voice_seeds(4, 200)
+    x = gen.sample_seeds(seeds)
+    space = gen.slider_space()
+    last = f"pc{DIM}"
+    assert space.eigvals[-1] < 0.05 * space.eigvals[0]
+    moved = {n: space.score(space.move(gen.standardizer.forward(x), {n: 1}), n).mean()
+             - space.score(gen.standardizer.forward(x), n).mean() for n in ("pc1", last)}
+    base = {n: space.score(gen.standardizer.forward(gen.edit(x, seeds, {n: 0})), n).mean() for n in ("pc1", last)}
+    kept = {n: space.score(gen.standardizer.forward(gen.edit(x, seeds, {n: 1})), n).mean() - base[n]
+            for n in ("pc1", last)}
+    assert moved["pc1"] > 0.8 and moved[last] > 0.8  # both moves start the same size
+    assert kept["pc1"] > 0.7 and kept[last] < 0.3 * kept["pc1"]
+
+
+def test_sliders_work_on_unconditional_generators_from_the_run_folders_speakers(uncond_run):
+    g = Generator.load(uncond_run)
+    space = g.slider_space()
+    assert "gender" in space.groups and "pitch" in space.groups
+    np.testing.assert_allclose(space.attribute_direction("gender:f"), -space.attribute_direction("gender:m"))
+    x = g.sample(100, 0, sliders={"gender:f": 1.0})
+    y = g.sample(100, 0, sliders={"gender:f": -1.0})
+    assert x[:, 0].mean() - y[:, 0].mean() > 1.0
+
+
+def test_bad_sliders_are_refused_before_sampling(gen, cond_run, tmp_path):
+    assert parse_sliders(["pc1=2", "gender:f=-0.5"]) == {"pc1": 2.0, "gender:f": -0.5}
+    for bad, words in [("pc1", "NAME=VALUE"), ("pc1=much", "not a number")]:
+        with pytest.raises(SpeakEmbError) as ei:
+            parse_sliders([bad])
+        assert words in one_line(ei)
+    for bad, words in [({"pc99": 1}, "1..6"), ({"gender:x": 1}, "f, m"), ({"loudness": 1}, "gender, age, pitch"),
+                       ({"age": 1}, "name one")]:
+        with pytest.raises(SpeakEmbError) as ei:
+            gen.sample(2, sliders=bad)
+        assert words in one_line(ei), one_line(ei)
+    msg = cli_error(invoke("sample", "--generator", cond_run, "--slider", "pc0=1", "--out", tmp_path / "v.st"))
+    assert "pc0" in msg
+
+
+def test_cli_sliders_write_a_bank_with_the_edit_recorded(cond_run, gen, tmp_path):
+    r = invoke("sample", "--generator", cond_run, "-n", 20, "--seed", 4, "--slider", "pc1=1.5", "--slider",
+               "gender:m=0.5", "--slider-strength", 0.4, "--out", tmp_path / "s.safetensors")
+    assert r.exit_code == 0, (r.output, r.exception)
+    bank = VoiceBank.load(tmp_path / "s.safetensors")
+    assert bank.provenance["sliders"] == {"pc1": 1.5, "gender:m": 0.5} and bank.provenance["slider_strength"] == 0.4
+    np.testing.assert_allclose(bank.embeddings, gen.sample(20, 4, sliders={"pc1": 1.5, "gender:m": 0.5},
+                                                           slider_strength=0.4), atol=1e-6)
+
+
+# ---- data with attributes -------------------------------------------------------------------------------
+
+def test_label_columns_survive_files_and_speaker_means(tmp_path, data):
+    for name in ("l.safetensors", "l.npz"):
+        back = EmbeddingSet.load(data.save(tmp_path / name), profile="custom-attr")
+        assert back.labels == data.labels
+    means = data.speaker_means()
+    assert means.labels["pitch"] == data.labels["pitch"][::2]
+    with pytest.raises(SpeakEmbError) as ei:
+        EmbeddingSet(data.embeddings, data.speaker_ids, data.profile, labels={"gender": ["f"] * len(data)})
+    assert "gender" in one_line(ei)
+
+
+def test_synthetic_attributes_leave_the_embeddings_alone_and_are_samplable():
+    pop = SyntheticPopulation(dim=16, latent_dim=4, hidden=16, clusters=3)
+    plain, labelled = pop.make_set(40, 2, seed=5), pop.make_set(40, 2, seed=5, attributes=True)
+    np.testing.assert_array_equal(plain.embeddings, labelled.embeddings)
+    assert plain.gender is None and set(labelled.gender) == {"f", "m"} and set(labelled.accent) <= {"c0", "c1", "c2"}
+    z, k = pop.sample_latent_and_cluster(2000, np.random.default_rng(1))
+    f = np.array(pop.attributes(z, k)["gender"]) == "f"
+    assert 0.2 < f.mean() < 0.8
+    only_f = pop.sample_speakers_with(50, np.random.default_rng(2), "gender", "f")
+    assert only_f.shape == (50, 16)
+
+
+def test_a_resumed_conditional_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, data):
+    cfg = TrainConfig.from_dict({**TINY, "model": {**TINY["model"], "conditions": ["gender", "pitch"]},
+                                 "train": {**TINY["train"], "steps": 20, "checkpoint_every": 10}})
+    train(data, tmp_path / "whole", cfg, progress=False)
+    train(data, tmp_path / "parts", cfg, progress=False, max_steps=10)
+    train(data, tmp_path / "parts", cfg, progress=False)
+    assert Generator.load(tmp_path / "parts").fingerprint == Generator.load(tmp_path / "whole").fingerprint
