@@ -62,20 +62,24 @@ class VoiceSession:
 
 @contextlib.contextmanager
 def random_voices(interface, generator, seed: Optional[int] = None, threshold: Optional[float] = None,
-                  bank=None, distinct: bool = True, checkpoint=None, max_draws: int = DEFAULT_MAX_DRAWS):
+                  bank=None, distinct: bool = True, checkpoint=None, max_draws: int = DEFAULT_MAX_DRAWS,
+                  conditions: Optional[dict] = None, guidance: Optional[float] = None):
     """Give every ``forward`` / ``read_to_file`` call of a Toucan interface a fresh voice (see the module doc).
 
     ``generator``: a run folder, a ``generator.safetensors`` or a loaded Generator; ``seed``: the draw seed
     (None: a fresh one, recorded in ``voices.describe()``); ``threshold``: the same-speaker cosine
     (default: stored with the generator); ``bank``: a VoiceBank whose voices the new ones must also differ
-    from; ``checkpoint``: the Toucan checkpoint (path or dict) if the interface's embedding was changed.
+    from; ``checkpoint``: the Toucan checkpoint (path or dict) if the interface's embedding was changed;
+    ``conditions`` (e.g. ``{"gender": "f"}``) and ``guidance``: voices of a chosen attribute from a conditional
+    generator (classifier-free guidance, see ``Generator.sample``).
     """
     from toucan_speakemb.generator import Generator
 
     adapter = interface if isinstance(interface, ToucanAdapter) else ToucanAdapter(interface, checkpoint)
     gen = generator if isinstance(generator, Generator) else Generator.load(generator)
     adapter.check_generator(gen)
-    session = VoiceSession(adapter, VoiceSampler(gen, seed, threshold, bank, distinct, max_draws=max_draws))
+    session = VoiceSession(adapter, VoiceSampler(gen, seed, threshold, bank, distinct, max_draws=max_draws,
+                                                 conditions=conditions, guidance=guidance))
     target = adapter.interface
     saved = {name: target.__dict__[name] for name in HOOKED if name in target.__dict__}
 

@@ -473,3 +473,44 @@ def test_a_second_toucan_checkout_in_one_process_is_refused(run_cli, gen_v3, v3_
     with pytest.raises(SpeakEmbError) as e:
         ToucanModels(other, v3_checkout[3], v3_checkout[5]).load()
     assert "one checkout per process" in one_line(e)
+
+
+# ---- conditional voices through the hook (issue 7) ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gen_v3_gender(tmp_path_factory):
+    es = clustered_set("toucan-v3")
+    es.gender = ["f" if int(s[1:]) % 2 else "m" for s in es.speaker_ids]
+    cfg = TrainConfig.from_dict({**TINY, "model": {**TINY["model"], "conditions": ["gender"]}})
+    out = tmp_path_factory.mktemp("g3c") / "run"
+    train(es, out, cfg, progress=False)
+    return Generator.load(out)
+
+
+def test_hook_gives_conditional_voices_with_their_own_ids(v3, gen_v3_gender):
+    from toucan_speakemb.novelty import VoiceSampler
+
+    with random_voices(v3, gen_v3_gender, seed=3, threshold=1.0, conditions={"gender": "f"}, guidance=2.0) as voices:
+        v3("one")
+        v3("two")
+    used = v3.used_embeddings
+    for voice, emb in zip(voices.voices, used):
+        expected = gen_v3_gender.sample_seeds([voice.seed], conditions={"gender": "f"}, guidance=2.0)[0]
+        np.testing.assert_allclose(emb.numpy(), expected, rtol=1e-4, atol=1e-4)  # batch vs one row
+        plain = gen_v3_gender.sample_seeds([voice.seed])[0]
+        assert not np.allclose(expected, plain)  # the condition changed the voice
+        assert voice.id.count("-") == 2  # <fingerprint>-<seed>-<variant>
+    assert voices.describe()["sampling"]["conditions"] == {"gender": "f"}
+    # a voice is re-made only with the conditions it was made with
+    same = VoiceSampler(gen_v3_gender, threshold=1.0, conditions={"gender": "f"}, guidance=2.0)
+    np.testing.assert_allclose(same.remake(voices.voices[0].id).embedding, voices.voices[0].embedding, atol=1e-4)
+    with pytest.raises(SpeakEmbError, match="other conditions") as e:
+        VoiceSampler(gen_v3_gender, threshold=1.0).remake(voices.voices[0].id)
+    one_line(e)
+
+
+def test_hook_refuses_conditions_the_generator_was_not_trained_with(v3, gen_v3):
+    with pytest.raises(SpeakEmbError) as e:
+        with random_voices(v3, gen_v3, seed=3, conditions={"gender": "f"}):
+            pass
+    assert "gender" in one_line(e)

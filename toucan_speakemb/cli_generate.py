@@ -51,6 +51,31 @@ def train(data, out, config, profile, no_progress, overrides):
         click.echo(f"generator written: {path}")
 
 
+def condition_options(command):
+    """The options of conditional sampling (issue 7), shared by `sample`, `synth` and `voices add`."""
+    options = [
+        click.option("--gender", default=None, help="Conditional generators: voices of this gender (f / m)."),
+        click.option("--age", default=None,
+                     help="Conditional generators: an age band (e.g. 25-34) or an age in years."),
+        click.option("--accent", default=None,
+                     help="Conditional generators: voices of this accent (as in the training data)."),
+        click.option("--condition", "extra_conditions", multiple=True, metavar="NAME=VALUE",
+                     help="Conditional generators: any other trained attribute (a label column), e.g. pitch=up."),
+        click.option("--guidance", type=click.FloatRange(min=0), default=None,
+                     help="Classifier-free guidance of conditional sampling: 0 = unconditional, 1 = plain "
+                          "conditional, >1 = stronger. Default: the generator's sample.guidance (2.0)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def conditions_from(gender, age, accent, extra_conditions):
+    conditions = {"gender": gender, "age": age, "accent": accent}
+    conditions.update(parse_sliders_like(extra_conditions))
+    return conditions
+
+
 @click.command(context_settings={"show_default": True})
 @click.option("--generator", "generator", required=True, type=click.Path(), metavar="RUN_DIR",
               help="A run folder from `train` (or its generator.safetensors).")
@@ -63,14 +88,7 @@ def train(data, out, config, profile, no_progress, overrides):
 @click.option("--sampler", type=click.Choice(["ddim", "ancestral"]), default=None,
               help="ddim: fast and deterministic; ancestral: all diffusion steps. Default: the generator's.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps (default: the generator's).")
-@click.option("--gender", default=None, help="Conditional generators: voices of this gender (f / m).")
-@click.option("--age", default=None, help="Conditional generators: an age band (e.g. 25-34) or an age in years.")
-@click.option("--accent", default=None, help="Conditional generators: voices of this accent (as in the training data).")
-@click.option("--condition", "extra_conditions", multiple=True, metavar="NAME=VALUE",
-              help="Conditional generators: any other trained attribute (a label column), e.g. pitch=up.")
-@click.option("--guidance", type=click.FloatRange(min=0), default=None,
-              help="Classifier-free guidance of conditional sampling: 0 = unconditional, 1 = plain conditional, "
-                   ">1 = stronger. Default: the generator's sample.guidance (2.0).")
+@condition_options
 @click.option("--slider", "sliders", multiple=True, metavar="NAME=VALUE",
               help="Edit the voices, staying on the data manifold: pcK=SD (K-th principal direction, in standard "
                    "deviations), eigK=DEGREES (rotation towards the K-th eigenvector), ATTR:VALUE=AMOUNT "
@@ -93,8 +111,7 @@ def sample(generator, n, seed, out, npy, sampler, steps, gender, age, accent, ex
 
     from .fileio import check_writable
 
-    conditions = {"gender": gender, "age": age, "accent": accent}
-    conditions.update(parse_sliders_like(extra_conditions))
+    conditions = conditions_from(gender, age, accent, extra_conditions)
     slider_values = parse_sliders(sliders)
     for target in filter(None, (out, npy)):  # fail before anything is written, so nothing is half-replaced
         check_writable(target)

@@ -17,6 +17,7 @@ import numpy as np
 from . import __version__
 from .errors import SpeakEmbError
 from .fileio import atomic_write_json, atomic_write_text, check_writable
+from .cli_generate import condition_options, conditions_from
 
 log = logging.getLogger("toucan_speakemb.cli")
 
@@ -88,8 +89,9 @@ def _outputs(out: Path, n: int) -> List[Path]:
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), metavar="OUT.wav",
               help="Output wav; several utterances give OUT_001.wav, OUT_002.wav, ... Each gets OUT.json beside it.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@condition_options
 def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, threshold, bank, toucan_dir,
-          tts_model, vocoder, language, device, out, no_progress):
+          tts_model, vocoder, language, device, out, no_progress, gender, age, accent, extra_conditions, guidance):
     """Synthesise TEXT with IMS Toucan in voices no real speaker has.
 
     \b
@@ -122,7 +124,9 @@ def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, 
     if bank and Path(bank).exists():
         the_bank = VoiceBank.load(bank)
         _check_bank_generator(the_bank, gen, bank)
-    sampler = VoiceSampler(gen, seed, threshold, the_bank)
+    sampler = VoiceSampler(gen, seed, threshold, the_bank, conditions=conditions_from(gender, age, accent,
+                                                                                      extra_conditions),
+                           guidance=guidance)
     if voice:
         voices = [sampler.remake(voice)] * len(lines)
     elif same_voice:
@@ -240,7 +244,8 @@ def voices_show(bank, voice_id):
 @click.option("--threshold", type=float, default=None, help=_THRESHOLD_HELP)
 @click.option("--max-draws", type=click.IntRange(min=1), default=1000,
               help="Give up after this many rejected candidates in a row.")
-def voices_add(bank, generator, n, seed, threshold, max_draws):
+@condition_options
+def voices_add(bank, generator, n, seed, threshold, max_draws, gender, age, accent, extra_conditions, guidance):
     """Sample N new, distinct voices into BANK (made if missing)."""
     from .novelty import VoiceSampler
     from .voicebank import VoiceBank
@@ -249,7 +254,8 @@ def voices_add(bank, generator, n, seed, threshold, max_draws):
     gen = _load_generator(generator)
     b = VoiceBank.load(bank) if Path(bank).exists() else VoiceBank.empty(gen.profile, {"generator": gen.describe()})
     _check_bank_generator(b, gen, bank)
-    sampler = VoiceSampler(gen, seed, threshold, b, max_draws=max_draws)
+    sampler = VoiceSampler(gen, seed, threshold, b, max_draws=max_draws,
+                           conditions=conditions_from(gender, age, accent, extra_conditions), guidance=guidance)
     new = sampler.take(n)
     b.added(new, dict(sampler.provenance(), created=_now(), via="voices add", n=n)).save(bank)
     p = sampler.provenance()

@@ -159,10 +159,15 @@ class VoiceSampler:
     """
 
     def __init__(self, generator, seed: Optional[int] = None, threshold: Optional[float] = None, bank=None,
-                 distinct: bool = True, block: int = 16, max_draws: int = DEFAULT_MAX_DRAWS):
-        from .voicebank import voice_id
+                 distinct: bool = True, block: int = 16, max_draws: int = DEFAULT_MAX_DRAWS,
+                 conditions: Optional[Dict] = None, guidance: Optional[float] = None):
+        from .voicebank import condition_settings, variant_tag, voice_id
 
         self.generator = generator
+        # conditional voices (issue 7): refused here, before any work, when the generator lacks the attribute
+        self.settings = condition_settings(generator, conditions, guidance)
+        self._sample_kwargs = {"conditions": conditions, "guidance": guidance} if self.settings else {}
+        self._variant = variant_tag(self.settings)
         self.threshold = resolve_threshold(generator, threshold)
         means, ids = generator.training_speakers()
         self.check = NoveltyCheck(means, ids, self.threshold)
@@ -190,7 +195,7 @@ class VoiceSampler:
         accepted = self.drawn - sum(self.rejected.values())
         size = int(min(MAX_BLOCK, max(self.block, round(self.block * (self.drawn + 1) / (accepted + 1)))))
         seeds = self._candidate_seeds(self.drawn + len(self._buffer), size)
-        x = self.generator.sample_seeds(seeds)
+        x = self.generator.sample_seeds(seeds, **self._sample_kwargs)
         cos, idx = self.check.nearest_training(x)
         self._buffer += list(zip(seeds.tolist(), x, cos.tolist(), idx.tolist()))
 
@@ -200,7 +205,7 @@ class VoiceSampler:
                 self._refill()
             seed, emb, tcos, tidx = self._buffer.pop(0)
             self.drawn += 1
-            vid = self._voice_id(self.generator.fingerprint, seed)
+            vid = self._voice_id(self.generator.fingerprint, seed, self._variant)
             if vid in self.check.voice_ids:  # already in the bank
                 continue
             if tcos > self.threshold:
@@ -228,18 +233,24 @@ class VoiceSampler:
 
     def remake(self, vid: str) -> Voice:
         """The voice of an id, re-made from its seed, with its figures (not filtered: it is what it is)."""
-        seed = parse_voice_id(vid, self.generator)
-        emb = self.generator.sample_seeds([seed])[0]
+        seed = parse_voice_id(vid, self.generator, self._variant)
+        emb = self.generator.sample_seeds([seed], **self._sample_kwargs)[0]
         return self.check.judge(vid, seed, emb)
 
     def provenance(self) -> Dict:
         return {"draw_seed": self.seed, "threshold": self.threshold, "candidates_drawn": self.drawn,
-                "rejected": dict(self.rejected), "distinct": self.distinct}
+                "rejected": dict(self.rejected), "distinct": self.distinct, **self.settings}
 
 
-def parse_voice_id(vid: str, generator) -> int:
-    """The per-voice seed of an id ``<fingerprint[:8]>-<seed>``; refuses an id of another generator."""
+def parse_voice_id(vid: str, generator, variant: str = "") -> int:
+    """The per-voice seed of an id ``<fingerprint[:8]>-<seed>[-<variant>]``; refuses an id of another generator
+    or of other conditions than ``variant`` stands for."""
     fp, sep, seed = str(vid).partition("-")
+    seed, _, id_variant = seed.partition("-")
+    if id_variant != variant:
+        raise SpeakEmbError(f"voice {vid} was sampled with other conditions (variant '{id_variant or 'none'}') than "
+                            f"asked for now (variant '{variant or 'none'}'); give the same --gender/--age/--accent/"
+                            f"--guidance as when it was made")
     if not sep or not seed.isdigit() or len(fp) != 8:
         raise SpeakEmbError(f"bad voice id '{vid}' (expected <generator fingerprint, 8 hex digits>-<seed>)")
     if fp != generator.fingerprint[:8]:

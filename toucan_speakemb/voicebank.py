@@ -31,6 +31,15 @@ def voice_id(fingerprint: str, seed: int, variant: str = "") -> str:
     return f"{fingerprint[:8]}-{int(seed)}" + (f"-{variant}" if variant else "")
 
 
+def condition_settings(generator, conditions: Optional[Dict[str, Any]], guidance: Optional[float]) -> Dict[str, Any]:
+    """What a voice's id and provenance record of conditional sampling ({} for unconditional sampling)."""
+    if not conditions or all(v is None for v in conditions.values()):
+        return {}
+    spec = generator.conditions
+    return {"conditions": spec.describe(spec.encode_request(conditions)),
+            "guidance": generator.cfg.sample.guidance if guidance is None else float(guidance)}
+
+
 def variant_tag(settings: Dict[str, Any]) -> str:
     """A short stable hash of conditional/slider settings ("" when there are none)."""
     import hashlib
@@ -85,11 +94,7 @@ class VoiceBank:
             generator.slider_space().move(generator.slider_space().mean, sliders)
         x = generator.sample_seeds(seeds, sampler=sampler, steps=steps, conditions=conditions, guidance=guidance)
         sc = generator.cfg.sample
-        settings: Dict[str, Any] = {}
-        spec = generator.conditions
-        if conditions and any(v is not None for v in conditions.values()):
-            settings["conditions"] = spec.describe(spec.encode_request(conditions))
-            settings["guidance"] = sc.guidance if guidance is None else float(guidance)
+        settings = condition_settings(generator, conditions, guidance)
         if sliders:
             x = generator.edit(x, seeds, sliders, slider_strength, conditions, guidance)
             settings["sliders"] = {k: float(v) for k, v in sliders.items()}
