@@ -43,6 +43,11 @@ class Generator:
     def dim(self) -> int:
         return self.profile.dim
 
+    @property
+    def model_dim(self) -> int:
+        """Dimension the diffusion runs in (the data's, + 1 with the polar transform)."""
+        return self.standardizer.model_dim
+
     @classmethod
     def load(cls, path: Union[str, Path]) -> "Generator":
         """Load from a run folder (its ``generator.safetensors``) or the file itself."""
@@ -62,14 +67,15 @@ class Generator:
         try:
             cfg = TrainConfig.from_dict(meta["config"], f"{path} config")
             profile = Profile.from_json(meta["profile"])
-            model = build_model(cfg, profile.dim)
+            st = Standardizer.from_arrays(arrays)
+            if st.dim != profile.dim:
+                raise SpeakEmbError(f"generator {path}: statistics are {st.dim}-dim, profile is {profile.dim}-dim")
+            basis = arrays.get("model.basis")
+            model = build_model(cfg, st.model_dim, None if basis is None else basis.shape[1])
             sd = {k[len("model."):]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("model.")}
             model.load_state_dict(sd)
-            st = Standardizer.from_arrays(arrays)
         except (KeyError, RuntimeError) as e:
             raise SpeakEmbError(f"generator {path} is damaged or incomplete ({str(e).splitlines()[0][:160]})") from None
-        if len(st.mean) != profile.dim:
-            raise SpeakEmbError(f"generator {path}: statistics are {len(st.mean)}-dim, profile is {profile.dim}-dim")
         h = hashlib.sha256()
         for k in sorted(arrays):
             h.update(k.encode())
@@ -79,11 +85,11 @@ class Generator:
     # ---- sampling ---------------------------------------------------------------------------------
     def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
         """x_T for each voice from its own seed."""
-        out = torch.empty(len(seeds), self.dim)
+        out = torch.empty(len(seeds), self.model_dim)
         g = torch.Generator()
         for i, s in enumerate(seeds):
             g.manual_seed(int(s))
-            out[i] = torch.randn(self.dim, generator=g)
+            out[i] = torch.randn(self.model_dim, generator=g)
         return out
 
     @torch.no_grad()
@@ -111,7 +117,7 @@ class Generator:
             gens = [torch.Generator().manual_seed(s ^ 0x5EED) for s in chunk]
 
             def noise_fn() -> torch.Tensor:
-                return torch.stack([torch.randn(self.dim, generator=g) for g in gens])
+                return torch.stack([torch.randn(self.model_dim, generator=g) for g in gens])
 
             if sampler == "ddim":
                 gaussian = self.model if isinstance(self.model, GaussianResidual) else None
