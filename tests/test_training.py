@@ -30,7 +30,8 @@ TINY = {
     "model": {"hidden": 32, "blocks": 1, "time_dim": 16, "dropout": 0.1},  # dropout: global torch RNG is used
     "diffusion": {"timesteps": 50},
     "train": {"steps": 30, "batch_size": 16, "threads": 1, "log_every": 5, "checkpoint_every": 10,
-              "warmup_steps": 3, "keep_checkpoints": 2},
+              "warmup_steps": 3, "keep_checkpoints": 2,
+              "validation_share": 0.0},  # every speaker is drawn; model selection has tests of its own
     "sample": {"steps": 10, "batch_size": 64},
     # these tests specify per-dimension standardisation; the quantile transform has tests of its own
     "normalization": {"transform": "standard"},
@@ -456,7 +457,7 @@ def test_standardisation_stored_in_the_generator_equals_the_datas(reference_run)
 
 # ---- model selection on validation speakers ------------------------------------------------------------
 
-VALIDATED = {"validation_share": 0.25, "validate_every": 5}
+VALIDATED = {"validation_share": 0.25, "validate_every": 5, "patience": 0}
 
 
 @pytest.mark.parametrize("level", ["speaker", "utterance", "balanced"])
@@ -561,3 +562,18 @@ def test_a_subspace_generator_round_trips_through_its_file(tmp_path, subspace, k
     assert weights["model.basis"].shape[0] == 6 and (k is None or weights["model.basis"].shape[1] == k)
     gen = Generator.load(tmp_path / "run")
     np.testing.assert_array_equal(gen.sample(8, seed=2), gen.sample(8, seed=2))
+
+
+def test_transform_auto_is_quantile_for_data_with_a_point_mass_only():
+    from toucan_speakemb.training import transform_kind
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 5))
+    relu = x.copy()
+    relu[:, 3] = np.maximum(relu[:, 3], 0)  # about half exact zeros in one dimension
+    assert transform_kind(tiny(normalization={"transform": "auto"}), x) == "standard"
+    assert transform_kind(tiny(normalization={"transform": "auto"}), relu) == "quantile"
+    few = x.copy()
+    few[:3, 1] = 7.0  # 3% of rows share a value: below the 5% point-mass share
+    assert transform_kind(tiny(normalization={"transform": "auto"}), few) == "standard"
+    assert transform_kind(tiny(normalization={"transform": "quantile"}), x) == "quantile"

@@ -69,7 +69,10 @@ class NormalizationConfig:
     standardize: bool = True  # transform the data to unit scale (stored with the model); False: raw data
     # standard: per-dimension mean/std; quantile: empirical CDF -> normal per dimension, then mean/std
     # (generated values stay inside each dimension's training range; see toucan_speakemb/standardize.py)
-    transform: str = "quantile"
+    transform: str = "auto"
+    # auto: quantile when some dimension has a point mass (one value in at least point_mass_share of the
+    # training rows, e.g. the exact zeros of ReLU encoders such as GE2E), else standard
+    point_mass_share: float = 0.05
     # map vector lengths through their empirical distribution (see standardize.py): generated lengths stay
     # inside the training range; for encoders with (nearly) fixed-length vectors
     radial: bool = False
@@ -84,7 +87,7 @@ class NormalizationConfig:
 
 @dataclass
 class TrainLoopConfig:
-    steps: int = 500
+    steps: int = 2000  # at most: model selection stops earlier when validation scores stop improving
     batch_size: int = 128
     lr: float = 1.0e-3
     lr_schedule: str = "cosine"  # cosine | constant
@@ -100,9 +103,9 @@ class TrainLoopConfig:
     # validate_every steps the EMA weights are scored by their denoising loss on them (fixed noise levels and
     # noise); the generator keeps the best-scoring weights (step 0 = the untrained model, i.e. the Gaussian
     # fit with the Gaussian-residual denoiser). patience > 0 stops after that many scores without a new best.
-    validation_share: float = 0.0
+    validation_share: float = 0.1
     validate_every: int = 100
-    patience: int = 0
+    patience: int = 5
 
 
 @dataclass
@@ -165,7 +168,7 @@ class TrainConfig:
             ("model.kind", self.model.kind, tuple(DENOISERS)),
             ("model.subspace", self.model.subspace, ("full", "auto", "fixed")),
             ("train.lr_schedule", self.train.lr_schedule, ("cosine", "constant")),
-            ("normalization.transform", self.normalization.transform, ("standard", "quantile")),
+            ("normalization.transform", self.normalization.transform, ("standard", "quantile", "auto")),
             ("sample.sampler", self.sample.sampler, ("ddim", "ancestral")),
             ("normalization.polar", self.normalization.polar, ("auto", "always", "never")),
         ]
@@ -203,6 +206,8 @@ class TrainConfig:
             raise SpeakEmbError(f"{source}: normalization.min_std must be positive; got {self.normalization.min_std}")
         if self.normalization.radial and self.normalization.polar == "always":
             raise SpeakEmbError(f"{source}: normalization.radial and normalization.polar=always exclude each other")
+        if not 0 < self.normalization.point_mass_share <= 1:
+            raise SpeakEmbError(f"{source}: normalization.point_mass_share must be in (0, 1]")
         if not self.normalization.polar_max_spread >= 0:
             raise SpeakEmbError(f"{source}: normalization.polar_max_spread must be at least 0")
         if not 0 <= self.train.ema_decay < 1:

@@ -143,10 +143,28 @@ def prepare_data(es: EmbeddingSet, cfg: TrainConfig) -> Tuple[TrainingData, Embe
     polar = use_polar(cfg, raw)
     if polar:
         log.info("polar transform: direction and length are modelled apart")
-    st = Standardizer.fit(raw, weights, nc.min_std, nc.standardize, nc.transform, nc.n_quantiles, nc.radial, polar)
+    kind = transform_kind(cfg, raw)
+    st = Standardizer.fit(raw, weights, nc.min_std, nc.standardize, kind, nc.n_quantiles, nc.radial, polar)
     validation = pick_validation_speakers(len(means), cfg.train.validation_share, cfg.seed)
     data = TrainingData(st.forward(raw), row_spk, level, len(means), st, validation)
     return data, means
+
+
+def transform_kind(cfg: TrainConfig, rows: np.ndarray) -> str:
+    """The per-dimension transform: as configured, or ("auto") quantile when some dimension of the training
+    rows has a point mass (one value in at least ``normalization.point_mass_share`` of the rows), else standard."""
+    nc = cfg.normalization
+    if nc.transform != "auto":
+        return nc.transform
+    x = np.sort(np.asarray(rows), axis=0)
+    need = max(2, int(np.ceil(nc.point_mass_share * len(x))))
+    if len(x) < need:
+        return "standard"
+    # a value held by `need` rows spans `need` consecutive sorted entries of its dimension
+    has_mass = bool(np.any(x[need - 1:] == x[: len(x) - need + 1]))
+    log.info("per-dimension transform: %s (%s)", "quantile" if has_mass else "standard",
+             "a dimension has a point mass" if has_mass else "no dimension has a point mass")
+    return "quantile" if has_mass else "standard"
 
 
 def use_polar(cfg: TrainConfig, rows: np.ndarray) -> bool:
@@ -444,6 +462,8 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         if validating and (state.step % cfg.train.validate_every == 0 or state.step == total):
             score = validation_loss(diffusion, ema, val_rows, cfg.seed)
             state.validation.append([state.step, score])
+            log.info("step %d: validation loss %.5f (best so far %.5f)", state.step, score,
+                     min(v for _, v in state.validation))
             if score < min(v for _, v in state.validation[:-1]):
                 state.best_step, state.since_best, best = state.step, 0, _copy_state(ema)
             else:
