@@ -41,7 +41,7 @@ COLUMNS = [
     ("frechet_ratio", "FD/floor", ".2f"), ("variance_ratio", "var ratio", ".2f"),
     ("memorised", "memorised", ".2f"), ("memorised_strict", "memorised (split-half thr)", ".2f"),
     ("close_pairs", "close pairs", ".3f"), ("constraints", "constraints kept", ".2f"),
-    ("train_s", "train s", ".0f"), ("sample_s", "sample s", ".2f"),
+    ("train_s", "train s", ".0f"), ("selected_step", "selected step", "d"), ("sample_s", "sample s", ".2f"),
 ]
 
 
@@ -58,12 +58,12 @@ def run_system(name, data: EmbeddingSet, cfg: TrainConfig, out: Path, n=N_VOICES
     if run.exists():  # a finished run would "train" in 0 s: every run here starts from nothing
         shutil.rmtree(run)
     train(data, run, cfg, progress=False)
-    train_s = json.loads((run / "summary.json").read_text())["train_seconds"]
+    summary = json.loads((run / "summary.json").read_text())
     gen = Generator.load(out / name)
     t0 = time.perf_counter()
     x = gen.sample(n, seed)
     sample_s = time.perf_counter() - t0
-    return gen, x, train_s, sample_s
+    return gen, x, summary, sample_s
 
 
 def constraints_for(real: np.ndarray, min_entry):
@@ -75,11 +75,12 @@ def evaluate_dataset(tag, train_set: EmbeddingSet, refs: dict, out: Path, recipe
                      extra: dict, fresh_rows: dict, steps_sweep=True):
     """refs: level -> (Reference, strict threshold, fd floor, match)."""
     for sys_name, (cfg, level) in recipes.items():
-        gen, x, train_s, sample_s = run_system(f"{tag}_{sys_name}", train_set, cfg, out)
+        gen, x, summary, sample_s = run_system(f"{tag}_{sys_name}", train_set, cfg, out)
         ref, strict, floor, match = refs[level]
         m = measure(x, ref, match=match, fd_floor=floor)
         m["memorised_strict"] = M.memorised_share(x, ref.train, strict) if strict else None
-        m.update(level=level, train_s=train_s, sample_s=sample_s)
+        m.update(level=level, train_s=summary["train_seconds"], sample_s=sample_s,
+                 selected_step=summary.get("selected_step", summary["steps"]))
         rows[f"({tag}) {sys_name}"] = m
         if sys_name == "default":
             extra[tag] = {"gen": gen, "ref": refs[level]}
@@ -138,8 +139,9 @@ def main(argv=None):
         print(f"(a) {tr.summary()} train / {ho.summary()} held out; same-speaker threshold {thr:.3f} "
               f"(EER {eer:.1%}), split-half threshold {strict:.3f}", flush=True)
         recipes = {"default": (TrainConfig.from_yaml(default_yaml), "speaker"),
-                   # what the model keeps of the encoder's constraints without the quantile transform
-                   "default, standard transform": (TrainConfig.from_yaml(default_yaml, ["normalization.transform=standard"]), "speaker"),
+                   # what the model keeps of the encoder's constraints without the quantile / polar transforms
+                   "default, transform=standard": (TrainConfig.from_yaml(default_yaml, ["normalization.transform=standard"]), "speaker"),
+                   "default, polar=never": (TrainConfig.from_yaml(default_yaml, ["normalization.polar=never"]), "speaker"),
                    "source baseline (linear)": (TrainConfig.from_yaml(baseline_yaml, ["data.path=null"]), "utterance")}
         evaluate_dataset("a", tr, refs, out, recipes, rows, extra,
                          {"(a) real held-out speakers (reference)": real_row})

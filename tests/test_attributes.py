@@ -96,15 +96,15 @@ def cli_error(result) -> str:
 
 # ---- the conditioning math ------------------------------------------------------------------------------
 
-def random_conditional_net(gaussian: bool):
+def random_conditional_net(gaussian: bool, subspace=None):
     torch.manual_seed(0)
-    net = ResidualMLPDenoiser(DIM, 50, hidden=16, blocks=1, time_dim=8, conditions={"gender": 2, "age": 3})
+    net = ResidualMLPDenoiser(subspace or DIM, 50, hidden=16, blocks=1, time_dim=8, conditions={"gender": 2, "age": 3})
     for p in net.parameters():  # the zero-initialised output and modulation would make every output 0
         torch.nn.init.normal_(p, std=0.3)
     if not gaussian:
         return net.eval()
     abar = build_diffusion(TrainConfig.from_dict({"diffusion": {"timesteps": 50}})).alphas_cumprod
-    model = GaussianResidual(net, DIM, abar, "v", conditions={"gender": 2, "age": 3})
+    model = GaussianResidual(net, DIM, abar, "v", subspace=subspace, conditions={"gender": 2, "age": 3})
     x = torch.randn(40, DIM) * 2
     model.fit_gaussian(x)
     # the Gaussian's mean moves per condition value: the guided prediction is exact only if that is linear in w
@@ -113,9 +113,9 @@ def random_conditional_net(gaussian: bool):
     return model.eval()
 
 
-@pytest.mark.parametrize("gaussian", [False, True])
-def test_guidance_is_uncond_plus_w_times_the_difference_and_0_or_1_give_the_two_models(gaussian):
-    model = random_conditional_net(gaussian)
+@pytest.mark.parametrize("gaussian,subspace", [(False, None), (True, None), (True, 3)])
+def test_guidance_is_uncond_plus_w_times_the_difference_and_0_or_1_give_the_two_models(gaussian, subspace):
+    model = random_conditional_net(gaussian, subspace)
     x, t = torch.randn(7, DIM), torch.full((7,), 30)
     codes = torch.tensor([2, 1])
     with torch.no_grad():
@@ -406,3 +406,60 @@ def test_a_resumed_conditional_run_ends_with_the_weights_of_an_uninterrupted_one
     train(data, tmp_path / "parts", cfg, progress=False, max_steps=10)
     train(data, tmp_path / "parts", cfg, progress=False)
     assert Generator.load(tmp_path / "parts").fingerprint == Generator.load(tmp_path / "whole").fingerprint
+
+
+# ---- conditions with the polar transform, a principal subspace and model selection ----------------------
+
+def test_validation_loss_of_a_conditional_model_uses_the_rows_codes():
+    from toucan_speakemb.training import validation_loss
+
+    model = random_conditional_net(True)
+    diffusion = build_diffusion(TrainConfig.from_dict({"diffusion": {"timesteps": 50}}))
+    rows = np.random.default_rng(0).normal(size=(30, DIM)).astype(np.float32)
+    codes = np.tile([[2, 1]], (30, 1))
+    plain = validation_loss(diffusion, model, rows, seed=1)
+    # the null token is the unconditional model; real codes change the score
+    assert validation_loss(diffusion, model, rows, seed=1, codes=np.zeros_like(codes)) == pytest.approx(plain, rel=1e-6)
+    assert validation_loss(diffusion, model, rows, seed=1, codes=codes) != pytest.approx(plain, rel=1e-3)
+
+
+def test_a_conditional_runs_validation_scores_its_validation_rows_with_their_codes(cond_run, data):
+    """Step 0 of model selection is the Gaussian fit with its per-condition means: its recorded score is the
+    validation loss of that model on the validation rows with their condition codes."""
+    from toucan_speakemb.training import build_model, prepare_data, validation_loss
+
+    cfg = TrainConfig.from_dict({**TINY, "model": {**TINY["model"], "conditions": ["gender", "age", "pitch"]}})
+    prepared, _ = prepare_data(data, cfg)
+    assert prepared.validation is not None and prepared.validation_codes.any()
+    model = build_model(cfg, prepared.standardizer.model_dim, prepared.spec)
+    model.fit_gaussian(torch.from_numpy(prepared.rows))
+    model.fit_condition_offsets(torch.from_numpy(prepared.rows), torch.from_numpy(prepared.codes))
+    step0 = (cond_run / "validation.csv").read_text().splitlines()[1].split(",")
+    expected = validation_loss(build_diffusion(cfg), model, prepared.validation_rows, cfg.seed,
+                               codes=prepared.validation_codes)
+    assert int(step0[0]) == 0 and float(step0[1]) == pytest.approx(expected, rel=1e-4)
+    assert float(step0[1]) != pytest.approx(validation_loss(build_diffusion(cfg), model, prepared.validation_rows,
+                                                            cfg.seed), rel=1e-4)
+
+
+def test_conditions_and_sliders_work_with_the_polar_transform_and_a_principal_subspace(tmp_path, data):
+    """Fixed-length vectors: the model space has one dimension more (direction and length); conditional
+    sampling, guidance and the sliders' re-noising all run in that space and give data-space voices."""
+    unit = data.embeddings / np.linalg.norm(data.embeddings, axis=1, keepdims=True)
+    es = EmbeddingSet(unit.astype(np.float32), data.speaker_ids, data.profile, gender=data.gender)
+    cfg = TrainConfig.from_dict({**SHORT, "model": {**SHORT["model"], "conditions": ["gender"],
+                                                    "subspace": "fixed", "subspace_dims": 4},
+                                 "normalization": {"polar": "auto"}})
+    g = Generator.load(train(es, tmp_path / "polar", cfg, progress=False))
+    assert g.standardizer.model_dim == g.model_dim == DIM + 1 and g.model.subspace == 4
+    assert g.condition_means["gender"].shape == (2, DIM + 1)
+    f, m = (g.sample(300, 0, conditions={"gender": v}) for v in ("f", "m"))
+    assert f.shape == (300, DIM)
+    train_lengths = np.linalg.norm(es.speaker_means().embeddings, axis=1)  # speaker means: slightly under 1
+    lengths = np.linalg.norm(f, axis=1)
+    assert train_lengths.min() - 1e-4 <= lengths.min() and lengths.max() <= train_lengths.max() + 1e-4
+    assert f[:, 0].mean() > m[:, 0].mean()  # dimension 0 carries gender
+    moved = g.sample(50, 0, sliders={"gender:f": 1.0, "pc1": 1.0}, conditions={"gender": "m"})
+    assert moved.shape == (50, DIM) and np.isfinite(moved).all()
+    np.testing.assert_array_equal(moved, g.sample(50, 0, sliders={"gender:f": 1.0, "pc1": 1.0},
+                                                  conditions={"gender": "m"}))

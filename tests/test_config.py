@@ -169,6 +169,8 @@ def test_a_missing_yaml_file_is_a_clear_error(tmp_path):
     ({"model": {"kind": "transformer"}}, "model.kind"),
     ({"train": {"lr_schedule": "step"}}, "train.lr_schedule"),
     ({"sample": {"sampler": "euler"}}, "sample.sampler"),
+    ({"normalization": {"polar": "on"}}, "normalization.polar"),
+    ({"model": {"subspace": "pca"}}, "model.subspace"),
 ])
 def test_bad_choice_is_refused_naming_the_key_and_the_allowed_values(d, key):
     with pytest.raises(SpeakEmbError) as ei:
@@ -186,6 +188,11 @@ def test_bad_choice_is_refused_naming_the_key_and_the_allowed_values(d, key):
     ({"train": {"ema_decay": 1.0}}, "train.ema_decay"),
     ({"diffusion": {"beta_start": 0.02, "beta_end": 0.01}}, "diffusion.beta_start"),
     ({"diffusion": {"timesteps": 10}, "sample": {"steps": 20}}, "sample.steps"),
+    ({"train": {"validation_share": 1.0}}, "train.validation_share"),
+    ({"train": {"validate_every": 0}}, "train.validate_every"),
+    ({"train": {"patience": -1}}, "train.patience"),
+    ({"model": {"subspace_dims": 0}}, "model.subspace_dims"),
+    ({"normalization": {"radial": True, "polar": "always"}}, "normalization.polar"),
 ])
 def test_out_of_range_value_is_refused_naming_the_key(d, key):
     with pytest.raises(SpeakEmbError) as ei:

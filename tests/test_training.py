@@ -3,6 +3,7 @@ refusal of incompatible resumes and bad data, the data levels and the stored sta
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import struct
@@ -29,7 +30,8 @@ TINY = {
     "model": {"hidden": 32, "blocks": 1, "time_dim": 16, "dropout": 0.1},  # dropout: global torch RNG is used
     "diffusion": {"timesteps": 50},
     "train": {"steps": 30, "batch_size": 16, "threads": 1, "log_every": 5, "checkpoint_every": 10,
-              "warmup_steps": 3, "keep_checkpoints": 2},
+              "warmup_steps": 3, "keep_checkpoints": 2,
+              "validation_share": 0.0},  # every speaker is drawn; model selection has tests of its own
     "sample": {"steps": 10, "batch_size": 64},
     # these tests specify per-dimension standardisation; the quantile transform has tests of its own
     "normalization": {"transform": "standard"},
@@ -451,3 +453,127 @@ def test_standardisation_stored_in_the_generator_equals_the_datas(reference_run)
     gen = Generator.load(out)
     np.testing.assert_array_equal(gen.standardizer.mean, t["norm.mean"])
     np.testing.assert_array_equal(gen.standardizer.std, t["norm.std"])
+
+
+# ---- model selection on validation speakers ------------------------------------------------------------
+
+VALIDATED = {"validation_share": 0.25, "validate_every": 5, "patience": 0}
+
+
+@pytest.mark.parametrize("level", ["speaker", "utterance", "balanced"])
+def test_validation_speakers_are_never_drawn_for_training(level):
+    es = indexed_data((2, 3, 4, 5, 6, 7, 8, 9))
+    data, _ = prepare_data(es, tiny(data={"level": level}, train=VALIDATED))
+    assert data.validation.sum() == 2
+    drawn = set(draw_rows(data, n_batches=4, batch=2000).tolist())
+    held = set(np.flatnonzero(data.validation[data.row_speaker]).tolist())
+    assert drawn and not drawn & held
+    assert drawn == set(range(len(data.rows))) - held  # every other row is drawn
+    assert len(data.validation_rows) == len(held)
+
+
+def test_validation_loss_is_the_same_for_the_same_weights_and_differs_for_others():
+    from toucan_speakemb.training import build_diffusion, build_model, validation_loss
+
+    cfg = tiny()
+    data, _ = prepare_data(make_data(), cfg)
+    model = build_model(cfg, 6)
+    a = validation_loss(build_diffusion(cfg), model, data.rows, seed=1)
+    assert a == validation_loss(build_diffusion(cfg), model, data.rows, seed=1)
+    torch.nn.init.normal_(model.net.out.weight)
+    assert validation_loss(build_diffusion(cfg), model, data.rows, seed=1) != a
+
+
+def test_the_generator_keeps_the_weights_of_the_best_validation_score(tmp_path):
+    out = tmp_path / "run"
+    train(make_data(), out, tiny(train=VALIDATED), progress=False)
+    scores = np.loadtxt(out / "validation.csv", delimiter=",", skiprows=1)
+    assert scores[:, 0].tolist() == [0, 5, 10, 15, 20, 25, 30]
+    best = int(scores[np.argmin(scores[:, 1]), 0])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["selected_step"] == best and summary["steps"] == 30 and summary["validation_speakers"] == 3
+    assert Generator.load(out).meta["selected_step"] == best
+
+
+def test_selecting_step_0_gives_the_untrained_model(tmp_path):
+    # a learning rate this large ruins the network at once: the untrained model (the Gaussian) scores best
+    out = tmp_path / "run"
+    train(make_data(), out, tiny(train={**VALIDATED, "lr": 50.0, "grad_clip": 0.0}), progress=False)
+    assert json.loads((out / "summary.json").read_text())["selected_step"] == 0
+    weights = tensors(out / "generator.safetensors")
+    assert not weights["model.net.out.weight"].any() and not weights["model.net.out.bias"].any()
+
+
+def test_patience_stops_training_and_the_stopped_run_is_finished(tmp_path):
+    out = tmp_path / "run"
+    cfg = tiny(train={**VALIDATED, "lr": 50.0, "grad_clip": 0.0, "patience": 2})
+    train(make_data(), out, cfg, progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["steps"] == 10 and summary["selected_step"] == 0
+    first = tensors(out / "generator.safetensors")
+    train(make_data(), out, cfg, progress=False)  # a finished run stays finished
+    assert_bitwise_equal(tensors(out / "generator.safetensors"), first)
+
+
+@pytest.mark.parametrize("stops", [(7,), (10, 3)], ids=["between-checkpoints", "twice"])
+def test_a_validated_run_resumes_to_bitwise_the_same_generator(tmp_path, stops):
+    cfg = tiny(train=VALIDATED)
+    train(make_data(), tmp_path / "ref", cfg, progress=False)
+    for k in stops:
+        train(make_data(), tmp_path / "run", cfg, progress=False, max_steps=k)
+    train(make_data(), tmp_path / "run", cfg, progress=False)
+    assert_bitwise_equal(tensors(tmp_path / "run" / "generator.safetensors"),
+                         tensors(tmp_path / "ref" / "generator.safetensors"))
+    assert (tmp_path / "run" / "validation.csv").read_text() == (tmp_path / "ref" / "validation.csv").read_text()
+
+
+# ---- transforms chosen from the training data -----------------------------------------------------------
+
+def test_polar_auto_is_on_for_fixed_length_vectors_only():
+    from toucan_speakemb.training import use_polar
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6))
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True) * rng.uniform(0.95, 0.97, (50, 1))
+    assert use_polar(tiny(), unit) and not use_polar(tiny(), x)
+    assert not use_polar(tiny(normalization={"polar": "never"}), unit)
+    assert use_polar(tiny(normalization={"polar": "always"}), x)
+
+
+def test_a_polar_generator_samples_vectors_of_training_lengths(tmp_path):
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.normal(size=(60, 6)))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    es = EmbeddingSet(x, [f"s{i // 3}" for i in range(60)], get_profile("custom-test", 6))
+    train(es, tmp_path / "run", tiny(normalization={"transform": "quantile", "polar": "always"}), progress=False)
+    gen = Generator.load(tmp_path / "run")
+    assert gen.model_dim == 7 and gen.dim == 6
+    g = gen.sample(500, seed=1)
+    r = np.linalg.norm(es.speaker_means().embeddings, axis=1)
+    assert g.shape == (500, 6) and g.min() >= 0
+    assert np.linalg.norm(g, axis=1).min() >= r.min() - 1e-5 and np.linalg.norm(g, axis=1).max() <= r.max() + 1e-5
+
+
+@pytest.mark.parametrize("subspace,k", [("fixed", 2), ("auto", None)])
+def test_a_subspace_generator_round_trips_through_its_file(tmp_path, subspace, k):
+    cfg = tiny(model={"subspace": subspace, "subspace_dims": 2})
+    train(make_data(n_speakers=30), tmp_path / "run", cfg, progress=False)
+    weights = tensors(tmp_path / "run" / "generator.safetensors")
+    assert weights["model.basis"].shape[0] == 6 and (k is None or weights["model.basis"].shape[1] == k)
+    gen = Generator.load(tmp_path / "run")
+    np.testing.assert_array_equal(gen.sample(8, seed=2), gen.sample(8, seed=2))
+
+
+def test_transform_auto_is_quantile_for_data_with_a_point_mass_only():
+    from toucan_speakemb.training import transform_kind
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 5))
+    relu = x.copy()
+    relu[:, 3] = np.maximum(relu[:, 3], 0)  # about half exact zeros in one dimension
+    assert transform_kind(tiny(normalization={"transform": "auto"}), x) == "standard"
+    assert transform_kind(tiny(normalization={"transform": "auto"}), relu) == "quantile"
+    few = x.copy()
+    few[:3, 1] = 7.0  # 3% of rows share a value: below the 5% point-mass share
+    assert transform_kind(tiny(normalization={"transform": "auto"}), few) == "standard"
+    assert transform_kind(tiny(normalization={"transform": "quantile"}), x) == "quantile"

@@ -154,3 +154,113 @@ def test_ddim_with_the_exact_gaussian_step_is_exact_for_a_gaussian_at_few_steps_
     np.testing.assert_allclose(np.cov(exact.numpy().T), want, atol=0.08 * np.abs(want).max())
     np.testing.assert_allclose(exact.mean(0).numpy(), data.mean(0).numpy(), atol=0.1)
     assert np.trace(np.cov(plain.numpy().T)) < 0.9 * np.trace(want)  # what the exact step repairs
+
+
+# ---- polar transform: direction and length apart ------------------------------------------------------
+
+def fixed_length_data(n=200, d=8, seed=5):
+    rng = np.random.default_rng(seed)
+    x = np.maximum(rng.normal(0.3, 1, (n, d)), 0) + 1e-3
+    return x / np.linalg.norm(x, axis=1, keepdims=True) * rng.uniform(0.94, 0.97, (n, 1))
+
+
+@pytest.mark.parametrize("kind", ["standard", "quantile"])
+def test_polar_transform_adds_one_coordinate_and_round_trips(kind):
+    x = fixed_length_data()
+    st = Standardizer.fit(x, kind=kind, polar=True)
+    z = st.forward(x)
+    assert z.shape == (200, 9) and st.dim == 8 and st.model_dim == 9
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)  # the length score is standardised like the rest
+    np.testing.assert_allclose(st.inverse(z), x, atol=2e-3)
+
+
+def test_polar_transform_gives_every_vector_a_training_length_and_keeps_signs_whatever_the_model_outputs():
+    x = fixed_length_data()
+    st = Standardizer.fit(x, kind="quantile", polar=True)
+    g = st.inverse(np.random.default_rng(1).normal(0, 3, (3000, 9)))
+    norms, r = np.linalg.norm(g, axis=1), np.linalg.norm(x, axis=1)
+    assert norms.min() >= r.min() - 1e-5 and norms.max() <= r.max() + 1e-5
+    assert g.min() >= 0
+
+
+def test_polar_length_comes_from_the_last_coordinate_only_and_direction_from_the_others():
+    x = fixed_length_data()
+    st = Standardizer.fit(x, kind="standard", polar=True)
+    z = st.forward(x[:2])
+    swapped = np.concatenate([z[:1, :-1], z[1:, -1:]], axis=1)  # direction of row 0, length of row 1
+    g = st.inverse(swapped)[0]
+    np.testing.assert_allclose(np.linalg.norm(g), np.linalg.norm(x[1]), rtol=1e-3)
+    np.testing.assert_allclose(g / np.linalg.norm(g), x[0] / np.linalg.norm(x[0]), atol=1e-5)
+
+
+def test_polar_transform_survives_saving_as_arrays():
+    x = fixed_length_data()
+    st = Standardizer.fit(x, kind="quantile", polar=True)
+    back = Standardizer.from_arrays({k: v.copy() for k, v in st.to_arrays().items()})
+    assert back.same_as(st) and back.model_dim == 9
+    assert not back.same_as(Standardizer.fit(x, kind="quantile"))
+
+
+def test_radial_and_polar_exclude_each_other():
+    with pytest.raises(ValueError, match="exclude"):
+        Standardizer.fit(fixed_length_data(), radial=True, polar=True)
+
+
+# ---- principal subspace (probabilistic PCA) ------------------------------------------------------------
+
+def low_rank_plus_scatter(n, d, rank, scatter, seed=0):
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.normal(size=(d, rank)))[0]
+    return (rng.normal(size=(n, rank)) * np.linspace(3, 2, rank)) @ basis.T + scatter * rng.normal(size=(n, d))
+
+
+def test_ppca_heldout_likelihood_equals_the_density_of_the_ppca_covariance():
+    from scipy.stats import multivariate_normal
+
+    from toucan_speakemb.diffusion.subspace import ppca_heldout_loglik
+
+    rng = np.random.default_rng(2)
+    fit, test = rng.normal(size=(40, 6)) @ rng.normal(size=(6, 6)), rng.normal(size=(15, 6))
+    ll = ppca_heldout_loglik(fit, test, max_k=5)
+    mu, cov = fit.mean(0), np.cov(fit.T)
+    lam, vecs = np.linalg.eigh(cov)
+    lam, vecs = lam[::-1], vecs[:, ::-1]
+    for k in (0, 2, 5):
+        vals = np.concatenate([lam[:k], np.full(6 - k, lam[k:].mean())])
+        expected = multivariate_normal(mu, (vecs * vals) @ vecs.T).logpdf(test).mean()
+        assert ll[k] == pytest.approx(expected, rel=1e-9)
+
+
+def test_subspace_dimension_is_the_rank_of_the_structure_above_isotropic_scatter():
+    from toucan_speakemb.diffusion.subspace import choose_subspace_dims
+
+    assert choose_subspace_dims(low_rank_plus_scatter(600, 20, 4, 0.3)) == 4
+    assert choose_subspace_dims(low_rank_plus_scatter(600, 20, 9, 0.3, seed=1)) == 9
+
+
+def test_subspace_gaussian_keeps_the_top_variances_pools_the_rest_and_keeps_the_total():
+    data = torch.tensor(low_rank_plus_scatter(500, 10, 3, 0.5), dtype=torch.float32)
+    diffusion = GaussianDiffusion(make_betas("cosine", 50))
+    full = GaussianResidual(ResidualMLPDenoiser(10, 50, hidden=8, blocks=1), 10, diffusion.alphas_cumprod, "v")
+    sub = GaussianResidual(ResidualMLPDenoiser(3, 50, hidden=8, blocks=1), 10, diffusion.alphas_cumprod, "v", 3)
+    full.fit_gaussian(data)
+    sub.fit_gaussian(data)
+    torch.testing.assert_close(sub.eigvals[:3], full.eigvals[:3])
+    torch.testing.assert_close(sub.eigvals[3:], full.eigvals[3:].mean().expand(7))
+    torch.testing.assert_close(sub.eigvals.sum(), full.eigvals.sum())
+    torch.testing.assert_close(sub.basis.T @ sub.basis, torch.eye(3), atol=1e-5, rtol=0)
+
+
+def test_subspace_network_corrects_only_the_principal_directions():
+    data = torch.tensor(low_rank_plus_scatter(300, 10, 3, 0.5), dtype=torch.float32)
+    diffusion = GaussianDiffusion(make_betas("cosine", 50))
+    model = GaussianResidual(ResidualMLPDenoiser(3, 50, hidden=8, blocks=1), 10, diffusion.alphas_cumprod, "v", 3)
+    model.fit_gaussian(data)
+    torch.nn.init.normal_(model.net.out.weight)  # a trained-looking network
+    x, t = torch.randn(20, 10), torch.randint(50, (20,))
+    corr = model.correction(x, t)
+    assert corr.abs().max() > 0
+    rest = torch.eye(10) - model.basis @ model.basis.T
+    assert (corr @ rest).abs().max() < 1e-5
+    # inputs that differ only outside the subspace get the same correction
+    torch.testing.assert_close(model.correction(x + torch.randn(20, 10) @ rest, t), corr, atol=1e-5, rtol=0)

@@ -59,6 +59,11 @@ class ModelConfig:
     condition_gaussian: bool = True
     # edges (years) of the age bands used when 'age' is a condition: 25,35,50,65 -> under25, 25-34, ..., 65plus
     age_bands: List[float] = field(default_factory=lambda: [25.0, 35.0, 50.0, 65.0])
+    # with gaussian_residual: "full" (the network sees all d dimensions), "auto" (it sees the top-k principal
+    # directions, k by held-out PPCA likelihood on the training rows; the rest is isotropic Gaussian scatter:
+    # see diffusion/subspace.py) or "fixed" (k = subspace_dims)
+    subspace: str = "full"
+    subspace_dims: int = 64
 
     def options(self) -> Dict[str, Any]:
         if self.kind == "fc3":
@@ -72,17 +77,25 @@ class NormalizationConfig:
     standardize: bool = True  # transform the data to unit scale (stored with the model); False: raw data
     # standard: per-dimension mean/std; quantile: empirical CDF -> normal per dimension, then mean/std
     # (generated values stay inside each dimension's training range; see toucan_speakemb/standardize.py)
-    transform: str = "quantile"
+    transform: str = "auto"
+    # auto: quantile when some dimension has a point mass (one value in at least point_mass_share of the
+    # training rows, e.g. the exact zeros of ReLU encoders such as GE2E), else standard
+    point_mass_share: float = 0.05
     # map vector lengths through their empirical distribution (see standardize.py): generated lengths stay
     # inside the training range; for encoders with (nearly) fixed-length vectors
     radial: bool = False
+    # polar: direction and length modelled apart (standardize.py); lengths stay in the training range.
+    # "auto": on when the training rows' lengths vary by at most polar_max_spread (std / mean), i.e. for
+    # encoders with (nearly) fixed-length vectors; "always" / "never" force it. Excludes radial.
+    polar: str = "auto"
+    polar_max_spread: float = 0.02
     n_quantiles: int = 1000
     min_std: float = 1.0e-4   # floor for dimensions that are (nearly) constant in the training data
 
 
 @dataclass
 class TrainLoopConfig:
-    steps: int = 500
+    steps: int = 2000  # at most: model selection stops earlier when validation scores stop improving
     batch_size: int = 128
     lr: float = 1.0e-3
     lr_schedule: str = "cosine"  # cosine | constant
@@ -97,6 +110,13 @@ class TrainLoopConfig:
     # conditional models: probability that a row's conditions are all replaced by the null token (the
     # unconditional model of classifier-free guidance); otherwise each is replaced with this probability alone
     p_uncond: float = 0.1
+    # model selection on validation speakers (a share of the training speakers the loop never draws): every
+    # validate_every steps the EMA weights are scored by their denoising loss on them (fixed noise levels and
+    # noise); the generator keeps the best-scoring weights (step 0 = the untrained model, i.e. the Gaussian
+    # fit with the Gaussian-residual denoiser). patience > 0 stops after that many scores without a new best.
+    validation_share: float = 0.1
+    validate_every: int = 100
+    patience: int = 5
 
 
 @dataclass
@@ -150,16 +170,20 @@ class TrainConfig:
             ("diffusion.loss", self.diffusion.loss, LOSSES),
             ("diffusion.variance", self.diffusion.variance, VARIANCES),
             ("model.kind", self.model.kind, tuple(DENOISERS)),
+            ("model.subspace", self.model.subspace, ("full", "auto", "fixed")),
             ("train.lr_schedule", self.train.lr_schedule, ("cosine", "constant")),
-            ("normalization.transform", self.normalization.transform, ("standard", "quantile")),
+            ("normalization.transform", self.normalization.transform, ("standard", "quantile", "auto")),
             ("sample.sampler", self.sample.sampler, ("ddim", "ancestral")),
+            ("normalization.polar", self.normalization.polar, ("auto", "always", "never")),
         ]
         for key, value, allowed in choices:
             if value not in allowed:
                 raise SpeakEmbError(f"{source}: {key} must be one of {', '.join(allowed)}; got '{value}'")
         positive = [("diffusion.timesteps", self.diffusion.timesteps), ("train.steps", self.train.steps),
                     ("train.batch_size", self.train.batch_size), ("train.lr", self.train.lr),
-                    ("model.hidden", self.model.hidden), ("train.log_every", self.train.log_every),
+                    ("model.hidden", self.model.hidden), ("model.subspace_dims", self.model.subspace_dims),
+                    ("train.log_every", self.train.log_every),
+                    ("train.validate_every", self.train.validate_every),
                     ("train.checkpoint_every", self.train.checkpoint_every), ("sample.steps", self.sample.steps),
                     ("normalization.n_quantiles", self.normalization.n_quantiles)]
         for key, value in positive:
@@ -169,7 +193,8 @@ class TrainConfig:
                     ("train.warmup_steps", self.train.warmup_steps, 0), ("sample.eta", self.sample.eta, 0),
                     ("model.blocks", self.model.blocks, 1), ("model.expansion", self.model.expansion, 1),
                     ("model.time_dim", self.model.time_dim, 2), ("data.min_utterances", self.data.min_utterances, 1),
-                    ("train.weight_decay", self.train.weight_decay, 0), ("train.grad_clip", self.train.grad_clip, 0)]
+                    ("train.weight_decay", self.train.weight_decay, 0), ("train.patience", self.train.patience, 0),
+                    ("train.grad_clip", self.train.grad_clip, 0)]
         if self.train.threads is not None:
             at_least.append(("train.threads", self.train.threads, 1))
         for key, value, low in at_least:
@@ -179,8 +204,16 @@ class TrainConfig:
             raise SpeakEmbError(f"{source}: seed must be in 0..2^63-1; got {self.seed}")
         if not 0 <= self.model.dropout < 1:
             raise SpeakEmbError(f"{source}: model.dropout must be in [0, 1); got {self.model.dropout}")
+        if not 0 <= self.train.validation_share < 1:
+            raise SpeakEmbError(f"{source}: train.validation_share must be in [0, 1); got {self.train.validation_share}")
         if not self.normalization.min_std > 0:
             raise SpeakEmbError(f"{source}: normalization.min_std must be positive; got {self.normalization.min_std}")
+        if self.normalization.radial and self.normalization.polar == "always":
+            raise SpeakEmbError(f"{source}: normalization.radial and normalization.polar=always exclude each other")
+        if not 0 < self.normalization.point_mass_share <= 1:
+            raise SpeakEmbError(f"{source}: normalization.point_mass_share must be in (0, 1]")
+        if not self.normalization.polar_max_spread >= 0:
+            raise SpeakEmbError(f"{source}: normalization.polar_max_spread must be at least 0")
         if not 0 <= self.train.ema_decay < 1:
             raise SpeakEmbError(f"{source}: train.ema_decay must be in [0, 1); got {self.train.ema_decay}")
         if not 0 < self.diffusion.beta_start < self.diffusion.beta_end < 1:

@@ -81,6 +81,11 @@ class Generator:
             self._train_means, self._train_ids = es.embeddings, es.speaker_ids
         return self._train_means, self._train_ids
 
+    @property
+    def model_dim(self) -> int:
+        """Dimension the diffusion runs in (the data's, + 1 with the polar transform)."""
+        return self.standardizer.model_dim
+
     @classmethod
     def load(cls, path: Union[str, Path]) -> "Generator":
         """Load from a run folder (its ``generator.safetensors``) or the file itself."""
@@ -101,15 +106,16 @@ class Generator:
             cfg = TrainConfig.from_dict(meta["config"], f"{path} config")
             profile = Profile.from_json(meta["profile"])
             spec = ConditionSpec.from_json(meta.get("conditions"))
-            model = build_model(cfg, profile.dim, spec)
+            st = Standardizer.from_arrays(arrays)
+            if st.dim != profile.dim:
+                raise SpeakEmbError(f"generator {path}: statistics are {st.dim}-dim, profile is {profile.dim}-dim")
+            basis = arrays.get("model.basis")
+            model = build_model(cfg, st.model_dim, spec, None if basis is None else basis.shape[1])
             cmeans = {a: arrays[f"conditions.{a}.means"] for a in spec.attributes}
             sd = {k[len("model."):]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("model.")}
             model.load_state_dict(sd)
-            st = Standardizer.from_arrays(arrays)
         except (KeyError, RuntimeError) as e:
             raise SpeakEmbError(f"generator {path} is damaged or incomplete ({str(e).splitlines()[0][:160]})") from None
-        if len(st.mean) != profile.dim:
-            raise SpeakEmbError(f"generator {path}: statistics are {len(st.mean)}-dim, profile is {profile.dim}-dim")
         h = hashlib.sha256()
         for k in sorted(arrays):
             h.update(k.encode())
@@ -126,11 +132,11 @@ class Generator:
     # ---- sampling ---------------------------------------------------------------------------------
     def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
         """x_T for each voice from its own seed."""
-        out = torch.empty(len(seeds), self.dim)
+        out = torch.empty(len(seeds), self.model_dim)
         g = torch.Generator()
         for i, s in enumerate(seeds):
             g.manual_seed(int(s))
-            out[i] = torch.randn(self.dim, generator=g)
+            out[i] = torch.randn(self.model_dim, generator=g)
         return out
 
     def guided(self, conditions: Optional[Mapping[str, Any]] = None, guidance: Optional[float] = None):
@@ -175,7 +181,7 @@ class Generator:
             gens = [torch.Generator().manual_seed(s ^ 0x5EED) for s in chunk]
 
             def noise_fn() -> torch.Tensor:
-                return torch.stack([torch.randn(self.dim, generator=g) for g in gens])
+                return torch.stack([torch.randn(self.model_dim, generator=g) for g in gens])
 
             if sampler == "ddim":
                 z = self.diffusion.ddim_sample_loop(model, x_T, steps=steps, eta=eta, gaussian=_gaussian_of(model),
@@ -234,8 +240,8 @@ class Generator:
         ts = np.unique(np.clip(np.round(np.linspace(start, 0, min(steps, start) + 1))[:-1].astype(np.int64) - 1,
                                0, T - 1))[::-1]
         a = float(self.diffusion.alphas_cumprod[ts[0]])
-        noise = torch.stack([torch.randn(self.dim, generator=torch.Generator().manual_seed(int(s) ^ 0x5D1DE))
-                             for s in seeds]) if len(seeds) else torch.zeros(0, self.dim)
+        noise = torch.stack([torch.randn(self.model_dim, generator=torch.Generator().manual_seed(int(s) ^ 0x5D1DE))
+                             for s in seeds]) if len(seeds) else torch.zeros(0, self.model_dim)
         x_t = a ** 0.5 * torch.as_tensor(np.asarray(z, np.float32)) + (1 - a) ** 0.5 * noise
         return self.diffusion.ddim_sample_loop(model, x_t, timesteps=ts, gaussian=_gaussian_of(model)).numpy()
 
@@ -263,23 +269,25 @@ class GuidedDenoiser:
     With a Gaussian-residual model the two Gaussian parts share their covariance and differ in the mean
     (μ vs μ + offset), and a Gaussian's prediction is affine in its mean, so their guided combination is
     exactly the prediction of the Gaussian of mean μ + w·offset: the DDIM step takes it exactly for every w
-    (``net``, ``mean``, ``eigvecs`` and ``eigvals`` are what :meth:`GaussianDiffusion.ddim_sample_loop` uses).
+    (``correction``, ``mean``, ``eigvecs`` and ``eigvals`` are what :meth:`GaussianDiffusion.ddim_sample_loop` uses).
     """
 
     def __init__(self, model: torch.nn.Module, codes: torch.Tensor, guidance: float):
         self.residual = model if isinstance(model, GaussianResidual) else None
-        self._net = model.net if self.residual is not None else model
+        # the network part of the prediction (with a principal subspace: through it)
+        self._net = model.correction if self.residual is not None else model
         self.codes, self.guidance = codes.reshape(1, -1).long(), float(guidance)
         if self.residual is not None:
             self.mean = model.condition_mean(self.codes[0], self.guidance)
             self.eigvecs, self.eigvals = model.eigvecs, model.eigvals
 
-    def net(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def correction(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The guided network part (for a Gaussian-residual model: the guided correction to its Gaussian)."""
         n = len(x)
         cond = torch.cat([self.codes.expand(n, -1), torch.zeros(n, self.codes.shape[1], dtype=torch.long)])
         out = self._net(torch.cat([x, x]), torch.cat([t, t]), cond)
         return out[n:] + self.guidance * (out[:n] - out[n:])
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = self.net(x, t)
+        out = self.correction(x, t)
         return out if self.residual is None else out + self.residual.gaussian_prediction(x, t, self.mean)

@@ -18,6 +18,14 @@ Stored with the model and undone after sampling:
   vectors have a nearly fixed length (L2-normalised utterances: their speaker means all lie in a thin shell),
   where a small error of the model in length would otherwise leave that shell. Scaling by a positive factor
   keeps signs, so it composes with ``quantile``.
+- ``polar`` (optional, instead of ``radial``): a vector is split into its direction x/|x| and its length;
+  the direction goes through ``standard``/``quantile`` as above (d values) and the length through its own
+  empirical distribution onto a normal (one more value), so the model works on d + 1 values. The inverse
+  rescales the direction the model generates to the length it generates: lengths stay inside the training
+  range and, with ``quantile``, entries keep their signs. Unlike ``radial``, the length is a coordinate of
+  its own instead of a factor on every dimension, so a model's small errors in the direction do not move
+  the length. For encoders whose vectors have a nearly fixed length (GE2E's speaker means: non-negative,
+  lengths within a few per cent).
 """
 
 from __future__ import annotations
@@ -39,28 +47,44 @@ class Standardizer:
     quantiles: Optional[np.ndarray] = None
     # (k,) sorted quantiles of the vector lengths for the radial transform; None when it is off
     radii: Optional[np.ndarray] = None
+    # (k,) sorted quantiles of the vector lengths for the polar transform (the model then sees d + 1
+    # values: the direction's d and the length's score last); None when it is off
+    lengths: Optional[np.ndarray] = None
 
     @property
     def kind(self) -> str:
         return "standard" if self.quantiles is None else "quantile"
 
+    @property
+    def dim(self) -> int:
+        """Dimension of the data vectors."""
+        return len(self.mean) - (self.lengths is not None)
+
+    @property
+    def model_dim(self) -> int:
+        """Dimension of the vectors the model works on (``dim`` + 1 with the polar transform)."""
+        return len(self.mean)
+
     @classmethod
     def fit(cls, x: np.ndarray, weights: Optional[np.ndarray] = None, min_std: float = 1e-4,
             enabled: bool = True, kind: str = "standard", n_quantiles: int = 1000,
-            radial: bool = False) -> "Standardizer":
+            radial: bool = False, polar: bool = False) -> "Standardizer":
         x = np.asarray(x, dtype=np.float64)
         d = x.shape[1]
         if not enabled:
             return cls(np.zeros(d, np.float32), np.ones(d, np.float32))
         if kind not in TRANSFORMS:
             raise ValueError(f"unknown transform '{kind}' (known: {', '.join(TRANSFORMS)})")
-        radii = None
-        if radial:
-            k = min(n_quantiles, len(x))
+        if radial and polar:
+            raise ValueError("radial and polar transforms exclude each other")
+        radii = lengths = length_scores = None
+        if polar:
             norms = np.linalg.norm(x, axis=1)
-            radii = (np.quantile(norms, _levels(k)) if weights is None else
-                     _weighted_quantiles(norms[:, None], np.asarray(weights, np.float64), _levels(k))[:, 0])
-            radii = radii.astype(np.float32)
+            lengths = _length_quantiles(norms, weights, n_quantiles)
+            length_scores = _to_normal(norms[:, None], lengths[:, None])
+            x = x / np.maximum(norms[:, None], 1e-12)
+        if radial:
+            radii = _length_quantiles(np.linalg.norm(x, axis=1), weights, n_quantiles)
             x = _radial_forward(x, radii)
         q = None
         if kind == "quantile":
@@ -72,24 +96,36 @@ class Standardizer:
                 q = _weighted_quantiles(x, np.asarray(weights, dtype=np.float64), levels)
             q = np.maximum.accumulate(q, axis=0).astype(np.float32)
             x = _to_normal(x, q)
+        if polar:
+            x = np.concatenate([x, length_scores], axis=1)
         w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
         w = w / w.sum()
         mean = w @ x
         std = np.sqrt(w @ (x - mean) ** 2)
-        return cls(mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32), q, radii)
+        return cls(mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32), q, radii, lengths)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         if self.radii is not None:
             x = _radial_forward(x, self.radii)
+        if self.lengths is not None:
+            norms = np.linalg.norm(x, axis=1, keepdims=True)
+            scores = _to_normal(norms, self.lengths[:, None])
+            x = x / np.maximum(norms, 1e-12)
         if self.quantiles is not None:
             x = _to_normal(x, self.quantiles)
+        if self.lengths is not None:
+            x = np.concatenate([x, scores], axis=1)
         return ((x - self.mean) / self.std).astype(np.float32)
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
         x = np.asarray(z, dtype=np.float64) * self.std + self.mean
+        if self.lengths is not None:
+            x, scores = x[:, :-1], x[:, -1:]
         if self.quantiles is not None:
             x = _from_normal(x, self.quantiles)
+        if self.lengths is not None:
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) * _from_normal(scores, self.lengths[:, None])
         if self.radii is not None:
             x = _radial_inverse(x, self.radii)
         return x.astype(np.float32)
@@ -100,19 +136,31 @@ class Standardizer:
             out[f"{prefix}quantiles"] = self.quantiles
         if self.radii is not None:
             out[f"{prefix}radii"] = self.radii
+        if self.lengths is not None:
+            out[f"{prefix}lengths"] = self.lengths
         return out
 
     @classmethod
     def from_arrays(cls, arrays: Dict[str, np.ndarray], prefix: str = "norm.") -> "Standardizer":
         return cls(arrays[f"{prefix}mean"], arrays[f"{prefix}std"], arrays.get(f"{prefix}quantiles"),
-                   arrays.get(f"{prefix}radii"))
+                   arrays.get(f"{prefix}radii"), arrays.get(f"{prefix}lengths"))
 
     def same_as(self, other: "Standardizer") -> bool:
         return (np.array_equal(self.mean, other.mean) and np.array_equal(self.std, other.std)
                 and (self.quantiles is None) == (other.quantiles is None)
                 and (self.quantiles is None or np.array_equal(self.quantiles, other.quantiles))
                 and (self.radii is None) == (other.radii is None)
-                and (self.radii is None or np.array_equal(self.radii, other.radii)))
+                and (self.radii is None or np.array_equal(self.radii, other.radii))
+                and (self.lengths is None) == (other.lengths is None)
+                and (self.lengths is None or np.array_equal(self.lengths, other.lengths)))
+
+
+def _length_quantiles(norms: np.ndarray, weights: Optional[np.ndarray], n_quantiles: int) -> np.ndarray:
+    """Sorted quantiles of the vector lengths (weighted when rows have weights), float32."""
+    levels = _levels(min(n_quantiles, len(norms)))
+    q = (np.quantile(norms, levels) if weights is None else
+         _weighted_quantiles(norms[:, None], np.asarray(weights, np.float64), levels)[:, 0])
+    return q.astype(np.float32)
 
 
 def _levels(k: int) -> np.ndarray:

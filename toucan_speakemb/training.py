@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -50,21 +50,43 @@ def build_diffusion(cfg: TrainConfig) -> GaussianDiffusion:
     return GaussianDiffusion(betas, dc.prediction, dc.loss, dc.variance)
 
 
-def build_model(cfg: TrainConfig, dim: int, spec: Optional[ConditionSpec] = None) -> torch.nn.Module:
+def build_model(cfg: TrainConfig, dim: int, spec: Optional[ConditionSpec] = None,
+                subspace: Optional[int] = None) -> torch.nn.Module:
+    """The denoiser; ``spec``: the trained conditions (None: unconditional); ``subspace``: the number of
+    principal directions its network sees (None: all)."""
+    subspace = subspace if cfg.model.gaussian_residual and subspace is not None and subspace < dim else None
     options = cfg.model.options()
     if spec:
         options["conditions"] = spec.cardinalities
-    net = build_denoiser(cfg.model.kind, dim, cfg.diffusion.timesteps, options)
+    net = build_denoiser(cfg.model.kind, subspace or dim, cfg.diffusion.timesteps, options)
     if cfg.model.gaussian_residual:
         shifts = spec.cardinalities if spec and cfg.model.condition_gaussian else None
-        net = GaussianResidual(net, dim, build_diffusion(cfg).alphas_cumprod, cfg.diffusion.prediction, shifts)
+        net = GaussianResidual(net, dim, build_diffusion(cfg).alphas_cumprod, cfg.diffusion.prediction,
+                               subspace=subspace, conditions=shifts)
     return net
+
+
+def subspace_dims(cfg: TrainConfig, data: "TrainingData") -> Optional[int]:
+    """How many principal directions the network models (None: all); from the training rows only."""
+    mc = cfg.model
+    if not mc.gaussian_residual or mc.subspace == "full":
+        return None
+    if mc.subspace == "fixed":
+        return min(mc.subspace_dims, data.rows.shape[1])
+    from .diffusion.subspace import choose_subspace_dims
+
+    return choose_subspace_dims(data.rows, seed=cfg.seed)
 
 
 # ---- data ---------------------------------------------------------------------------------------------
 @dataclass
 class TrainingData:
-    """Rows the loop draws from, in standardised units, and how a batch is drawn."""
+    """Rows the loop draws from, in standardised units, and how a batch is drawn.
+
+    ``validation``: speakers (boolean per speaker) whose rows the loop never draws; they score the
+    checkpoints (see :func:`validation_loss`). The transforms and the Gaussian part are statistics of all
+    rows: they are fixed before training, so the choice between checkpoints cannot favour them.
+    """
 
     rows: np.ndarray               # (n, d) standardised
     row_speaker: np.ndarray        # (n,) speaker index of each row
@@ -73,25 +95,48 @@ class TrainingData:
     standardizer: Standardizer
     spec: Optional[ConditionSpec] = None  # conditional models: the trained attributes and values
     codes: Optional[np.ndarray] = None    # (n, k) condition codes of the rows (0 = null / unknown)
+    validation: Optional[np.ndarray] = None  # (n_speakers,) bool; None: no validation speakers
 
     def draw(self, batch: int, gen: torch.Generator) -> torch.Tensor:
         return torch.from_numpy(self.rows[self.draw_index(batch, gen)])
 
     def draw_index(self, batch: int, gen: torch.Generator) -> np.ndarray:
-        n = len(self.rows)
         if self.level == "balanced":
-            spk = torch.randint(self.n_speakers, (batch,), generator=gen).numpy()
+            spk = self._train_speakers[torch.randint(len(self._train_speakers), (batch,), generator=gen).numpy()]
             u = torch.rand(batch, generator=gen, dtype=torch.float64).numpy()
             idx = self._starts[spk] + np.minimum((u * self._counts[spk]).astype(np.int64), self._counts[spk] - 1)
             idx = self._order[idx]
         else:
-            idx = torch.randint(n, (batch,), generator=gen).numpy()
+            idx = self._train_rows[torch.randint(len(self._train_rows), (batch,), generator=gen).numpy()]
         return idx
+
+    @property
+    def validation_rows(self) -> np.ndarray:
+        return self.rows[~self._is_train_row]
+
+    @property
+    def validation_codes(self) -> Optional[np.ndarray]:
+        """Condition codes of the validation rows (None for an unconditional model)."""
+        return None if self.codes is None else self.codes[~self._is_train_row]
 
     def __post_init__(self):
         self._order = np.argsort(self.row_speaker, kind="stable")
         self._counts = np.bincount(self.row_speaker, minlength=self.n_speakers)
         self._starts = np.concatenate([[0], np.cumsum(self._counts)[:-1]])
+        held = np.zeros(self.n_speakers, bool) if self.validation is None else np.asarray(self.validation, bool)
+        self._train_speakers = np.flatnonzero(~held)
+        self._is_train_row = ~held[self.row_speaker]
+        self._train_rows = np.flatnonzero(self._is_train_row)
+
+
+def pick_validation_speakers(n_speakers: int, share: float, seed: int) -> Optional[np.ndarray]:
+    """A seeded random ``share`` of the speakers (at least 1, leaving at least 2 to train); None for share 0."""
+    n_val = min(max(1, round(share * n_speakers)), n_speakers - 2) if share > 0 else 0
+    if n_val < 1:
+        return None
+    held = np.zeros(n_speakers, bool)
+    held[np.random.default_rng([seed, 0x7A1]).permutation(n_speakers)[:n_val]] = True
+    return held
 
 
 def prepare_data(es: EmbeddingSet, cfg: TrainConfig) -> Tuple[TrainingData, EmbeddingSet]:
@@ -113,8 +158,13 @@ def prepare_data(es: EmbeddingSet, cfg: TrainConfig) -> Tuple[TrainingData, Embe
         raw, row_spk = es.embeddings, es.speaker_index()
         weights = 1.0 / np.bincount(row_spk)[row_spk] if level == "balanced" else None
     nc = cfg.normalization
-    st = Standardizer.fit(raw, weights, nc.min_std, nc.standardize, nc.transform, nc.n_quantiles, nc.radial)
-    data = TrainingData(st.forward(raw), row_spk, level, len(means), st)
+    polar = use_polar(cfg, raw)
+    if polar:
+        log.info("polar transform: direction and length are modelled apart")
+    kind = transform_kind(cfg, raw)
+    st = Standardizer.fit(raw, weights, nc.min_std, nc.standardize, kind, nc.n_quantiles, nc.radial, polar)
+    validation = pick_validation_speakers(len(means), cfg.train.validation_share, cfg.seed)
+    data = TrainingData(st.forward(raw), row_spk, level, len(means), st, validation=validation)
     if cfg.model.conditions:
         rows_set = means if level == "speaker" else es
         data.spec = ConditionSpec.fit(rows_set, cfg.model.conditions, cfg.model.age_bands)
@@ -122,6 +172,35 @@ def prepare_data(es: EmbeddingSet, cfg: TrainConfig) -> Tuple[TrainingData, Embe
         log.info("conditions: %s", "; ".join(f"{a}: " + ", ".join(f"{v} ({c})" for v, c in zip(
             data.spec.values[a], data.spec.counts[a])) for a in data.spec.attributes))
     return data, means
+
+
+def transform_kind(cfg: TrainConfig, rows: np.ndarray) -> str:
+    """The per-dimension transform: as configured, or ("auto") quantile when some dimension of the training
+    rows has a point mass (one value in at least ``normalization.point_mass_share`` of the rows), else standard."""
+    nc = cfg.normalization
+    if nc.transform != "auto":
+        return nc.transform
+    x = np.sort(np.asarray(rows), axis=0)
+    need = max(2, int(np.ceil(nc.point_mass_share * len(x))))
+    if len(x) < need:
+        return "standard"
+    # a value held by `need` rows spans `need` consecutive sorted entries of its dimension
+    has_mass = bool(np.any(x[need - 1:] == x[: len(x) - need + 1]))
+    log.info("per-dimension transform: %s (%s)", "quantile" if has_mass else "standard",
+             "a dimension has a point mass" if has_mass else "no dimension has a point mass")
+    return "quantile" if has_mass else "standard"
+
+
+def use_polar(cfg: TrainConfig, rows: np.ndarray) -> bool:
+    """Whether the polar transform is on: as configured, or ("auto") when the training rows' lengths vary
+    by at most ``normalization.polar_max_spread`` of their mean (never with ``radial``)."""
+    nc = cfg.normalization
+    if nc.polar == "never" or nc.radial or not nc.standardize:
+        return False
+    if nc.polar == "always":
+        return True
+    norms = np.linalg.norm(np.asarray(rows, np.float64), axis=1)
+    return bool(norms.mean() > 0 and norms.std() <= nc.polar_max_spread * norms.mean())
 
 
 # ---- checkpoints --------------------------------------------------------------------------------------
@@ -163,10 +242,39 @@ class TrainState:
     elapsed: float
     running: float = 0.0  # loss sum and count since the last log line: checkpointed, so a resumed
     count: int = 0        # run logs exactly what an uninterrupted one does
+    validation: List[List[float]] = field(default_factory=list)  # [step, validation loss]
+    best_step: int = -1   # step of the best validation score so far (-1: none yet)
+    since_best: int = 0   # validation scores since the best one
+    stopped: bool = False  # stopped early (patience): the run is finished
+
+
+VALIDATION_LEVELS = 20  # noise levels the validation loss averages over, evenly spaced over the schedule
+
+
+@torch.no_grad()
+def validation_loss(diffusion: GaussianDiffusion, model: torch.nn.Module, rows: np.ndarray, seed: int,
+                    min_terms: int = 4096, max_repeats: int = 16, codes: Optional[np.ndarray] = None) -> float:
+    """Denoising loss of ``model`` on ``rows`` at fixed noise levels with fixed noise (the same every call,
+    so scores of different checkpoints differ only by the weights). ``codes``: the rows' condition codes
+    (conditional models are scored on their conditional prediction, as they are trained)."""
+    x0 = torch.from_numpy(np.asarray(rows, np.float32))
+    repeats = int(min(max_repeats, max(1, math.ceil(min_terms / (len(x0) * VALIDATION_LEVELS)))))
+    levels = np.linspace(0, diffusion.num_timesteps - 1, VALIDATION_LEVELS).round().astype(np.int64)
+    g = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for i in levels:
+        x = x0.repeat(repeats, 1)
+        t = torch.full((len(x),), int(i), dtype=torch.long)
+        cond = None if codes is None else torch.from_numpy(np.asarray(codes, np.int64)).repeat(repeats, 1)
+        total += float(diffusion.training_loss(model, x, t, torch.randn(x.shape, generator=g), cond))
+    model.train(was_training)
+    return total / len(levels)
 
 
 def save_checkpoint(run_dir: Path, cfg: TrainConfig, model, ema, opt, gen: torch.Generator, data: TrainingData,
-                    state: TrainState, profile_json: Dict) -> Path:
+                    state: TrainState, profile_json: Dict, best: Optional[Dict[str, torch.Tensor]] = None) -> Path:
     arrays = {}
     arrays.update(_state_arrays("model.", model.state_dict()))
     arrays.update(_state_arrays("ema.", ema.state_dict()))
@@ -174,9 +282,13 @@ def save_checkpoint(run_dir: Path, cfg: TrainConfig, model, ema, opt, gen: torch
     arrays["rng.loop"] = _rng_array(gen.get_state())
     arrays["rng.torch"] = _rng_array(torch.get_rng_state())
     arrays.update(data.standardizer.to_arrays())
+    if best is not None:
+        arrays.update(_state_arrays("best.", best))
     meta = {"kind": CHECKPOINT_KIND, "format_version": FORMAT_VERSION, "step": state.step,
             "elapsed": state.elapsed, "history": state.history,
-            "running": [state.running, state.count], "config": cfg.to_dict(), "profile": profile_json}
+            "running": [state.running, state.count], "config": cfg.to_dict(), "profile": profile_json,
+            "validation": state.validation, "best_step": state.best_step, "since_best": state.since_best,
+            "stopped": state.stopped}
     path = run_dir / "checkpoints" / f"step_{state.step:07d}.safetensors"
     save_tensors(path, arrays, meta)
     for old in list_checkpoints(run_dir)[: -cfg.train.keep_checkpoints]:
@@ -278,31 +390,35 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
                                 f"use another --out or the same config to resume")
     data, train_speakers = prepared
     atomic_write_text(cfg_path, cfg.to_yaml())
-    dim = es.dim
+    dim = data.standardizer.model_dim  # the data's dimension, + 1 with the polar transform
     log.info("data: %s; training at the %s level on %d rows", es.summary(), cfg.data.level, len(data.rows))
 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     diffusion = build_diffusion(cfg)
-    model = build_model(cfg, dim, data.spec)
+    k = subspace_dims(cfg, data)
+    if k is not None:
+        log.info("the network models the top %d principal directions of %d; the rest is isotropic scatter", k, dim)
+    model = build_model(cfg, dim, data.spec, k)
     if isinstance(model, GaussianResidual):
         w = None if data.level != "balanced" else torch.from_numpy(1.0 / np.bincount(data.row_speaker)[data.row_speaker])
         model.fit_gaussian(torch.from_numpy(data.rows), w)
         if model.n_conditions:
             model.fit_condition_offsets(torch.from_numpy(data.rows), torch.from_numpy(data.codes))
-    ema = build_model(cfg, dim, data.spec)
+    ema = build_model(cfg, dim, data.spec, k)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     state = TrainState(0, [], 0.0)
+    best: Optional[Dict[str, torch.Tensor]] = None  # EMA weights of the best validation score
 
     if checkpoints:
         arrays, meta = load_checkpoint(checkpoints[-1])
         prof = meta.get("profile", {})
-        if prof.get("dim") != dim or prof.get("name") != es.profile.name:
+        if prof.get("dim") != es.dim or prof.get("name") != es.profile.name:
             raise SpeakEmbError(
                 f"{run_dir} was trained on '{prof.get('name')}' ({prof.get('dim')}-dim) data, but --data is "
-                f"'{es.profile.name}' ({dim}-dim); use another --out"
+                f"'{es.profile.name}' ({es.dim}-dim); use another --out"
             )
         try:
             model.load_state_dict(_sub(arrays, "model."))
@@ -318,10 +434,21 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
                                 f"use another --out")
         running, count = meta.get("running", [0.0, 0])
         state = TrainState(int(meta["step"]), meta.get("history", []), float(meta.get("elapsed", 0.0)),
-                           float(running), int(count))
+                           float(running), int(count), meta.get("validation", []), int(meta.get("best_step", -1)),
+                           int(meta.get("since_best", 0)), bool(meta.get("stopped", False)))
+        best = _sub(arrays, "best.") or None
         log.info("resuming from %s (step %d)", checkpoints[-1].name, state.step)
 
     EmbeddingSet.save(train_speakers, run_dir / "train_speakers.safetensors")
+    validating = data.validation is not None
+    if validating:
+        val_rows, val_codes = data.validation_rows, data.validation_codes
+        n_val = int(data.validation.sum())
+        if state.best_step < 0:  # step 0: the untrained model (with the Gaussian residual: the Gaussian fit)
+            state.validation.append([0, validation_loss(diffusion, ema, val_rows, cfg.seed, codes=val_codes)])
+            state.best_step, best = 0, _copy_state(ema)
+        log.info("model selection: %d validation speakers (never drawn for training), scored every %d steps",
+                 n_val, cfg.train.validate_every)
     total = cfg.train.steps
     stop_at = total if max_steps is None else min(total, state.step + max_steps)
     model.train()
@@ -332,7 +459,7 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
-    while state.step < stop_at:
+    while state.step < stop_at and not state.stopped:
         step = state.step
         lr = lr_at(cfg, step)
         for g in opt.param_groups:
@@ -366,17 +493,35 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
             if bar is not None:
                 bar.set_postfix(loss=f"{state.running / state.count:.4f}")
             state.running, state.count = 0.0, 0
-        if state.step % cfg.train.checkpoint_every == 0 or state.step == total:
+        if validating and (state.step % cfg.train.validate_every == 0 or state.step == total):
+            score = validation_loss(diffusion, ema, val_rows, cfg.seed, codes=val_codes)
+            state.validation.append([state.step, score])
+            log.info("step %d: validation loss %.5f (best so far %.5f)", state.step, score,
+                     min(v for _, v in state.validation))
+            if score < min(v for _, v in state.validation[:-1]):
+                state.best_step, state.since_best, best = state.step, 0, _copy_state(ema)
+            else:
+                state.since_best += 1
+                if cfg.train.patience and state.since_best >= cfg.train.patience:
+                    state.stopped = True
+                    log.info("stopping at step %d: no better validation score for %d scores (best at step %d)",
+                             state.step, state.since_best, state.best_step)
+        if state.step % cfg.train.checkpoint_every == 0 or state.step == total or state.stopped:
             state.elapsed = elapsed0 + time.perf_counter() - t0
-            save_checkpoint(run_dir, cfg, model, ema, opt, gen, data, state, es.profile.to_json())
+            save_checkpoint(run_dir, cfg, model, ema, opt, gen, data, state, es.profile.to_json(), best)
             write_loss_log(run_dir, state.history)
     if bar is not None:
         bar.close()
     state.elapsed = elapsed0 + time.perf_counter() - t0
-    if state.step < total:
+    if state.step < total and not state.stopped:
         log.info("stopped at step %d of %d (resume with the same command)", state.step, total)
         return run_dir / "generator.safetensors"
 
+    if validating:
+        ema.load_state_dict(best)
+        write_validation_log(run_dir, state.validation)
+        log.info("selected the weights of step %d (validation loss %.5f; step 0: %.5f)", state.best_step,
+                 dict((int(a), b) for a, b in state.validation)[state.best_step], state.validation[0][1])
     from .novelty import same_speaker_record
 
     threshold = same_speaker_record(es)
@@ -392,6 +537,9 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         "steps": state.step,
         "train_seconds": round(state.elapsed, 2),
         "final_loss": state.history[-1][1] if state.history else None,
+        "selected_step": state.best_step if validating else state.step,
+        "validation_speakers": int(data.validation.sum()) if validating else 0,
+        "stopped_early": state.stopped,
         "generator": gen_path.name,
         "same_speaker_threshold": threshold,
     })
@@ -424,6 +572,7 @@ def save_generator(run_dir: Path, cfg: TrainConfig, ema, st: Standardizer, es: E
         "profile": es.profile.to_json(),
         "config": cfg.to_dict(),
         "trained_steps": state.step,
+        "selected_step": state.best_step if state.best_step >= 0 else state.step,
         "training_speakers": len(train_speakers),
         "train_speaker_ids": train_speakers.speaker_ids,
         "same_speaker_threshold": threshold,
@@ -432,6 +581,15 @@ def save_generator(run_dir: Path, cfg: TrainConfig, ema, st: Standardizer, es: E
     if spec:
         meta["conditions"] = spec.to_json()
     return save_tensors(run_dir / "generator.safetensors", arrays, meta)
+
+
+def _copy_state(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def write_validation_log(run_dir: Path, validation: Sequence[Sequence[float]]) -> None:
+    lines = ["step,validation_loss"] + [f"{int(s)},{v:.6g}" for s, v in validation]
+    atomic_write_text(run_dir / "validation.csv", "\n".join(lines) + "\n")
 
 
 def write_loss_log(run_dir: Path, history: Sequence[Sequence[float]], plot: bool = False) -> None:

@@ -99,10 +99,17 @@ class GaussianResidual(nn.Module):
     zero, the untrained model *is* the full-covariance Gaussian fit; training only has to learn how the
     data departs from it (clusters, curvature, bounds). It also lets a network narrower than the data pass
     the full-rank linear part through, which a bottleneck MLP cannot (704 dims through 256 hidden units).
+
+    ``subspace`` k < d: the Gaussian is a probabilistic PCA (Tipping & Bishop 1999): the top-k principal
+    directions keep their variances, the other d - k share their mean variance (an isotropic residual),
+    and the network sees and corrects only the k principal coordinates (``basis``, d x k). When the data is
+    a structured part in those k directions plus isotropic scatter, this is exact: the posterior mean of
+    the residual is the Gaussian's, and that of the principal part depends on x_t's principal coordinates
+    only. The residual's covariance is then one number instead of a noisy (d - k)-dim estimate.
     """
 
     def __init__(self, net: nn.Module, dim: int, alphas_cumprod, prediction: str,
-                 conditions: Optional[Dict[str, int]] = None):
+                 subspace: Optional[int] = None, conditions: Optional[Dict[str, int]] = None):
         super().__init__()
         self.net = net
         self.prediction = prediction
@@ -115,6 +122,9 @@ class GaussianResidual(nn.Module):
         self.n_conditions = len(conditions or {})
         for j, k in enumerate((conditions or {}).values()):
             self.register_buffer(f"offset{j}", torch.zeros(k + 2, dim))
+        self.subspace = subspace if subspace is not None and subspace < dim else None
+        if self.subspace is not None:
+            self.register_buffer("basis", torch.eye(dim)[:, : self.subspace].clone())
 
     def fit_gaussian(self, x: torch.Tensor, weights: Optional[torch.Tensor] = None) -> None:
         x = x.double()
@@ -123,6 +133,11 @@ class GaussianResidual(nn.Module):
         xc = x - mean
         cov = (xc * w[:, None]).T @ xc * (len(x) / max(len(x) - 1, 1))
         vals, vecs = torch.linalg.eigh(cov)
+        vals, vecs = vals.flip(0).clamp_min(0), vecs.flip(1)  # largest first
+        if self.subspace is not None:
+            k = self.subspace
+            vals = torch.cat([vals[:k], vals[k:].mean().expand(len(vals) - k)])
+            self.basis.copy_(vecs[:, :k].float())
         self.mean.copy_(mean.float())
         self.eigvecs.copy_(vecs.float())
         self.eigvals.copy_(vals.clamp_min(1e-6).float())
@@ -151,12 +166,20 @@ class GaussianResidual(nn.Module):
         eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
         return eps if self.prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
 
+    def correction(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The network's part of the prediction (in the principal subspace when there is one; ``cond``:
+        condition codes of a conditional network)."""
+        args = () if cond is None else (cond,)
+        if self.subspace is None:
+            return self.net(x, t, *args)
+        return self.net(x @ self.basis, t, *args) @ self.basis.T
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
         # with conditions the Gaussian part only moves its mean: guidance w then gives the Gaussian of mean
         # μ + w·offset, so the DDIM step stays exact for every w (see generator.GuidedDenoiser)
         if cond is None:
-            return self.gaussian_prediction(x, t) + self.net(x, t)
-        return self.gaussian_prediction(x, t, self.condition_mean(cond)) + self.net(x, t, cond)
+            return self.gaussian_prediction(x, t) + self.correction(x, t)
+        return self.gaussian_prediction(x, t, self.condition_mean(cond)) + self.correction(x, t, cond)
 
 
 DENOISERS = {"fc3": FCDenoiser, "resmlp": ResidualMLPDenoiser}

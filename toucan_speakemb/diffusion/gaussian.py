@@ -153,7 +153,7 @@ class GaussianDiffusion:
             if exact_gaussian:
                 # DDIM is linear in the prediction: the Gaussian part of the step is taken exactly and only the
                 # network's correction (its contribution with x_t set to 0) gets DDIM's first-order step
-                x0_c, eps_c = self.x0_and_eps(torch.zeros_like(x), t, gaussian.net(x, t))
+                x0_c, eps_c = self.x0_and_eps(torch.zeros_like(x), t, gaussian.correction(x, t))
                 x = (gaussian_flow_step(x, float(ab[i]), float(a_prev), gaussian.mean, gaussian.eigvecs,
                                         gaussian.eigvals)
                      + float(np.sqrt(a_prev)) * x0_c + float(np.sqrt(1 - a_prev)) * eps_c)
