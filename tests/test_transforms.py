@@ -131,11 +131,13 @@ def test_gaussian_flow_step_keeps_the_marginal_at_every_noise_level():
     vals, vecs = torch.linalg.eigh(cov)
     x0 = torch.tensor(rng.multivariate_normal(mean.numpy(), cov.numpy(), 40000))
     abar_t, abar_s = 0.3, 0.8
-    xt = abar_t**0.5 * x0 + (1 - abar_t) ** 0.5 * torch.randn(x0.shape, dtype=torch.float64)
+    noise = torch.randn(x0.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    xt = abar_t**0.5 * x0 + (1 - abar_t) ** 0.5 * noise
     xs = gaussian_flow_step(xt, abar_t, abar_s, mean, vecs, vals)
     want_cov = abar_s * cov + (1 - abar_s) * torch.eye(3, dtype=torch.float64)
     np.testing.assert_allclose(xs.mean(0).numpy(), abar_s**0.5 * mean.numpy(), atol=0.03)
-    np.testing.assert_allclose(np.cov(xs.numpy().T), want_cov.numpy(), atol=0.05)
+    # sampling error of a covariance entry of size ~5.5 from 40000 rows: ~0.04; allow 4 of them
+    np.testing.assert_allclose(np.cov(xs.numpy().T), want_cov.numpy(), atol=0.16)
 
 
 @pytest.mark.parametrize("steps", [2, 5])
