@@ -133,8 +133,8 @@ class GaussianResidual(nn.Module):
         xc = x - mean
         cov = (xc * w[:, None]).T @ xc * (len(x) / max(len(x) - 1, 1))
         vals, vecs = torch.linalg.eigh(cov)
-        vals, vecs = vals.flip(0).clamp_min(0), vecs.flip(1)  # largest first
-        if self.subspace is not None:
+        if self.subspace is not None:  # largest first (without a subspace eigh's order is kept: same files as before)
+            vals, vecs = vals.flip(0).clamp_min(0), vecs.flip(1)
             k = self.subspace
             vals = torch.cat([vals[:k], vals[k:].mean().expand(len(vals) - k)])
             self.basis.copy_(vecs[:, :k].float())
