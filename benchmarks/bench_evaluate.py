@@ -48,8 +48,10 @@ def systems_for(tag: str, train: EmbeddingSet, out: Path):
     baseline = TrainConfig.from_yaml(ROOT / "recipes" / "source_baseline" / "linear.yaml", ["data.path=null"])
     gens = []
     for name, cfg in (("default generator", default), ("source baseline (linear)", baseline)):
-        _, x, train_s, sample_s = run_system(f"{tag}_{name.split()[0]}", train, cfg, out)
-        print(f"({tag}) {name}: trained in {train_s:.0f} s, 1000 voices in {sample_s:.2f} s", flush=True)
+        _, x, summary, sample_s = run_system(f"{tag}_{name.split()[0]}", train, cfg, out)
+        print(f"({tag}) {name}: trained in {summary['train_seconds']:.0f} s (weights of step "
+              f"{summary.get('selected_step', summary.get('trained_steps'))}), 1000 voices in {sample_s:.2f} s",
+              flush=True)
         gens.append(GeneratedSet(name, x, train.profile))
     return gens
 
