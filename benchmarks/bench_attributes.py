@@ -38,15 +38,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toucan_speakemb import EmbeddingSet, get_profile
-from toucan_speakemb.config import TrainConfig
-from toucan_speakemb.evaluation import metrics as M
-from toucan_speakemb.evaluation.attributes import AttributeClassifier
-from toucan_speakemb.evaluation.generation import format_table
-from toucan_speakemb.fileio import atomic_write_json
-from toucan_speakemb.generator import Generator, voice_seeds
-from toucan_speakemb.synthetic import SyntheticPopulation
-from toucan_speakemb.training import train
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_generation import load_ge2e_split  # noqa: E402
+
+from toucan_speakemb import EmbeddingSet, get_profile  # noqa: E402
+from toucan_speakemb.config import TrainConfig  # noqa: E402
+from toucan_speakemb.evaluation import metrics as M  # noqa: E402
+from toucan_speakemb.evaluation.attributes import AttributeClassifier  # noqa: E402
+from toucan_speakemb.evaluation.generation import format_table  # noqa: E402
+from toucan_speakemb.fileio import atomic_write_json  # noqa: E402
+from toucan_speakemb.generator import Generator, voice_seeds  # noqa: E402
+from toucan_speakemb.synthetic import SyntheticPopulation  # noqa: E402
+from toucan_speakemb.training import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 N_VOICES = 1000
@@ -194,11 +197,7 @@ def main(argv=None):
     results, checks = {}, []
 
     if args.only in (None, "a"):
-        z = np.load(args.data, allow_pickle=False)
-        X, spk, grp = z["X"], z["speaker"].astype(str), z["group"].astype(str)
-        groups = np.unique(grp)
-        np.random.default_rng(0).shuffle(groups)
-        is_train = np.isin(grp, groups[: round(len(groups) * 2 / 3)])
+        X, spk, is_train = load_ge2e_split(args.data)
         pitch = np.array([pitch_of(s) for s in spk])
         prof = get_profile("ge2e-256")
         tr = EmbeddingSet(X[is_train], spk[is_train].tolist(), prof, labels={"pitch": pitch[is_train].tolist()})

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generation import ROOT, run_system  # noqa: E402
+from bench_generation import ROOT, load_ge2e_split, run_system  # noqa: E402
 
 from toucan_speakemb import EmbeddingSet, get_profile  # noqa: E402
 from toucan_speakemb.config import TrainConfig  # noqa: E402
@@ -119,11 +119,7 @@ def main(argv=None):
     t_start = time.perf_counter()
 
     if args.only in (None, "a"):
-        z = np.load(args.data, allow_pickle=False)
-        X, spk, grp = z["X"], z["speaker"].astype(str), z["group"].astype(str)
-        groups = np.unique(grp)
-        np.random.default_rng(0).shuffle(groups)
-        is_train = np.isin(grp, groups[: round(len(groups) * 2 / 3)])
+        X, spk, is_train = load_ge2e_split(args.data)
         prof = get_profile("ge2e-256")
         train = EmbeddingSet(X[is_train], spk[is_train].tolist(), prof)
         held = EmbeddingSet(X[~is_train], spk[~is_train].tolist(), prof)

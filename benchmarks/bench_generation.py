@@ -66,6 +66,16 @@ def run_system(name, data: EmbeddingSet, cfg: TrainConfig, out: Path, n=N_VOICES
     return gen, x, summary, sample_s
 
 
+def load_ge2e_split(path):
+    """GE2E embeddings, speaker names and the training mask: two thirds of the source voices (`group`, in a
+    fixed shuffled order) train, the rest are held out — pitch shifts of one voice never straddle the split."""
+    z = np.load(path, allow_pickle=False)
+    X, spk, grp = z["X"], z["speaker"].astype(str), z["group"].astype(str)
+    groups = np.unique(grp)
+    np.random.default_rng(0).shuffle(groups)
+    return X, spk, np.isin(grp, groups[: round(len(groups) * 2 / 3)])
+
+
 def constraints_for(real: np.ndarray, min_entry):
     lo, hi = np.percentile(np.linalg.norm(real, axis=1), [1, 99])
     return min_entry, (float(lo), float(hi))
@@ -111,12 +121,7 @@ def main(argv=None):
 
     # ---------------------------------------------------------------- (a) GE2E, held out by source voice
     if args.only in (None, "a"):
-        z = np.load(args.data, allow_pickle=False)
-        X, spk, grp = z["X"], z["speaker"].astype(str), z["group"].astype(str)
-        groups = np.unique(grp)
-        np.random.default_rng(0).shuffle(groups)
-        train_groups = set(groups[: round(len(groups) * 2 / 3)])
-        is_train = np.array([g in train_groups for g in grp])
+        X, spk, is_train = load_ge2e_split(args.data)
         prof = get_profile("ge2e-256")
         tr = EmbeddingSet(X[is_train], spk[is_train].tolist(), prof)
         ho = EmbeddingSet(X[~is_train], spk[~is_train].tolist(), prof)
