@@ -58,7 +58,6 @@ def evaluate(real, train, generated, out, run, level, baselines, k, threshold, p
       toucan-speakemb evaluate --real heldout.safetensors --train train.safetensors \\
           --generated voices.safetensors --run runs/default --out report/
     """
-    from .embedding_set import EmbeddingSet
     from .evaluation.report import evaluate as run_evaluation
     from .evaluation.report import load_generated, write_report
     from .training import load_training_set

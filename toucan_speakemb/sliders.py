@@ -160,10 +160,10 @@ class SliderSpace:
             return z
         u = step / length
         if self.rows is not None:
-            lo, hi = np.quantile((self.rows - self.mean) @ u, [0.01, 0.99])
+            hi = np.quantile((self.rows - self.mean) @ u, 0.99)  # the step points along u: only the far edge
         else:
             sd = float(np.sqrt((self.eigvecs.T @ u) ** 2 @ self.eigvals))
-            lo, hi = -2.33 * sd, 2.33 * sd
+            hi = 2.33 * sd
         s = (z - self.mean) @ u
         target = np.minimum(s + length, np.maximum(hi, s))
         return z + (target - s)[:, None] * u

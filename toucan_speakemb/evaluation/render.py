@@ -79,7 +79,7 @@ class Document:
             elif b[0] == "table":
                 head = "".join(f"<th>{_inline_html(h)}</th>" for h in b[1])
                 body = "".join(
-                    (f'<tr class="ref">' if i in b[3] else "<tr>") + "".join(f"<td>{_inline_html(c)}</td>" for c in r)
+                    ('<tr class="ref">' if i in b[3] else "<tr>") + "".join(f"<td>{_inline_html(c)}</td>" for c in r)
                     + "</tr>" for i, r in enumerate(b[2]))
                 out.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
                            f"</table></div>")
