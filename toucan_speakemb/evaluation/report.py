@@ -25,6 +25,7 @@ from ..errors import SpeakEmbError
 from ..profiles import Profile
 from . import metrics as M
 from .baselines import BASELINES, LABELS
+from .generation import _subsamples
 
 log = logging.getLogger("toucan_speakemb.evaluate")
 
@@ -110,12 +111,17 @@ def _level_vectors(es: EmbeddingSet, level: str) -> np.ndarray:
     return es.speaker_means().embeddings if level == "speaker" else es.embeddings
 
 
-def _threshold(real: EmbeddingSet, train: Optional[EmbeddingSet], given: Optional[float]) -> Tuple[float, str]:
-    if given is not None:
-        return float(given), "given by the user"
+def _real_utterances(real: EmbeddingSet, train: Optional[EmbeddingSet]) -> Tuple[np.ndarray, np.ndarray]:
+    """All real embeddings with speaker ids kept apart by set (the same id in both sets is two speakers)."""
     sets = [("heldout", real)] + ([("train", train)] if train is not None else [])
     x = np.concatenate([s.embeddings for _, s in sets])
     ids = np.concatenate([[f"{tag}:{i}" for i in s.speaker_ids] for tag, s in sets])
+    return x, ids
+
+
+def _threshold(x: np.ndarray, ids: np.ndarray, given: Optional[float]) -> Tuple[float, str]:
+    if given is not None:
+        return float(given), "given by the user"
     _, counts = np.unique(ids, return_counts=True)
     if (counts >= 2).sum() < 2:
         raise SpeakEmbError("cannot find the same-speaker threshold: fewer than 2 real speakers have 2 or more "
@@ -125,11 +131,8 @@ def _threshold(real: EmbeddingSet, train: Optional[EmbeddingSet], given: Optiona
                  f"({int((counts >= 2).sum())} speakers with 2 or more; EER {eer:.1%})")
 
 
-def _speaker_level_threshold(real: EmbeddingSet, train: Optional[EmbeddingSet]) -> Optional[float]:
+def _speaker_level_threshold(x: np.ndarray, ids: np.ndarray) -> Optional[float]:
     """The same-speaker threshold between speaker *means* (split-half), or None where it cannot be found."""
-    sets = [("heldout", real)] + ([("train", train)] if train is not None else [])
-    x = np.concatenate([s.embeddings for _, s in sets])
-    ids = np.concatenate([[f"{tag}:{i}" for i in s.speaker_ids] for tag, s in sets])
     try:
         return M.split_half_threshold(x, ids)[0]
     except ValueError:
@@ -148,19 +151,10 @@ def _check_rows(x: np.ndarray, k: int, what: str) -> None:
         raise SpeakEmbError(f"{what} has {len(x)} vectors; the k-NN measures need at least k+1 = {k + 1}")
 
 
-def _subsamples(x: np.ndarray, size: int, draws: int, rng: np.random.Generator):
-    if size >= len(x):
-        yield x
-        return
-    for _ in range(draws):
-        yield x[rng.choice(len(x), size, replace=False)]
-
-
 def _fidelity(x: np.ndarray, real: np.ndarray, real_sq_radii: np.ndarray, k: int, size: int, draws: int,
               seed: int) -> Dict[str, float]:
-    rng = np.random.default_rng(seed)
     acc = []
-    for sub in _subsamples(x, size, draws, rng):
+    for sub in _subsamples(x, size, draws, seed):
         m = M.knn_measures(real, sub, k=k, real_sq_radii=real_sq_radii)
         m["frechet"] = M.frechet_distance(sub, real)
         acc.append(m)
@@ -188,6 +182,14 @@ def _gender_classifier(train_x, train_g, test_x, test_g, seed: int):
     return clf, acc
 
 
+def _each_gender_at_least(genders: Optional[np.ndarray], n: int) -> bool:
+    """Labels ("f"/"m" only, as `labelled` keeps them) with at least ``n`` speakers of each gender."""
+    if genders is None:
+        return False
+    _, counts = np.unique(genders, return_counts=True)
+    return len(counts) == 2 and counts.min() >= n
+
+
 def _gender_analysis(real: EmbeddingSet, train: Optional[EmbeddingSet], level: str, systems: Dict[str, np.ndarray],
                      seed: int, notes: List[str]) -> Optional[Dict]:
     def labelled(es: Optional[EmbeddingSet]):
@@ -202,9 +204,9 @@ def _gender_analysis(real: EmbeddingSet, train: Optional[EmbeddingSet], level: s
     tx, tg = labelled(train)
     if rx is None and tx is None:
         return None
-    if tx is not None and len(np.unique(tg)) == 2 and min(np.bincount(np.unique(tg, return_inverse=True)[1])) >= 5:
+    if _each_gender_at_least(tg, 5):
         fit_x, fit_g, test_x, test_g, how = tx, tg, rx, rg, "trained on the training speakers, tested on the held-out ones"
-    elif rx is not None and len(np.unique(rg)) == 2 and min(np.bincount(np.unique(rg, return_inverse=True)[1])) >= 10:
+    elif _each_gender_at_least(rg, 10):
         # no labelled training set: fit on half of the real speakers, test on the other half
         perm = np.random.default_rng(seed).permutation(len(rx))
         half = len(rx) // 2
@@ -253,10 +255,11 @@ def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optio
         notes.append("no training set given: baselines, novelty and the real-vs-real floor are not measured")
         baselines = ()
 
-    thr, thr_source = _threshold(real, train, threshold)
+    x_utt, ids_utt = _real_utterances(real, train)
+    thr, thr_source = _threshold(x_utt, ids_utt, threshold)
     # means of many recordings are more alike than single ones: at speaker level the utterance threshold calls
     # most real new speakers "memorised"; the split-half threshold between means is the stricter reading
-    thr_speaker = _speaker_level_threshold(real, train) if level == "speaker" else None
+    thr_speaker = _speaker_level_threshold(x_utt, ids_utt) if level == "speaker" else None
     real_l = _level_vectors(real, level).astype(np.float64)
     _check_rows(real_l, k, f"the real set at {level} level")
     _check_nonzero(real_l, f"the real set at {level} level")
@@ -342,7 +345,7 @@ def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optio
         row["effective_voices"] = M.effective_voice_count(x, thr)
         # the share depends on N (more vectors, more collisions): read it at the held-out set's size
         row["effective_share"] = float(np.mean([M.effective_voice_count(sub, thr) / len(sub) for sub in
-                                                _subsamples(x, len(real_l), 5, np.random.default_rng(seed))]))
+                                                _subsamples(x, len(real_l), 5, seed)]))
         ev.pair_cosines[name] = _pair_cosine_sample(x, seed)
         ev.vectors[name] = x
         rows[name] = row
