@@ -506,13 +506,30 @@ def test_selecting_step_0_gives_the_untrained_model(tmp_path):
 
 def test_patience_stops_training_and_the_stopped_run_is_finished(tmp_path):
     out = tmp_path / "run"
-    cfg = tiny(train={**VALIDATED, "lr": 50.0, "grad_clip": 0.0, "patience": 2})
+    # ema_decay 0.8: the EMA's memory (5 steps) is shorter than patience, so patience alone decides
+    cfg = tiny(train={**VALIDATED, "lr": 50.0, "grad_clip": 0.0, "patience": 2, "ema_decay": 0.8})
     train(make_data(), out, cfg, progress=False)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped_early"] and summary["steps"] == 10 and summary["selected_step"] == 0
     first = tensors(out / "generator.safetensors")
     train(make_data(), out, cfg, progress=False)  # a finished run stays finished
     assert_bitwise_equal(tensors(out / "generator.safetensors"), first)
+
+
+def test_patience_waits_for_the_ema_to_catch_up_before_stopping(tmp_path):
+    # The EMA of decay 0.95 needs 20 steps to reflect the network: a run with patience 2 (10 steps) keeps
+    # going until 20 steps after its best score, then stops.
+    out = tmp_path / "run"
+    cfg = tiny(train={**VALIDATED, "lr": 50.0, "grad_clip": 0.0, "patience": 2, "ema_decay": 0.95, "steps": 60})
+    train(make_data(), out, cfg, progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["selected_step"] == 0 and summary["stopped_early"] and summary["steps"] == 20
+
+
+def test_ema_memory():
+    from toucan_speakemb.training import ema_memory
+
+    assert ema_memory(0.999) == 1000 and ema_memory(0.95) == 20 and ema_memory(0.0) == 1 and ema_memory(1.0) == 0
 
 
 @pytest.mark.parametrize("stops", [(7,), (10, 3)], ids=["between-checkpoints", "twice"])

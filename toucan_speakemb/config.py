@@ -48,7 +48,7 @@ class ModelConfig:
     blocks: int = 3
     expansion: int = 2
     time_dim: int = 128
-    dropout: float = 0.1
+    dropout: float = 0.0
     # add the network to the exact prediction for a Gaussian fit of the data (see diffusion/denoisers.py)
     gaussian_residual: bool = True
     # attributes the model learns as conditions (classifier-free guidance; see toucan_speakemb/conditions.py):
@@ -95,9 +95,9 @@ class NormalizationConfig:
 
 @dataclass
 class TrainLoopConfig:
-    steps: int = 2000  # at most: model selection stops earlier when validation scores stop improving
-    batch_size: int = 128
-    lr: float = 1.0e-3
+    steps: int = 6000  # at most: model selection stops earlier when validation scores stop improving
+    batch_size: int = 256
+    lr: float = 2.0e-3
     lr_schedule: str = "cosine"  # cosine | constant
     warmup_steps: int = 200
     weight_decay: float = 0.0
@@ -113,10 +113,11 @@ class TrainLoopConfig:
     # model selection on validation speakers (a share of the training speakers the loop never draws): every
     # validate_every steps the EMA weights are scored by their denoising loss on them (fixed noise levels and
     # noise); the generator keeps the best-scoring weights (step 0 = the untrained model, i.e. the Gaussian
-    # fit with the Gaussian-residual denoiser). patience > 0 stops after that many scores without a new best.
+    # fit with the Gaussian-residual denoiser). patience > 0 stops after that many scores without a new best,
+    # and never sooner than the EMA's memory (1 / (1 - ema_decay) steps) after it.
     validation_share: float = 0.1
-    validate_every: int = 100
-    patience: int = 5
+    validate_every: int = 250
+    patience: int = 6
 
 
 @dataclass
