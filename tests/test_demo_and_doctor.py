@@ -1,5 +1,6 @@
 """The embedded-default main job (`demo`), the built-in data of known structure, the recipes, and `doctor`."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ def test_demo_trains_samples_and_writes_a_report_with_plots(tmp_path):
     r = CliRunner().invoke(main, ["demo", "--out", str(out), "--steps", "30", "--voices", "40", "--no-progress"])
     assert r.exit_code == 0, r.output
     report = (out / "report.md").read_text()
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    assert "trained 30 steps in" in report and f"kept the weights of step {summary['selected_step']};" in report
     for row in ("fresh true speakers (reference)", "generator (default recipe)", "Gaussian fit",
                 "Gaussian mixture", "real held-out speakers"):
         assert f"| {row} |" in report

@@ -33,7 +33,8 @@ def run_demo(out: Path, steps: Optional[int] = None, n_voices: int = 500, seed: 
     cfg.train.steps = steps or cfg.train.steps
     cfg.seed = seed
     train(data, out / "run", cfg, progress=progress)
-    train_s = json.loads((out / "run" / "summary.json").read_text())["train_seconds"]  # across resumes
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    train_s = summary["train_seconds"]  # across resumes
 
     gen = Generator.load(out / "run")
     t0 = time.perf_counter()
@@ -52,8 +53,9 @@ def run_demo(out: Path, steps: Optional[int] = None, n_voices: int = 500, seed: 
                             GeneratedSet("fresh true speakers (reference)", fresh_same, bank.profile)],
                   data, seed=seed)
     intro = (f"Data: `{name}` — {data.summary()}, a clustered nonlinear speaker population of known structure "
-             f"(`toucan_speakemb/synthetic.py`). The default recipe trained {cfg.train.steps} steps in "
-             f"{train_s:.0f} s and sampled {n_voices} voices in {sample_s:.2f} s ({gen.cfg.sample.sampler}, "
+             f"(`toucan_speakemb/synthetic.py`). The default recipe trained {summary['steps']} steps in "
+             f"{train_s:.0f} s (model selection kept the weights of step {summary['selected_step']}; step 0 is "
+             f"the Gaussian fit) and sampled {n_voices} voices in {sample_s:.2f} s ({gen.cfg.sample.sampler}, "
              f"{gen.cfg.sample.steps} steps). The held-out real speakers are 2000 fresh speakers of the true "
              f"distribution; the row *fresh true speakers* is {n_voices} more of them, measured like a generator: "
              f"a good generator reads like it. Files: `run/` (config, log, checkpoints, loss, generator), "
