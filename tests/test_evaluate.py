@@ -235,6 +235,26 @@ def test_cli_adds_the_loss_curve_and_training_speakers_of_a_run(files, tmp_path)
     assert r.exit_code == 0, r.output
     assert (files / "rep" / "loss.png").exists()
     assert json.loads((files / "rep" / "metrics.json").read_text())["settings"]["train"]["speakers"] == 200
+    assert "kept the weights" not in (files / "rep" / "report.md").read_text()  # no validation log: no claim
+
+
+def test_the_loss_curve_shows_the_validation_scores_and_the_selected_step(files, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "loss.csv").write_text("step,loss,lr\n10,1.0,0.001\n20,0.5,0.001\n")
+    (run / "validation.csv").write_text("step,validation_loss\n0,0.9\n10,0.7\n20,0.8\n")
+    (run / "summary.json").write_text(json.dumps({"selected_step": 10}))
+    EmbeddingSet.load(files / "train.safetensors").speaker_means().save(run / "train_speakers.safetensors")
+    args = ["--real", files / "held.safetensors", "--generated", files / "bank.safetensors", "--run", run,
+            "--no-tsne", "--baselines", "none"]
+    r = _run(*args, "--out", tmp_path / "with")
+    assert r.exit_code == 0, r.output
+    assert "model selection kept the weights of step 10" in (tmp_path / "with" / "report.md").read_text()
+    (run / "validation.csv").unlink()
+    assert _run(*args, "--out", tmp_path / "without").exit_code == 0
+    assert (tmp_path / "with" / "loss.png").read_bytes() != (tmp_path / "without" / "loss.png").read_bytes()
+    (run / "validation.csv").write_text("step,validation_loss\n0,zero\n")
+    _one_error_line(_run(*args, "--out", tmp_path / "bad"), "validation.csv", "not a readable validation log")
 
 
 def _one_error_line(r, *fragments):

@@ -95,7 +95,7 @@ class NormalizationConfig:
 
 @dataclass
 class TrainLoopConfig:
-    steps: int = 6000  # at most: model selection stops earlier when validation scores stop improving
+    steps: int = 20000  # at most: model selection stops earlier when validation scores stop improving
     batch_size: int = 256
     lr: float = 2.0e-3
     lr_schedule: str = "cosine"  # cosine | constant

@@ -27,16 +27,26 @@ def _save(plt, fig, path: Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def plot_loss(history: Sequence[Sequence[float]], path: Path) -> Path:
+def plot_loss(history: Sequence[Sequence[float]], path: Path,
+              validation: Optional[Sequence[Sequence[float]]] = None, selected_step: Optional[int] = None) -> Path:
+    """Training loss; with ``validation`` ([step, loss] rows) also the validation speakers' loss of the EMA
+    weights, and a dashed line at the step whose weights model selection kept."""
     plt, fig = _figure()
     h = np.asarray(history, dtype=float)
     ax = fig.add_subplot(111)
-    ax.plot(h[:, 0], h[:, 1], lw=1.2)
+    ax.plot(h[:, 0], h[:, 1], lw=1.2, label="training loss (mean over log interval)")
+    if validation is not None and len(validation):
+        v = np.asarray(validation, dtype=float)
+        ax.plot(v[:, 0], v[:, 1], lw=1.2, marker=".", c="tab:orange", label="validation speakers (EMA weights)")
+    if selected_step is not None:
+        ax.axvline(selected_step, ls="--", c="grey", lw=1, label=f"selected weights (step {selected_step})")
     ax.set_xlabel("training step")
-    ax.set_ylabel("loss (mean over log interval)")
+    ax.set_ylabel("denoising loss")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.set_title("training loss")
+    if validation is not None or selected_step is not None:
+        ax.legend(fontsize=8)
+    ax.set_title("training loss" if validation is None else "denoising loss: training and validation speakers")
     return _save(plt, fig, Path(path))
 
 

@@ -534,7 +534,8 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
 
     threshold = same_speaker_record(es)
     gen_path = save_generator(run_dir, cfg, ema, data.standardizer, es, train_speakers, state, threshold, data)
-    write_loss_log(run_dir, state.history, plot=True)
+    write_loss_log(run_dir, state.history, plot=True, validation=state.validation if validating else None,
+                   selected_step=state.best_step if validating else None)
     atomic_write_json(run_dir / "summary.json", {
         "toucan_speakemb_version": __version__,
         "data": str(data_source) if not isinstance(data_source, EmbeddingSet) else "in-memory EmbeddingSet",
@@ -600,10 +601,11 @@ def write_validation_log(run_dir: Path, validation: Sequence[Sequence[float]]) -
     atomic_write_text(run_dir / "validation.csv", "\n".join(lines) + "\n")
 
 
-def write_loss_log(run_dir: Path, history: Sequence[Sequence[float]], plot: bool = False) -> None:
+def write_loss_log(run_dir: Path, history: Sequence[Sequence[float]], plot: bool = False,
+                   validation: Optional[Sequence[Sequence[float]]] = None, selected_step: Optional[int] = None) -> None:
     lines = ["step,loss,lr"] + [f"{int(s)},{l:.6g},{lr:.6g}" for s, l, lr in history]
     atomic_write_text(run_dir / "loss.csv", "\n".join(lines) + "\n")
     if plot and history:
         from .plots import plot_loss
 
-        plot_loss(history, run_dir / "loss.png")
+        plot_loss(history, run_dir / "loss.png", validation or None, selected_step)

@@ -13,6 +13,7 @@ real-vs-real floor.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -420,6 +421,21 @@ def _read_loss_history(run_dir: Path):
     return rows
 
 
+def _read_validation(run_dir: Path):
+    """The validation speakers' scores ([step, loss] rows) and the selected step of a run; (None, None) for a
+    run trained without validation speakers."""
+    path = Path(run_dir) / "validation.csv"
+    if not path.exists():
+        return None, None
+    try:
+        rows = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    except ValueError as e:
+        raise SpeakEmbError(f"{path} is not a readable validation log ({e})") from None
+    summary = Path(run_dir) / "summary.json"
+    selected = json.loads(summary.read_text()).get("selected_step") if summary.exists() else None
+    return (rows if len(rows) else None), selected
+
+
 def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] = None, tsne: bool = True,
                  title: str = "toucan-speakemb evaluation", intro: Optional[str] = None) -> Path:
     """Write report.md, report.html (self-contained), metrics.json and the PNG plots into ``out``."""
@@ -428,6 +444,7 @@ def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] 
     from .render import Document, fmt
 
     history = _read_loss_history(Path(run_dir)) if run_dir is not None else None  # fail before writing
+    validation, selected = _read_validation(Path(run_dir)) if run_dir is not None else (None, None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     s = ev.settings
@@ -542,7 +559,9 @@ def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] 
 
     if history is not None:
         doc.heading("Training")
-        doc.image(plots.plot_loss(history[:, :2], out / "loss.png"), f"Training loss of `{run_dir}`.")
+        doc.image(plots.plot_loss(history[:, :2], out / "loss.png", validation, selected),
+                  f"Training loss of `{run_dir}`" + (f"; model selection kept the weights of step {selected}."
+                                                     if selected is not None else "."))
 
     doc.heading("Baselines")
     doc.bullets([
