@@ -255,6 +255,9 @@ def test_the_loss_curve_shows_the_validation_scores_and_the_selected_step(files,
     assert (tmp_path / "with" / "loss.png").read_bytes() != (tmp_path / "without" / "loss.png").read_bytes()
     (run / "validation.csv").write_text("step,validation_loss\n0,zero\n")
     _one_error_line(_run(*args, "--out", tmp_path / "bad"), "validation.csv", "not a readable validation log")
+    (run / "validation.csv").write_text("step,validation_loss\n0,0.9\n")
+    (run / "summary.json").write_text("{truncated")
+    _one_error_line(_run(*args, "--out", tmp_path / "bad2"), "summary.json", "not a readable run summary")
 
 
 def _one_error_line(r, *fragments):

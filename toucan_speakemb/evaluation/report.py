@@ -431,8 +431,12 @@ def _read_validation(run_dir: Path):
         rows = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     except ValueError as e:
         raise SpeakEmbError(f"{path} is not a readable validation log ({e})") from None
-    summary = Path(run_dir) / "summary.json"
-    selected = json.loads(summary.read_text()).get("selected_step") if summary.exists() else None
+    summary, selected = Path(run_dir) / "summary.json", None
+    if summary.exists():
+        try:
+            selected = json.loads(summary.read_text()).get("selected_step")
+        except (ValueError, AttributeError):
+            raise SpeakEmbError(f"{summary} is not a readable run summary (JSON object expected)") from None
     return (rows if len(rows) else None), selected
 
 
