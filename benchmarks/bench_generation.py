@@ -113,8 +113,10 @@ def main(argv=None):
     ap.add_argument("--b-speakers", type=int, default=2000,
                     help="training speakers of the synthetic set (b) (default 2000; the issue asks for >= 2000)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a key of the default recipe, e.g. --set train.steps=20000 (repeatable)")
+                    help="override a key of the default recipe and its variants, e.g. --set train.steps=20000 (repeatable)")
     args = ap.parse_args(argv)
+    if args.b_speakers < N_VOICES:
+        ap.error(f"--b-speakers must be at least {N_VOICES} (the Fréchet floor compares {N_VOICES} training speakers)")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -150,8 +152,8 @@ def main(argv=None):
               f"(EER {eer:.1%}), split-half threshold {strict:.3f}", flush=True)
         recipes = {"default": (TrainConfig.from_yaml(default_yaml, args.set), "speaker"),
                    # what the model keeps of the encoder's constraints without the quantile / polar transforms
-                   "default, transform=standard": (TrainConfig.from_yaml(default_yaml, ["normalization.transform=standard"]), "speaker"),
-                   "default, polar=never": (TrainConfig.from_yaml(default_yaml, ["normalization.polar=never"]), "speaker"),
+                   "default, transform=standard": (TrainConfig.from_yaml(default_yaml, [*args.set, "normalization.transform=standard"]), "speaker"),
+                   "default, polar=never": (TrainConfig.from_yaml(default_yaml, [*args.set, "normalization.polar=never"]), "speaker"),
                    "source baseline (linear)": (TrainConfig.from_yaml(baseline_yaml, ["data.path=null"]), "utterance")}
         evaluate_dataset("a", tr, refs, out, recipes, rows, extra,
                          {"(a) real held-out speakers (reference)": real_row})

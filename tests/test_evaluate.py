@@ -258,6 +258,11 @@ def test_the_loss_curve_shows_the_validation_scores_and_the_selected_step(files,
     (run / "validation.csv").write_text("step,validation_loss\n0,0.9\n")
     (run / "summary.json").write_text("{truncated")
     _one_error_line(_run(*args, "--out", tmp_path / "bad2"), "summary.json", "not a readable run summary")
+    (run / "summary.json").write_text(json.dumps({"selected_step": "ten"}))
+    _one_error_line(_run(*args, "--out", tmp_path / "bad3"), "summary.json", "selected_step")
+    (run / "summary.json").write_text(json.dumps({"selected_step": 10}))
+    (run / "validation.csv").write_text("step\n0\n")
+    _one_error_line(_run(*args, "--out", tmp_path / "bad4"), "validation.csv", "two columns")
 
 
 def _one_error_line(r, *fragments):

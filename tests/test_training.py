@@ -530,6 +530,33 @@ def test_ema_memory():
     from toucan_speakemb.training import ema_memory
 
     assert ema_memory(0.999) == 1000 and ema_memory(0.95) == 20 and ema_memory(0.0) == 1 and ema_memory(1.0) == 0
+    assert ema_memory(0.9999) == 10000 and ema_memory(0.9) == 10
+
+
+def test_validation_loss_builds_no_autograd_graph():
+    from toucan_speakemb.training import build_diffusion, build_model, validation_loss
+
+    cfg = tiny()
+    data, _ = prepare_data(make_data(), cfg)
+    model = build_model(cfg, 6)
+    with torch.enable_grad():
+        # run under an explicit grad context: the function itself must switch gradients off
+        seen = []
+        hook = model.register_forward_hook(lambda m, i, o: seen.append(torch.is_grad_enabled()))
+        validation_loss(build_diffusion(cfg), model, data.rows, seed=1)
+        hook.remove()
+    assert seen and not any(seen)
+
+
+def test_a_run_stopped_by_patience_resumes_to_bitwise_the_same_generator(tmp_path):
+    cfg = tiny(train={**VALIDATED, "lr": 50.0, "grad_clip": 0.0, "patience": 2, "ema_decay": 0.95, "steps": 60})
+    train(make_data(), tmp_path / "ref", cfg, progress=False)
+    train(make_data(), tmp_path / "run", cfg, progress=False, max_steps=15)
+    train(make_data(), tmp_path / "run", cfg, progress=False)
+    for run in ("ref", "run"):
+        assert json.loads((tmp_path / run / "summary.json").read_text())["steps"] == 20
+    assert_bitwise_equal(tensors(tmp_path / "run" / "generator.safetensors"),
+                         tensors(tmp_path / "ref" / "generator.safetensors"))
 
 
 @pytest.mark.parametrize("stops", [(7,), (10, 3)], ids=["between-checkpoints", "twice"])

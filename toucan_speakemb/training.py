@@ -251,14 +251,14 @@ class TrainState:
 VALIDATION_LEVELS = 20  # noise levels the validation loss averages over, evenly spaced over the schedule
 
 
-@torch.no_grad()
 def ema_memory(decay: float) -> int:
     """Steps the EMA weights take to reflect what the network learned (1 / (1 - decay)). Patience never
     stops training sooner after the best score: a plateau shorter than this is the EMA lagging, not the
     network failing (on the synthetic set the scores rise for the first ~500 steps, then fall for 2000)."""
-    return int(np.ceil(1.0 / (1.0 - decay) - 1e-9)) if decay < 1.0 else 0
+    return int(math.ceil(round(1.0 / (1.0 - decay), 6))) if decay < 1.0 else 0
 
 
+@torch.no_grad()
 def validation_loss(diffusion: GaussianDiffusion, model: torch.nn.Module, rows: np.ndarray, seed: int,
                     min_terms: int = 4096, max_repeats: int = 16, codes: Optional[np.ndarray] = None) -> float:
     """Denoising loss of ``model`` on ``rows`` at fixed noise levels with fixed noise (the same every call,

@@ -429,12 +429,16 @@ def _read_validation(run_dir: Path):
         rows = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     except ValueError as e:
         raise SpeakEmbError(f"{path} is not a readable validation log ({e})") from None
+    if len(rows) and rows.shape[1] != 2:
+        raise SpeakEmbError(f"{path} is not a readable validation log (expected two columns: step, loss)")
     summary, selected = Path(run_dir) / "summary.json", None
     if summary.exists():
         try:
             selected = json.loads(summary.read_text()).get("selected_step")
         except (ValueError, AttributeError):
             raise SpeakEmbError(f"{summary} is not a readable run summary (JSON object expected)") from None
+        if selected is not None and (isinstance(selected, bool) or not isinstance(selected, int)):
+            raise SpeakEmbError(f"{summary}: selected_step should be a step number, got {selected!r}")
     return (rows if len(rows) else None), selected
 
 
