@@ -82,25 +82,28 @@ def constraints_for(real: np.ndarray, min_entry):
     return min_entry, (float(lo), float(hi))
 
 
+def measured_row(x, ref: Reference, match, floor, strict, level="speaker", **extra) -> dict:
+    """One table row: every measure of ``x`` against ``ref``, with the share memorised at the strict
+    (split-half) threshold when the level has one."""
+    m = measure(x, ref, match=match, fd_floor=floor)
+    m.update(level=level, memorised_strict=M.memorised_share(x, ref.train, strict) if strict else None, **extra)
+    return m
+
+
 def evaluate_dataset(tag, train_set: EmbeddingSet, refs: dict, out: Path, recipes: dict, rows: dict,
                      extra: dict, fresh_rows: dict, steps_sweep=True):
     """refs: level -> (Reference, strict threshold, fd floor, match)."""
     for sys_name, (cfg, level) in recipes.items():
         gen, x, summary, sample_s = run_system(f"{tag}_{sys_name}", train_set, cfg, out)
         ref, strict, floor, match = refs[level]
-        m = measure(x, ref, match=match, fd_floor=floor)
-        m["memorised_strict"] = M.memorised_share(x, ref.train, strict) if strict else None
-        m.update(level=level, train_s=summary["train_seconds"], sample_s=sample_s,
-                 selected_step=summary.get("selected_step", summary["steps"]))
-        rows[f"({tag}) {sys_name}"] = m
+        rows[f"({tag}) {sys_name}"] = measured_row(
+            x, ref, match, floor, strict, level, train_s=summary["train_seconds"], sample_s=sample_s,
+            selected_step=summary.get("selected_step", summary["steps"]))
         if sys_name == "default":
             extra[tag] = {"gen": gen, "ref": refs[level]}
     ref, strict, floor, match = refs["speaker"]
     g = gaussian_fit_sample(ref.train, N_VOICES, seed=0)
-    m = measure(g, ref, match=match, fd_floor=floor)
-    m["memorised_strict"] = M.memorised_share(g, ref.train, strict) if strict else None
-    m["level"] = "speaker"
-    rows[f"({tag}) Gaussian fit"] = m
+    rows[f"({tag}) Gaussian fit"] = measured_row(g, ref, match, floor, strict)
     rows.update(fresh_rows)
 
 
@@ -173,19 +176,16 @@ def main(argv=None):
         ref_utt = Reference(fresh_big.embeddings[: 5 * N_VOICES * 4], tr.embeddings, thr)
         floor_utt = np.mean([M.frechet_distance(tr.embeddings[np.random.default_rng(i).choice(len(tr), N_VOICES, replace=False)], ref_utt.heldout) for i in range(3)])
         refs = {"speaker": (ref_spk, strict, floor_spk, N_VOICES), "utterance": (ref_utt, None, floor_utt, N_VOICES)}
-        fresh_row = measure(sm, ref_spk, match=N_VOICES, fd_floor=floor_spk)
-        fresh_row.update(level="speaker", memorised_strict=M.memorised_share(sm, tm, strict))
+        fresh_row = measured_row(sm, ref_spk, N_VOICES, floor_spk, strict)
         # Two rows that show what the Fréchet ratio and precision can reach. An oracle Gaussian with the
         # *true* mean and covariance (from 40 000 fresh speakers): a fit to 2000 training speakers can only
         # do worse. Copies of training speakers: the figures a pure memoriser gets.
         big = np.concatenate([pop.make_set(5000, per, seed=100 + i, prefix=f"oracle{i}").speaker_means().embeddings
                               for i in range(8)]).astype(np.float64)
         oracle = np.random.default_rng(0).multivariate_normal(big.mean(0), np.cov(big.T), N_VOICES, method="eigh")
-        oracle_row = measure(oracle, ref_spk, match=N_VOICES, fd_floor=floor_spk)
-        oracle_row.update(level="speaker", memorised_strict=M.memorised_share(oracle, tm, strict))
+        oracle_row = measured_row(oracle, ref_spk, N_VOICES, floor_spk, strict)
         copies = tm[np.random.default_rng(0).choice(len(tm), N_VOICES, replace=False)]
-        copies_row = measure(copies, ref_spk, match=N_VOICES, fd_floor=floor_spk)
-        copies_row.update(level="speaker", memorised_strict=M.memorised_share(copies, tm, strict))
+        copies_row = measured_row(copies, ref_spk, N_VOICES, floor_spk, strict)
         print(f"(b) {tr.summary()}; reference: 5000 fresh true speakers; same-speaker threshold {thr:.3f} "
               f"(EER {eer:.1%}), split-half threshold {strict:.3f}", flush=True)
         recipes = {"default": (TrainConfig.from_yaml(default_yaml, args.set), "speaker"),
@@ -207,8 +207,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             x = gen.sample(N_VOICES, 1, sampler=sampler, steps=steps)
             dt = time.perf_counter() - t0
-            m = measure(x, ref, match=match, fd_floor=floor)
-            m.update(level="speaker", sample_s=dt, memorised_strict=M.memorised_share(x, ref.train, strict))
+            m = measured_row(x, ref, match, floor, strict, sample_s=dt)
             sweep[f"({tag}) default, {sampler}" + (f" {steps} steps" if steps else f" {gen.diffusion.num_timesteps} steps")] = m
     if sweep:
         print(format_table(sweep, COLUMNS, "Samplers: time for 1000 voices and quality"))

@@ -406,14 +406,19 @@ def _cell(row: Dict, key: str, spec: str) -> str:
     return fmt(int(v), "d") if spec == "d" else fmt(float(v), spec)
 
 
+def _read_csv_log(path: Path, what: str) -> np.ndarray:
+    """(rows, columns) of a run's CSV log below its header line; one error line when it does not parse."""
+    try:
+        return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    except ValueError as e:
+        raise SpeakEmbError(f"{path} is not a readable {what} ({e})") from None
+
+
 def _read_loss_history(run_dir: Path):
     path = Path(run_dir) / "loss.csv"
     if not path.exists():
         raise SpeakEmbError(f"--run {run_dir}: no loss.csv there (is it a `toucan-speakemb train` run folder?)")
-    try:
-        rows = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    except ValueError as e:
-        raise SpeakEmbError(f"{path} is not a readable loss log ({e})") from None
+    rows = _read_csv_log(path, "loss log")
     if not len(rows):
         raise SpeakEmbError(f"{path} holds no loss values yet")
     return rows
@@ -425,10 +430,7 @@ def _read_validation(run_dir: Path):
     path = Path(run_dir) / "validation.csv"
     if not path.exists():
         return None, None
-    try:
-        rows = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    except ValueError as e:
-        raise SpeakEmbError(f"{path} is not a readable validation log ({e})") from None
+    rows = _read_csv_log(path, "validation log")
     if len(rows) and rows.shape[1] != 2:
         raise SpeakEmbError(f"{path} is not a readable validation log (expected two columns: step, loss)")
     summary, selected = Path(run_dir) / "summary.json", None
