@@ -171,6 +171,7 @@ def test_a_missing_yaml_file_is_a_clear_error(tmp_path):
     ({"sample": {"sampler": "euler"}}, "sample.sampler"),
     ({"normalization": {"polar": "on"}}, "normalization.polar"),
     ({"model": {"subspace": "pca"}}, "model.subspace"),
+    ({"model": {"subspace_rest": "pooled"}}, "model.subspace_rest"),
 ])
 def test_bad_choice_is_refused_naming_the_key_and_the_allowed_values(d, key):
     with pytest.raises(SpeakEmbError) as ei:

@@ -621,3 +621,27 @@ def test_transform_auto_is_quantile_for_data_with_a_point_mass_only():
     few[:3, 1] = 7.0  # 3% of rows share a value: below the 5% point-mass share
     assert transform_kind(tiny(normalization={"transform": "auto"}), few) == "standard"
     assert transform_kind(tiny(normalization={"transform": "quantile"}), x) == "quantile"
+
+
+def test_a_subspace_leaves_the_other_directions_to_the_gaussian_fit_unless_they_are_pooled():
+    from toucan_speakemb.diffusion.denoisers import GaussianResidual, ResidualMLPDenoiser
+
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.normal(size=(400, 6)) * np.array([3.0, 2.0, 1.5, 1.0, 0.5, 0.2]) @ rng.normal(size=(6, 6)))
+    abar = torch.linspace(0.999, 0.01, 50)
+
+    def untrained(subspace, rest="full"):
+        model = GaussianResidual(ResidualMLPDenoiser(subspace or 6, 50, hidden=8, blocks=1, time_dim=8), 6, abar,
+                                 "v", subspace=subspace, rest=rest)
+        model.fit_gaussian(x)
+        return model
+
+    xt, t = torch.from_numpy(rng.normal(size=(32, 6))).float(), torch.full((32,), 20)
+    whole = untrained(None)(xt, t)
+    # the network starts at zero: every untrained model is its Gaussian part alone
+    torch.testing.assert_close(untrained(2)(xt, t), whole, rtol=1e-4, atol=1e-5)
+    pooled = untrained(2, "isotropic")
+    assert torch.allclose(pooled.eigvals[2:], pooled.eigvals[2:].mean())
+    assert not torch.allclose(pooled(xt, t), whole, rtol=1e-2, atol=1e-3)
+    with pytest.raises(ValueError, match="rest"):
+        untrained(2, "pooled")

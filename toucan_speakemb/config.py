@@ -60,10 +60,13 @@ class ModelConfig:
     # edges (years) of the age bands used when 'age' is a condition: 25,35,50,65 -> under25, 25-34, ..., 65plus
     age_bands: List[float] = field(default_factory=lambda: [25.0, 35.0, 50.0, 65.0])
     # with gaussian_residual: "full" (the network sees all d dimensions), "auto" (it sees the top-k principal
-    # directions, k by held-out PPCA likelihood on the training rows; the rest is isotropic Gaussian scatter:
-    # see diffusion/subspace.py) or "fixed" (k = subspace_dims)
+    # directions, k by held-out PPCA likelihood on the training rows: see diffusion/subspace.py) or "fixed"
+    # (k = subspace_dims)
     subspace: str = "full"
     subspace_dims: int = 64
+    # the directions outside the subspace: "full" (the Gaussian fit's own variances: at step 0 the model is
+    # the same Gaussian as without a subspace) or "isotropic" (one pooled variance: probabilistic PCA)
+    subspace_rest: str = "full"
 
     def options(self) -> Dict[str, Any]:
         if self.kind == "fc3":
@@ -172,6 +175,7 @@ class TrainConfig:
             ("diffusion.variance", self.diffusion.variance, VARIANCES),
             ("model.kind", self.model.kind, tuple(DENOISERS)),
             ("model.subspace", self.model.subspace, ("full", "auto", "fixed")),
+            ("model.subspace_rest", self.model.subspace_rest, ("full", "isotropic")),
             ("train.lr_schedule", self.train.lr_schedule, ("cosine", "constant")),
             ("normalization.transform", self.normalization.transform, ("standard", "quantile", "auto")),
             ("sample.sampler", self.sample.sampler, ("ddim", "ancestral")),

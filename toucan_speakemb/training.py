@@ -62,7 +62,7 @@ def build_model(cfg: TrainConfig, dim: int, spec: Optional[ConditionSpec] = None
     if cfg.model.gaussian_residual:
         shifts = spec.cardinalities if spec and cfg.model.condition_gaussian else None
         net = GaussianResidual(net, dim, build_diffusion(cfg).alphas_cumprod, cfg.diffusion.prediction,
-                               subspace=subspace, conditions=shifts)
+                               subspace=subspace, conditions=shifts, rest=cfg.model.subspace_rest)
     return net
 
 
@@ -405,7 +405,8 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
     diffusion = build_diffusion(cfg)
     k = subspace_dims(cfg, data)
     if k is not None:
-        log.info("the network models the top %d principal directions of %d; the rest is isotropic scatter", k, dim)
+        log.info("the network models the top %d principal directions of %d; the rest is Gaussian (%s)",
+                 k, dim, "the fit's own variances" if cfg.model.subspace_rest == "full" else "one pooled variance")
     model = build_model(cfg, dim, data.spec, k)
     if isinstance(model, GaussianResidual):
         w = None if data.level != "balanced" else torch.from_numpy(1.0 / np.bincount(data.row_speaker)[data.row_speaker])

@@ -4,7 +4,8 @@ A probabilistic PCA with k components (Tipping & Bishop 1999) is N(μ, V_k Λ_k 
 σ² the mean of the d - k remaining eigenvalues. Fitted on part of the training rows and scored on the rest
 (K folds), its log-likelihood rises while the added directions carry structure and falls once they only
 carry scatter (whose variances are then better pooled into σ²). The k with the best held-out likelihood is
-where the denoising network's subspace ends; the rest is modelled as isotropic scatter (see
+where the denoising network's subspace ends; the rest is left to the Gaussian part (its own variances, or
+pooled into isotropic scatter with ``model.subspace_rest: isotropic``; see
 :class:`toucan_speakemb.diffusion.denoisers.GaussianResidual`). Only training rows are used.
 """
 
