@@ -59,10 +59,12 @@ class ModelConfig:
     condition_gaussian: bool = True
     # edges (years) of the age bands used when 'age' is a condition: 25,35,50,65 -> under25, 25-34, ..., 65plus
     age_bands: List[float] = field(default_factory=lambda: [25.0, 35.0, 50.0, 65.0])
-    # with gaussian_residual: "full" (the network sees all d dimensions), "auto" (it sees the top-k principal
-    # directions, k by held-out PPCA likelihood on the training rows: see diffusion/subspace.py) or "fixed"
-    # (k = subspace_dims)
-    subspace: str = "full"
+    # with gaussian_residual: which principal directions of the training rows the network sees and corrects.
+    # "scaled" (default): the top k = (rows it learns from) / subspace_rows_per_dim, all d once k >= d (a
+    # narrow network learns more from a few thousand speakers, a full one more from tens of thousands: README);
+    # "full": all d; "fixed": k = subspace_dims; "auto": k by held-out PPCA likelihood (diffusion/subspace.py)
+    subspace: str = "scaled"
+    subspace_rows_per_dim: int = 16
     subspace_dims: int = 64
     # the directions outside the subspace: "full" (the Gaussian fit's own variances: at step 0 the model is
     # the same Gaussian as without a subspace) or "isotropic" (one pooled variance: probabilistic PCA)
@@ -174,7 +176,7 @@ class TrainConfig:
             ("diffusion.loss", self.diffusion.loss, LOSSES),
             ("diffusion.variance", self.diffusion.variance, VARIANCES),
             ("model.kind", self.model.kind, tuple(DENOISERS)),
-            ("model.subspace", self.model.subspace, ("full", "auto", "fixed")),
+            ("model.subspace", self.model.subspace, ("scaled", "full", "auto", "fixed")),
             ("model.subspace_rest", self.model.subspace_rest, ("full", "isotropic")),
             ("train.lr_schedule", self.train.lr_schedule, ("cosine", "constant")),
             ("normalization.transform", self.normalization.transform, ("standard", "quantile", "auto")),
@@ -187,6 +189,7 @@ class TrainConfig:
         positive = [("diffusion.timesteps", self.diffusion.timesteps), ("train.steps", self.train.steps),
                     ("train.batch_size", self.train.batch_size), ("train.lr", self.train.lr),
                     ("model.hidden", self.model.hidden), ("model.subspace_dims", self.model.subspace_dims),
+                    ("model.subspace_rows_per_dim", self.model.subspace_rows_per_dim),
                     ("train.log_every", self.train.log_every),
                     ("train.validate_every", self.train.validate_every),
                     ("train.checkpoint_every", self.train.checkpoint_every), ("sample.steps", self.sample.steps),

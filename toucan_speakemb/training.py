@@ -71,8 +71,14 @@ def subspace_dims(cfg: TrainConfig, data: "TrainingData") -> Optional[int]:
     mc = cfg.model
     if not mc.gaussian_residual or mc.subspace == "full":
         return None
+    d = data.rows.shape[1]
     if mc.subspace == "fixed":
-        return min(mc.subspace_dims, data.rows.shape[1])
+        return min(mc.subspace_dims, d)
+    if mc.subspace == "scaled":
+        # one direction per subspace_rows_per_dim rows the network learns from (validation speakers' excluded)
+        learned = len(data.rows) if data.validation is None else int((~data.validation[data.row_speaker]).sum())
+        k = max(1, round(learned / mc.subspace_rows_per_dim))
+        return None if k >= d else k
     from .diffusion.subspace import choose_subspace_dims
 
     return choose_subspace_dims(data.rows, seed=cfg.seed)
