@@ -652,11 +652,12 @@ def test_a_subspace_leaves_the_other_directions_to_the_gaussian_fit_unless_they_
     ("speaker", 200, 2, 0.2, 160 // 4),        # validation speakers' rows are not learned from
     ("balanced", 40, 5, 0.0, 200 // 4),        # utterance rows count
     ("speaker", 400, 2, 0.0, None),            # k >= d: the network sees every direction
+    ("speaker", 40, 2, 0.0, 20),               # never fewer than subspace_dims
 ])
 def test_a_scaled_subspace_grows_with_the_rows_the_network_learns_from(level, n_speakers, per, share, expected):
     from toucan_speakemb.training import subspace_dims
 
-    cfg = tiny(model={"subspace": "scaled", "subspace_rows_per_dim": 4}, data={"level": level},
+    cfg = tiny(model={"subspace": "scaled", "subspace_rows_per_dim": 4, "subspace_dims": 20}, data={"level": level},
                train={"validation_share": share})
     data, _ = prepare_data(make_data(n_speakers=n_speakers, per=per, dim=64), cfg)
     assert subspace_dims(cfg, data) == expected

@@ -60,9 +60,10 @@ class ModelConfig:
     # edges (years) of the age bands used when 'age' is a condition: 25,35,50,65 -> under25, 25-34, ..., 65plus
     age_bands: List[float] = field(default_factory=lambda: [25.0, 35.0, 50.0, 65.0])
     # with gaussian_residual: which principal directions of the training rows the network sees and corrects.
-    # "scaled" (default): the top k = (rows it learns from) / subspace_rows_per_dim, all d once k >= d (a
-    # narrow network learns more from a few thousand speakers, a full one more from tens of thousands: README);
-    # "full": all d; "fixed": k = subspace_dims; "auto": k by held-out PPCA likelihood (diffusion/subspace.py)
+    # "scaled" (default): the top k = (rows it learns from) / subspace_rows_per_dim, at least subspace_dims,
+    # all d once k >= d (a narrow network learns more from a few thousand speakers, a full one more from tens
+    # of thousands: README); "full": all d; "fixed": k = subspace_dims; "auto": k by held-out PPCA likelihood
+    # (diffusion/subspace.py)
     subspace: str = "scaled"
     subspace_rows_per_dim: int = 16
     subspace_dims: int = 64

@@ -75,9 +75,10 @@ def subspace_dims(cfg: TrainConfig, data: "TrainingData") -> Optional[int]:
     if mc.subspace == "fixed":
         return min(mc.subspace_dims, d)
     if mc.subspace == "scaled":
-        # one direction per subspace_rows_per_dim rows the network learns from (validation speakers' excluded)
+        # one direction per subspace_rows_per_dim rows the network learns from (validation speakers' excluded),
+        # at least subspace_dims: a network on a handful of directions fits the few speakers it sees (README)
         learned = len(data.rows) if data.validation is None else int((~data.validation[data.row_speaker]).sum())
-        k = max(1, round(learned / mc.subspace_rows_per_dim))
+        k = max(mc.subspace_dims, round(learned / mc.subspace_rows_per_dim))
         return None if k >= d else k
     from .diffusion.subspace import choose_subspace_dims
 
