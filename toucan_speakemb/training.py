@@ -77,8 +77,7 @@ def subspace_dims(cfg: TrainConfig, data: "TrainingData") -> Optional[int]:
     if mc.subspace == "scaled":
         # one direction per subspace_rows_per_dim rows the network learns from (validation speakers' excluded),
         # at least subspace_dims: a network on a handful of directions fits the few speakers it sees (README)
-        learned = len(data.rows) if data.validation is None else int((~data.validation[data.row_speaker]).sum())
-        k = max(mc.subspace_dims, round(learned / mc.subspace_rows_per_dim))
+        k = max(mc.subspace_dims, round(data.n_train_rows / mc.subspace_rows_per_dim))
         return None if k >= d else k
     from .diffusion.subspace import choose_subspace_dims
 
@@ -116,6 +115,11 @@ class TrainingData:
         else:
             idx = self._train_rows[torch.randint(len(self._train_rows), (batch,), generator=gen).numpy()]
         return idx
+
+    @property
+    def n_train_rows(self) -> int:
+        """How many rows the loop draws from (the validation speakers' rows excluded)."""
+        return len(self._train_rows)
 
     @property
     def validation_rows(self) -> np.ndarray:
