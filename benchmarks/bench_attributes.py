@@ -20,9 +20,11 @@ on real unseen speakers is the ceiling to read the shares against. Printed:
    w (0 = unconditional, 1 = plain conditional, default sample.guidance), with precision (against all unseen
    real speakers and against those of the requested value), recall, memorised share and close pairs, beside
    the unconditional model;
-2. sliders (applied to the unconditional model's voices): the attribute score (the classifier's mean logit
-   of the slider's value, or the coordinate along pc1 / eig1) at each slider value, whether it rises
-   monotonically, and precision at each value (absolute, and relative to the unedited voices).
+2. sliders (applied to the unconditional model's voices, with the default latent method and with the
+   renoise method): the attribute score (the classifier's mean logit of the slider's value, or the coordinate
+   along pc1 / eig1) at each slider value, whether it rises monotonically, and precision at each value
+   (absolute, and relative to the unedited voices); beside them, the model's own unedited voices with the
+   lowest and highest tenth of each score, for the precision the model has where the sliders' ends go.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generation import load_ge2e_split  # noqa: E402
 
 from toucan_speakemb import EmbeddingSet, get_profile  # noqa: E402
-from toucan_speakemb.config import TrainConfig  # noqa: E402
+from toucan_speakemb.config import SLIDER_METHODS, TrainConfig  # noqa: E402
 from toucan_speakemb.evaluation import metrics as M  # noqa: E402
 from toucan_speakemb.evaluation.attributes import AttributeClassifier  # noqa: E402
 from toucan_speakemb.evaluation.generation import format_table  # noqa: E402
@@ -132,31 +134,47 @@ def evaluate(tag, data, attribute, heldout, heldout_labels, train_means, train_l
     print(format_table(rows, COND_COLUMNS, f"({tag}) Conditional generation ({N_VOICES} voices each; w = guidance)"))
     print()
 
-    # ---- sliders on the unconditional model's voices
+    # ---- sliders on the unconditional model's voices: the default method and the renoise one
     g = gens["uncond"]
     seeds = voice_seeds(0, N_VOICES)
+    latents, steps = g.known_latents(seeds)
     space = g.slider_space()
     up = values[-1]
     sliders = {f"{attribute}:{up}": (-1.0, -0.5, 0.0, 0.5, 1.0), "pc1": (-2.0, -1.0, 0.0, 1.0, 2.0),
                "eig1": (-30.0, -15.0, 0.0, 15.0, 30.0)}
+
+    def score_of(x, name):
+        if name.startswith(attribute):
+            return clf.logit(x, up)
+        return space.score(g.standardizer.forward(x), name)
+
     srows, monotonic = {}, {}
-    for name, vals in sliders.items():
-        scores, base_p = [], None
-        for val in vals:
-            x = g.edit(unc, seeds, {name: val})
-            r = row(x, up)
-            if name.startswith(attribute):
-                r["score"] = float(clf.logit(x, up).mean())
-            else:
-                r["score"] = float(space.score(g.standardizer.forward(x), name).mean())
-            scores.append(r["score"])
-            srows[f"({tag}) {name}={val:g}"] = r
-        base_p = srows[f"({tag}) {name}=0"]["precision"]
-        for val in vals:
-            srows[f"({tag}) {name}={val:g}"]["precision_rel"] = srows[f"({tag}) {name}={val:g}"]["precision"] / base_p
-        monotonic[name] = bool(np.all(np.diff(scores) > 0))
+    for method in SLIDER_METHODS:
+        suffix = "" if method == g.cfg.sample.slider_method else f", {method}"
+        for name, vals in sliders.items():
+            scores = []
+            for val in vals:
+                x = g.edit(unc, seeds, {name: val}, method=method, latents=latents, steps=steps)
+                r = row(x, up)
+                r["score"] = float(score_of(x, name).mean())
+                scores.append(r["score"])
+                srows[f"({tag}) {name}={val:g}{suffix}"] = r
+            base_p = srows[f"({tag}) {name}=0{suffix}"]["precision"]
+            for val in vals:
+                srows[f"({tag}) {name}={val:g}{suffix}"]["precision_rel"] = \
+                    srows[f"({tag}) {name}={val:g}{suffix}"]["precision"] / base_p
+            monotonic[name + suffix] = bool(np.all(np.diff(scores) > 0))
+    # what the model's own voices score where a slider's ends take voices: the unedited voices with the
+    # highest / lowest tenth of scores (the precision a perfect slider could keep there)
+    for name in sliders:
+        sc = score_of(unc, name)
+        for end, pick in (("lowest", np.argsort(sc)[:N_VOICES // 10]), ("highest", np.argsort(sc)[-N_VOICES // 10:])):
+            r = row(unc[pick], up)
+            r["score"] = float(sc[pick].mean())
+            srows[f"({tag}) {name}: unedited voices, {end} tenth"] = r
     print(format_table(srows, SLIDER_COLUMNS, f"({tag}) Sliders on the unconditional model's voices "
-                       f"(strength {g.cfg.sample.slider_strength:g}; attribute score = mean classifier logit of "
+                       f"(default method {g.cfg.sample.slider_method}; renoise at strength "
+                       f"{g.cfg.sample.slider_strength:g}; attribute score = mean classifier logit of "
                        f"'{up}' for the {attribute} slider, coordinate in SDs for pc1 / eig1)"))
     print()
     default_w = cond.cfg.sample.guidance
@@ -178,9 +196,15 @@ def evaluate(tag, data, attribute, heldout, heldout_labels, train_means, train_l
     for name in sliders:
         ps = [srows[f"({tag}) {name}={val:g}"]["precision"] for val in sliders[name]]
         rel = [srows[f"({tag}) {name}={val:g}"]["precision_rel"] for val in sliders[name]]
+        renoised = [srows[f"({tag}) {name}={val:g}, renoise"]["precision_rel"] for val in sliders[name]
+                    if f"({tag}) {name}={val:g}, renoise" in srows]
+        ends = min(srows[f"({tag}) {name}: unedited voices, {e} tenth"]["precision"] for e in ("lowest", "highest"))
         checks.append((f"({tag}) slider {name}: score monotonic", monotonic[name], ""))
         checks.append((f"({tag}) slider {name}: precision >= 0.8 at every value", min(ps) >= 0.8,
-                       f"min {min(ps):.2f} (relative to unedited: min {min(rel):.2f})"))
+                       f"min {min(ps):.2f} (unedited {srows[f'({tag}) {name}=0']['precision']:.2f}; the model's own "
+                       f"voices at the ends of the score: {ends:.2f})"))
+        checks.append((f"({tag}) slider {name}: precision >= 0.8 x unedited at every value", min(rel) >= 0.8,
+                       f"min {min(rel):.2f}" + (f" (renoise method: {min(renoised):.2f})" if renoised else "")))
     return rows, srows, checks, shares
 
 

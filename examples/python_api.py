@@ -31,7 +31,7 @@ labelled = SyntheticPopulation(dim=704).make_set(600, 8, seed=1, attributes=True
 cond_cfg = TrainConfig.from_yaml("recipes/default/hparams.yaml", ["train.steps=500", "model.conditions=[gender]"])
 train(labelled, args.out + "_gender", cond_cfg)
 female = Generator.load(args.out + "_gender").sample(10, seed=0, conditions={"gender": "f"}, guidance=2.0)
-higher = generator.sample(10, seed=0, sliders={"pc1": 1.5})   # re-noised and denoised: stays on the manifold
+higher = generator.sample(10, seed=0, sliders={"pc1": 1.5})   # moved in its noise and decoded: stays on the manifold
 print(female.shape, higher.shape)
 
 # Your own embeddings: an interchange .npz (embeddings, speaker_ids[, utterance_ids, gender, age]).

@@ -12,8 +12,8 @@ from toucan_speakemb.cli import main
 from toucan_speakemb.conditions import ConditionSpec, age_band_names, age_to_band, draw_null_mask
 from toucan_speakemb.config import TrainConfig
 from toucan_speakemb.diffusion.denoisers import GaussianResidual, ResidualMLPDenoiser
-from toucan_speakemb.generator import Generator, GuidedDenoiser
-from toucan_speakemb.sliders import SliderSpace, parse_sliders, rotate_towards
+from toucan_speakemb.generator import Generator, GuidedDenoiser, voice_seeds
+from toucan_speakemb.sliders import SliderSpace, latent_move, parse_sliders, rotate_towards
 from toucan_speakemb.synthetic import SyntheticPopulation
 from toucan_speakemb.training import build_diffusion, train
 from toucan_speakemb.voicebank import VoiceBank
@@ -319,8 +319,8 @@ def test_sliders_move_their_score_monotonically_and_deterministically(gen, name,
     np.testing.assert_array_equal(gen.edit(x, seeds, {name: values[-1]}), gen.edit(x, seeds, {name: values[-1]}))
 
 
-def test_sliders_come_back_towards_the_data_from_off_the_manifold(gen):
-    """A move of one SD along the direction of (almost) no variance (dimensions 2 and 3 differ) is mostly undone
+def test_renoise_sliders_come_back_towards_the_data_from_off_the_manifold(gen):
+    """Renoise method: a move of one SD along the direction of (almost) no variance (dimensions 2 and 3 differ) is mostly undone
     by re-noise/denoise; along the largest it is mostly kept: the edit stays on the data manifold, not on a
     straight line off it."""
     from toucan_speakemb.generator import voice_seeds
@@ -332,9 +332,10 @@ def test_sliders_come_back_towards_the_data_from_off_the_manifold(gen):
     assert space.eigvals[-1] < 0.05 * space.eigvals[0]
     moved = {n: space.score(space.move(gen.standardizer.forward(x), {n: 1}), n).mean()
              - space.score(gen.standardizer.forward(x), n).mean() for n in ("pc1", last)}
-    base = {n: space.score(gen.standardizer.forward(gen.edit(x, seeds, {n: 0})), n).mean() for n in ("pc1", last)}
-    kept = {n: space.score(gen.standardizer.forward(gen.edit(x, seeds, {n: 1})), n).mean() - base[n]
+    base = {n: space.score(gen.standardizer.forward(gen.edit(x, seeds, {n: 0}, method="renoise")), n).mean()
             for n in ("pc1", last)}
+    kept = {n: space.score(gen.standardizer.forward(gen.edit(x, seeds, {n: 1}, method="renoise")), n).mean()
+            - base[n] for n in ("pc1", last)}
     assert moved["pc1"] > 0.8 and moved[last] > 0.8  # both moves start the same size
     assert kept["pc1"] > 0.7 and kept[last] < 0.3 * kept["pc1"]
 
@@ -365,13 +366,83 @@ def test_bad_sliders_are_refused_before_sampling(gen, cond_run, tmp_path):
 
 
 def test_cli_sliders_write_a_bank_with_the_edit_recorded(cond_run, gen, tmp_path):
+    sliders = {"pc1": 1.5, "gender:m": 0.5}
     r = invoke("sample", "--generator", cond_run, "-n", 20, "--seed", 4, "--slider", "pc1=1.5", "--slider",
-               "gender:m=0.5", "--slider-strength", 0.4, "--out", tmp_path / "s.safetensors")
+               "gender:m=0.5", "--out", tmp_path / "latent.safetensors")
     assert r.exit_code == 0, (r.output, r.exception)
-    bank = VoiceBank.load(tmp_path / "s.safetensors")
-    assert bank.provenance["sliders"] == {"pc1": 1.5, "gender:m": 0.5} and bank.provenance["slider_strength"] == 0.4
-    np.testing.assert_allclose(bank.embeddings, gen.sample(20, 4, sliders={"pc1": 1.5, "gender:m": 0.5},
-                                                           slider_strength=0.4), atol=1e-6)
+    bank = VoiceBank.load(tmp_path / "latent.safetensors")
+    assert bank.provenance["sliders"] == sliders and bank.provenance["slider_method"] == "latent"
+    assert "slider_strength" not in bank.provenance
+    np.testing.assert_allclose(bank.embeddings, gen.sample(20, 4, sliders=sliders), atol=1e-6)
+
+    r = invoke("sample", "--generator", cond_run, "-n", 20, "--seed", 4, "--slider", "pc1=1.5", "--slider",
+               "gender:m=0.5", "--slider-method", "renoise", "--slider-strength", 0.4, "--out", tmp_path / "s.safetensors")
+    assert r.exit_code == 0, (r.output, r.exception)
+    renoised = VoiceBank.load(tmp_path / "s.safetensors")
+    assert renoised.provenance["slider_method"] == "renoise" and renoised.provenance["slider_strength"] == 0.4
+    np.testing.assert_allclose(renoised.embeddings, gen.sample(20, 4, sliders=sliders, slider_method="renoise",
+                                                               slider_strength=0.4), atol=1e-6)
+    assert renoised.ids != bank.ids  # a different edit is a different variant of the voices
+    assert not np.allclose(renoised.embeddings, bank.embeddings, atol=1e-3)
+
+
+def test_a_slider_strength_without_the_renoise_method_is_refused_before_anything_is_written(cond_run, gen, tmp_path):
+    msg = cli_error(invoke("sample", "--generator", cond_run, "-n", 5, "--slider", "pc1=1", "--slider-strength", 0.4,
+                           "--out", tmp_path / "s.safetensors"))
+    assert "renoise" in msg and not (tmp_path / "s.safetensors").exists()
+    with pytest.raises(SpeakEmbError) as ei:
+        gen.sample(5, sliders={"pc1": 1}, slider_method="sideways")
+    assert "sideways" in one_line(ei)
+
+
+def zero_network(g: Generator) -> Generator:
+    """The generator with its network's (zero-initialised) output layer zeroed again: the Gaussian fit alone."""
+    with torch.no_grad():
+        g.model.net.out.weight.zero_()
+        g.model.net.out.bias.zero_()
+    return g
+
+
+@pytest.mark.parametrize("name,value", [("pc1", 1.5), ("gender:f", -0.7), ("eig2", 25.0)])
+def test_latent_sliders_of_a_gaussian_model_are_exactly_the_move(uncond_run, name, value):
+    """The move made in the noise is carried by the Gaussian's probability flow to exactly the move of the voice,
+    whether the noise is known (deterministic DDIM) or found by DDIM inversion (ancestral voices)."""
+    g = zero_network(Generator.load(uncond_run))
+    space = g.slider_space()
+    seeds = voice_seeds(5, 40)
+    for sampler in ("ddim", "ancestral"):
+        x = g.sample_seeds(seeds, sampler=sampler)
+        want = g.standardizer.inverse(space.move(g.standardizer.forward(x), {name: value}).astype(np.float32))
+        got = g.sample(40, 5, sliders={name: value}, sampler=sampler)
+        np.testing.assert_allclose(got, want, atol=2e-4)
+        assert np.abs(got - x).max() > 0.1  # the move is not nothing
+
+
+def test_latent_sliders_at_zero_give_the_voice_itself_and_otherwise_a_sample_decoded_from_moved_noise(gen):
+    x = gen.sample(60, 3, conditions={"gender": "f"})
+    np.testing.assert_allclose(gen.sample(60, 3, conditions={"gender": "f"}, sliders={"pc1": 0.0}), x, atol=1e-5)
+    moved = gen.sample(60, 3, conditions={"gender": "f"}, sliders={"pc1": 1.0})
+    seeds = voice_seeds(3, 60)
+    space = gen.slider_space()
+    z = gen.standardizer.forward(x).astype(np.float64)
+    noise = gen.initial_noise(seeds).double().numpy() + latent_move(
+        space.move(z, {"pc1": 1.0}) - z, gen.model.eigvecs.double().numpy(), gen.model.eigvals.double().numpy(),
+        float(gen.diffusion.alphas_cumprod[gen.diffusion.ddim_timesteps(100, gen.cfg.sample.steps)[0]]))
+    np.testing.assert_allclose(moved, gen.standardizer.inverse(gen.decode(noise, conditions={"gender": "f"})),
+                               atol=1e-5)
+
+
+def test_latent_sliders_on_voices_from_elsewhere_invert_them_first(gen):
+    """Ancestral voices have no DDIM noise: it is found by inversion, so value 0 gives the voice back up to the
+    inversion's error (its convergence: tests/test_transforms.py), and a move moves it."""
+    seeds = voice_seeds(8, 100)
+    x = gen.sample_seeds(seeds, sampler="ancestral")
+    spread = float(x.std(0).mean())
+    back = gen.edit(x, seeds, {"pc1": 0.0})
+    assert float(np.abs(back - x).mean()) < 0.01 * spread
+    space = gen.slider_space()
+    moved = space.score(gen.standardizer.forward(gen.edit(x, seeds, {"pc1": 1.0})), "pc1")
+    assert 0.7 < float(np.mean(moved - space.score(gen.standardizer.forward(x), "pc1"))) < 1.2
 
 
 # ---- data with attributes -------------------------------------------------------------------------------
@@ -444,7 +515,7 @@ def test_a_conditional_runs_validation_scores_its_validation_rows_with_their_cod
 
 def test_conditions_and_sliders_work_with_the_polar_transform_and_a_principal_subspace(tmp_path, data):
     """Fixed-length vectors: the model space has one dimension more (direction and length); conditional
-    sampling, guidance and the sliders' re-noising all run in that space and give data-space voices."""
+    sampling, guidance and the sliders (noise moves, decoding) all run in that space and give data-space voices."""
     unit = data.embeddings / np.linalg.norm(data.embeddings, axis=1, keepdims=True)
     es = EmbeddingSet(unit.astype(np.float32), data.speaker_ids, data.profile, gender=data.gender)
     cfg = TrainConfig.from_dict({**SHORT, "model": {**SHORT["model"], "conditions": ["gender"],

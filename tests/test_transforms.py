@@ -158,6 +158,43 @@ def test_ddim_with_the_exact_gaussian_step_is_exact_for_a_gaussian_at_few_steps_
     assert np.trace(np.cov(plain.numpy().T)) < 0.9 * np.trace(want)  # what the exact step repairs
 
 
+def test_ddim_inversion_with_the_exact_gaussian_step_is_the_gaussian_flow_and_round_trips_exactly():
+    rng = np.random.default_rng(10)
+    a = rng.normal(size=(3, 3))
+    data = torch.tensor(rng.normal(size=(500, 3)) @ a.T * 2 + np.array([1.0, -2.0, 0.5]), dtype=torch.float32)
+    diffusion = GaussianDiffusion(make_betas("cosine", 1000), prediction="v")
+    model = GaussianResidual(ResidualMLPDenoiser(3, 1000, hidden=16, blocks=1), 3, diffusion.alphas_cumprod, "v")
+    model.fit_gaussian(data)  # the network's output is zero at initialisation: the Gaussian fit alone
+    ts = diffusion.ddim_timesteps(1000, 7)
+    with torch.no_grad():
+        noise = diffusion.ddim_invert_loop(model, data, timesteps=ts, gaussian=model)
+        back = diffusion.ddim_sample_loop(model, noise, timesteps=ts, gaussian=model)
+    flow = gaussian_flow_step(data, 1.0, float(diffusion.alphas_cumprod[ts[0]]), model.mean, model.eigvecs, model.eigvals)
+    np.testing.assert_allclose(noise.numpy(), flow.numpy(), atol=1e-5)
+    np.testing.assert_allclose(back.numpy(), data.numpy(), atol=2e-4)
+    # the flow whitens: the noise of the training rows is (close to) standard normal
+    np.testing.assert_allclose(np.cov(noise.numpy().T), np.eye(3), atol=0.02)
+
+
+def test_plain_ddim_inversion_round_trips_with_an_error_that_falls_with_the_number_of_steps():
+    """No exact part: every step evaluates the model where it stands, so the round trip data -> noise -> data
+    is off at first order in the step size."""
+    rng = np.random.default_rng(11)
+    mean = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    a = torch.tensor(rng.normal(size=(3, 3)))
+    cov = a @ a.T + 0.1 * torch.eye(3, dtype=torch.float64)
+    diffusion = GaussianDiffusion(make_betas("cosine", 1000), prediction="eps")
+    model = gaussian_optimal_denoiser(diffusion, mean, cov)
+    x = torch.tensor(rng.multivariate_normal(mean.numpy(), cov.numpy(), 200))
+    errors = {}
+    for steps in (20, 80, 320):
+        noise = diffusion.ddim_invert_loop(model, x, steps=steps)
+        errors[steps] = float((diffusion.ddim_sample_loop(model, noise, steps=steps) - x).abs().mean())
+    assert errors[320] < errors[80] < errors[20], errors
+    assert errors[320] < errors[20] / 8  # 16x the steps: first order would give 1/16
+    assert errors[320] < 0.01 * float(x.std(0).mean())
+
+
 # ---- polar transform: direction and length apart ------------------------------------------------------
 
 def fixed_length_data(n=200, d=8, seed=5):

@@ -94,11 +94,15 @@ def conditions_from(gender, age, accent, extra_conditions):
                    "deviations), eigK=DEGREES (rotation towards the K-th eigenvector), ATTR:VALUE=AMOUNT "
                    "(e.g. gender:f=1: 1 = the mean difference between groups), ATTR=AMOUNT for a two-valued "
                    "attribute. Repeatable.")
+@click.option("--slider-method", type=click.Choice(["latent", "renoise"]), default=None,
+              help="How sliders stay on the data manifold. latent: move the voice's noise and decode it again, so "
+                   "the edited voice is a sample of the model; renoise: move the voice, re-noise it part of the way "
+                   "and denoise. Default: the generator's sample.slider_method (latent).")
 @click.option("--slider-strength", type=click.FloatRange(0, 1, min_open=True), default=None,
-              help="Sliders: re-noise to this fraction of the diffusion steps before denoising (default: the "
-                   "generator's sample.slider_strength, 0.3). Higher: closer to the manifold, less of the edit.")
+              help="Renoise sliders: re-noise to this fraction of the diffusion steps before denoising (default: "
+                   "the generator's sample.slider_strength, 0.3). Higher: closer to the manifold, less of the edit.")
 def sample(generator, n, seed, out, npy, sampler, steps, gender, age, accent, extra_conditions, guidance, sliders,
-           slider_strength):
+           slider_method, slider_strength):
     """Sample new voices from a trained generator into a voice bank.
 
     \b
@@ -117,7 +121,8 @@ def sample(generator, n, seed, out, npy, sampler, steps, gender, age, accent, ex
         check_writable(target)
     gen = Generator.load(generator)
     bank = VoiceBank.from_generator(gen, n, seed, sampler=sampler, steps=steps, conditions=conditions,
-                                    guidance=guidance, sliders=slider_values, slider_strength=slider_strength)
+                                    guidance=guidance, sliders=slider_values, slider_strength=slider_strength,
+                                    slider_method=slider_method)
     if "conditions" in bank.provenance:
         click.echo("conditions: " + ", ".join(f"{k}={v}" for k, v in bank.provenance["conditions"].items())
                    + f" (guidance {bank.provenance['guidance']:g})")

@@ -126,6 +126,9 @@ class TrainLoopConfig:
     patience: int = 6
 
 
+SLIDER_METHODS = ("latent", "renoise")
+
+
 @dataclass
 class SampleConfig:
     sampler: str = "ddim"  # ddim (fast, deterministic) | ancestral
@@ -134,7 +137,11 @@ class SampleConfig:
     batch_size: int = 4096
     # classifier-free guidance of conditional samples: 0 = unconditional, 1 = plain conditional, >1 stronger
     guidance: float = 2.0
-    # sliders: re-noise an edited voice to this fraction of the diffusion steps, then denoise (SDEdit)
+    # sliders: latent = move the voice's noise x_T and decode it again (found by DDIM inversion when the voice
+    # was not sampled with the deterministic DDIM); renoise = move the voice, re-noise it to slider_strength x T
+    # and denoise (SDEdit)
+    slider_method: str = "latent"
+    slider_inversion_steps: int = 100
     slider_strength: float = 0.3
 
 
@@ -246,6 +253,12 @@ class TrainConfig:
             raise SpeakEmbError(f"{source}: train.p_uncond must be in (0, 1); got {self.train.p_uncond}")
         if not self.sample.guidance >= 0:
             raise SpeakEmbError(f"{source}: sample.guidance must be at least 0; got {self.sample.guidance}")
+        if self.sample.slider_method not in SLIDER_METHODS:
+            raise SpeakEmbError(f"{source}: sample.slider_method must be one of {', '.join(SLIDER_METHODS)}; got "
+                                f"'{self.sample.slider_method}'")
+        if self.sample.slider_inversion_steps < 1:  # more than diffusion.timesteps means all of them
+            raise SpeakEmbError(f"{source}: sample.slider_inversion_steps must be at least 1; "
+                                f"got {self.sample.slider_inversion_steps}")
         if not 0 < self.sample.slider_strength <= 1:
             raise SpeakEmbError(f"{source}: sample.slider_strength must be in (0, 1]; got "
                                 f"{self.sample.slider_strength}")

@@ -8,7 +8,8 @@ A generator trained with conditions (``model.conditions``) samples unconditional
 ``conditions={"gender": "f"}`` and classifier-free guidance ``guidance`` w (Ho & Salimans 2022):
 prediction = uncond + w (cond - uncond), so w = 0 is the unconditional model, w = 1 the plain conditional one
 and w > 1 pushes further towards the condition (default ``sample.guidance``). Voices edited with sliders are
-re-noised and denoised by the model (:meth:`Generator.renoise_denoise`; see toucan_speakemb/sliders.py).
+moved in their noise x_T and decoded again (:meth:`Generator.decode`, :meth:`Generator.invert`), or re-noised
+and denoised (:meth:`Generator.renoise_denoise`); see toucan_speakemb/sliders.py.
 """
 
 from __future__ import annotations
@@ -192,7 +193,8 @@ class Generator:
         return np.concatenate(out, axis=0) if out else np.zeros((0, self.dim), np.float32)
 
     def sample(self, n: int, seed: int = 0, sliders: Optional[Mapping[str, float]] = None,
-               slider_strength: Optional[float] = None, **kwargs) -> np.ndarray:
+               slider_strength: Optional[float] = None, slider_method: Optional[str] = None,
+               **kwargs) -> np.ndarray:
         """n new voices from one seed: ``sample(n, seed)`` always gives the same (n, d) array.
 
         ``conditions={"gender": "f"}``, ``guidance=2.0``: conditional sampling (conditional generators);
@@ -200,20 +202,61 @@ class Generator:
         if n < 1:
             raise SpeakEmbError(f"number of voices must be at least 1; got {n}")
         seeds = voice_seeds(seed, n)
-        if sliders:  # bad slider names fail before the sampling work
+        if sliders:  # bad slider names and settings fail before the sampling work
+            from .sliders import slider_method_of
+
             self.slider_space().move(self.slider_space().mean, sliders)
+            slider_method_of(self, slider_method, slider_strength)
         x = self.sample_seeds(seeds, **kwargs)
         if sliders:
-            x = self.edit(x, seeds, sliders, slider_strength, kwargs.get("conditions"), kwargs.get("guidance"))
+            latents, steps = self.known_latents(seeds, kwargs.get("sampler"), kwargs.get("steps"), kwargs.get("eta"))
+            x = self.edit(x, seeds, sliders, slider_strength, kwargs.get("conditions"), kwargs.get("guidance"),
+                          method=slider_method, latents=latents, steps=steps)
         return x
 
     def edit(self, voices: np.ndarray, seeds: Sequence[int], sliders: Mapping[str, float],
              strength: Optional[float] = None, conditions: Optional[Mapping[str, Any]] = None,
-             guidance: Optional[float] = None) -> np.ndarray:
-        """``voices`` (n, d) with sliders applied, kept on the data manifold (see toucan_speakemb/sliders.py)."""
+             guidance: Optional[float] = None, method: Optional[str] = None,
+             latents: Optional[torch.Tensor] = None, steps: Optional[int] = None) -> np.ndarray:
+        """``voices`` (n, d) with sliders applied, kept on the data manifold (see toucan_speakemb/sliders.py).
+        ``latents``, ``steps``: the voices' noise and DDIM steps when known (:meth:`known_latents`); else the
+        latent method finds them by DDIM inversion."""
         from .sliders import apply_sliders
 
-        return apply_sliders(self, voices, seeds, sliders, strength, conditions, guidance, self.slider_space())
+        return apply_sliders(self, voices, seeds, sliders, strength, conditions, guidance, self.slider_space(),
+                             method=method, latents=latents, steps=steps)
+
+    def known_latents(self, seeds: Sequence[int], sampler: Optional[str] = None, steps: Optional[int] = None,
+                      eta: Optional[float] = None) -> Tuple[Optional[torch.Tensor], Optional[int]]:
+        """(x_T, DDIM steps) of voices sampled from ``seeds`` with these settings when the sampler is the
+        deterministic DDIM (the voice is then exactly ``decode(x_T, steps)``), else (None, None)."""
+        sc = self.cfg.sample
+        sampler = sc.sampler if sampler is None else sampler
+        eta = sc.eta if eta is None else eta
+        if sampler != "ddim" or eta != 0:
+            return None, None
+        return self.initial_noise(seeds), (sc.steps if steps is None else int(steps))
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, steps: Optional[int] = None,
+               conditions: Optional[Mapping[str, Any]] = None, guidance: Optional[float] = None) -> np.ndarray:
+        """Deterministic DDIM from noise ``latents`` (n, model_dim) to voices in the model's space."""
+        model = self.guided(conditions, guidance)
+        steps = self.cfg.sample.steps if steps is None else int(steps)
+        z = self.diffusion.ddim_sample_loop(model, torch.as_tensor(latents, dtype=torch.float32), steps=steps,
+                                            gaussian=_gaussian_of(model))
+        return z.numpy()
+
+    @torch.no_grad()
+    def invert(self, z: np.ndarray, steps: Optional[int] = None, conditions: Optional[Mapping[str, Any]] = None,
+               guidance: Optional[float] = None) -> torch.Tensor:
+        """DDIM inversion: the noise that :meth:`decode` with the same ``steps`` maps back to ≈ ``z`` (n, d,
+        model space); exact for the Gaussian part, first-order accurate in ``steps`` for the network's."""
+        model = self.guided(conditions, guidance)
+        steps = self.cfg.sample.slider_inversion_steps if steps is None else int(steps)
+        ts = self.diffusion.ddim_timesteps(self.diffusion.num_timesteps, steps)
+        return self.diffusion.ddim_invert_loop(model, torch.as_tensor(np.asarray(z, np.float32)), timesteps=ts,
+                                               gaussian=_gaussian_of(model))
 
     def slider_space(self):
         """The slider directions of this generator (:class:`toucan_speakemb.sliders.SliderSpace`)."""

@@ -1,14 +1,23 @@
 """Voice sliders: directions in the embedding space that change one property of a voice smoothly.
 
-Every slider works in the model's space (the standardised space the diffusion runs in) and is applied in
-two steps: the voice is *moved* (or rotated), then *re-noised* to a moderate diffusion step (``strength`` x T,
-default ``sample.slider_strength`` = 0.3) and *denoised* by the model (SDEdit, Meng et al. 2022), so the result
-lies on the data manifold instead of on a straight line off it. Moves along a direction also stop at the
-edge of the training speakers along it (their 1st..99th percentile, or ±2.33 SD of the Gaussian fit when
-the speakers are not at hand): a voice already at the low end that is moved further down stays there
-instead of leaving the data. The re-noising draws its noise from the
-voice's seed: the same voice, slider and seed always give the same result, and a sweep of slider values
-shares one noise, so value 0 is the sweep's baseline (the voice after the same re-noise/denoise).
+Every slider works in the model's space (the standardised space the diffusion runs in). A slider first
+computes the *move* of each voice (a step along a direction, or a rotation). Moves along a direction stop at
+the edge of the training speakers along it (their 1st..99th percentile, or ±2.33 SD of the Gaussian fit when
+the speakers are not at hand): a voice already at the low end that is moved further down stays there instead
+of leaving the data. The move is then kept on the data manifold in one of two ways (``sample.slider_method``):
+
+- ``latent`` (default): the move is made in the voice's *noise* x_T, the point the deterministic DDIM sampler
+  decodes it from, and the moved noise is decoded again. The data move becomes a noise move through the
+  model's Gaussian part (:func:`latent_move`: its probability flow keeps every eigen-coordinate's standardised
+  value), so for a Gaussian model the edit is exactly the move, and for a trained network the edited voice is a
+  sample of the model: it follows the learnt manifold, the way GAN latent editing does. Value 0 gives the
+  voice itself. For voices not made by the deterministic DDIM (ancestral sampling, eta > 0, voices from
+  elsewhere) the noise is found by DDIM inversion (``sample.slider_inversion_steps``), and value 0 gives the
+  voice back up to the inversion's error.
+- ``renoise``: the moved voice is re-noised to a moderate diffusion step (``strength`` x T, default
+  ``sample.slider_strength`` = 0.3) and denoised by the model (SDEdit, Meng et al. 2022). The noise comes from
+  the voice's seed: the same voice, slider and seed always give the same result, and a sweep of slider values
+  shares one noise, so value 0 is the sweep's baseline (the voice after the same re-noise/denoise).
 
 Sliders (``NAME=VALUE``):
 
@@ -209,13 +218,73 @@ def parse_sliders(items: Sequence[str]) -> Dict[str, float]:
 
 def apply_sliders(generator, voices: np.ndarray, seeds: Sequence[int], sliders: Mapping[str, float],
                   strength: Optional[float] = None, conditions=None, guidance: Optional[float] = None,
-                  space: Optional[SliderSpace] = None) -> np.ndarray:
-    """Voices (n, d, embedding space) with the sliders applied and brought back onto the data manifold by
-    re-noising to ``strength`` x T and denoising with the generator (noise from each voice's seed; with
-    ``conditions`` the denoising is conditional). Returns (n, d) in the embedding space."""
+                  space: Optional[SliderSpace] = None, method: Optional[str] = None, latents=None,
+                  steps: Optional[int] = None) -> np.ndarray:
+    """Voices (n, d, embedding space) with the sliders applied, kept on the data manifold by ``method``
+    (default ``sample.slider_method``; with ``conditions`` the decoding / denoising is conditional):
+
+    - ``latent``: the move is made in the voices' noise (``latents``, their x_T for ``steps`` DDIM steps when
+      known, else found by DDIM inversion) and decoded again (:func:`latent_move`);
+    - ``renoise``: the moved voices are re-noised to ``strength`` x T (noise from each voice's seed) and
+      denoised (SDEdit).
+
+    Returns (n, d) in the embedding space."""
     if len(seeds) != len(voices):
         raise SpeakEmbError(f"{len(voices)} voices but {len(seeds)} seeds")
+    method = slider_method_of(generator, method, strength)
     space = space or SliderSpace.from_generator(generator)
-    z = space.move(generator.standardizer.forward(np.asarray(voices, np.float32)), sliders).astype(np.float32)
-    z = generator.renoise_denoise(z, seeds, strength, conditions=conditions, guidance=guidance)
-    return generator.standardizer.inverse(z)
+    z = generator.standardizer.forward(np.asarray(voices, np.float32)).astype(np.float64)
+    moved = space.move(z, sliders)
+    if method == "renoise":
+        z = generator.renoise_denoise(moved.astype(np.float32), seeds, strength, conditions=conditions,
+                                      guidance=guidance)
+        return generator.standardizer.inverse(z)
+    if latents is None:
+        steps = min(generator.cfg.sample.slider_inversion_steps, generator.diffusion.num_timesteps) \
+            if steps is None else steps
+        latents = generator.invert(z, steps, conditions=conditions, guidance=guidance)
+    steps = generator.cfg.sample.steps if steps is None else steps
+    start = float(generator.diffusion.alphas_cumprod[generator.diffusion.ddim_timesteps(
+        generator.diffusion.num_timesteps, steps)[0]])
+    eigvecs, eigvals = _covariance_of(generator, space)
+    lat = np.asarray(latents, np.float64) + latent_move(moved - z, eigvecs, eigvals, start)
+    return generator.standardizer.inverse(generator.decode(lat, steps, conditions=conditions, guidance=guidance))
+
+
+def slider_method_of(generator, method: Optional[str] = None, strength: Optional[float] = None) -> str:
+    """The slider method to use (default the generator's ``sample.slider_method``); a strength is refused with
+    the latent method, where it would do nothing."""
+    from .config import SLIDER_METHODS
+
+    method = generator.cfg.sample.slider_method if method is None else method
+    if method not in SLIDER_METHODS:
+        raise SpeakEmbError(f"unknown slider method '{method}' (known: {', '.join(SLIDER_METHODS)})")
+    if method == "latent" and strength is not None:
+        raise SpeakEmbError("slider strength belongs to the renoise slider method; latent sliders decode the whole "
+                            "way from noise (choose --slider-method renoise to set a strength)")
+    return method
+
+
+def latent_move(dz: np.ndarray, eigvecs: np.ndarray, eigvals: np.ndarray, abar: float) -> np.ndarray:
+    """The move of noise at level ᾱ = ``abar`` that the probability-flow ODE of N(μ, V diag(λ) Vᵀ) carries to
+    the move ``dz`` (n, d) of its data: the flow keeps each eigen-coordinate's standardised value
+    (:func:`~toucan_speakemb.diffusion.gaussian.gaussian_flow_step`), so a data move of δ along an eigenvector
+    is a noise move of δ √((ᾱλ + 1 - ᾱ) / λ) (at pure noise, δ / √λ: the whitened move).
+
+    For a Gaussian model, decoding the moved noise gives exactly the moved voice; for a trained network, a
+    voice decoded from moved noise is a sample of the model, so the edit follows the learnt manifold instead of
+    a straight line off it."""
+    lam = np.maximum(np.asarray(eigvals, np.float64), 1e-12 * max(float(np.max(eigvals)), 1e-300))
+    gain = np.sqrt((abar * lam + 1 - abar) / lam)
+    return ((np.asarray(dz, np.float64) @ eigvecs) * gain) @ eigvecs.T
+
+
+def _covariance_of(generator, space: SliderSpace):
+    """Eigen-decomposition whose flow the latent move inverts: the model's own Gaussian part when it has one
+    (then a Gaussian model's edits are exact), else the training speakers' covariance."""
+    from .diffusion.denoisers import GaussianResidual
+
+    model = generator.model
+    if isinstance(model, GaussianResidual):
+        return model.eigvecs.double().numpy(), model.eigvals.double().numpy()
+    return space.eigvecs, space.eigvals

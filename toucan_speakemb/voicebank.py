@@ -84,21 +84,29 @@ class VoiceBank:
     def from_generator(cls, generator, n: int, seed: int, sampler: Optional[str] = None,
                        steps: Optional[int] = None, conditions: Optional[Dict[str, Any]] = None,
                        guidance: Optional[float] = None, sliders: Optional[Dict[str, float]] = None,
-                       slider_strength: Optional[float] = None) -> "VoiceBank":
+                       slider_strength: Optional[float] = None, slider_method: Optional[str] = None) -> "VoiceBank":
         """n voices from a bank seed; ``conditions`` (e.g. {"gender": "f"}) with ``guidance``, and
-        ``sliders`` (e.g. {"pc1": 2}) with ``slider_strength``, as in :meth:`Generator.sample`."""
+        ``sliders`` (e.g. {"pc1": 2}) with ``slider_method`` and ``slider_strength``, as in
+        :meth:`Generator.sample`."""
         from .generator import voice_seeds
 
         seeds = voice_seeds(seed, n)
-        if sliders:  # bad slider names fail before the sampling work
+        if sliders:  # bad slider names and settings fail before the sampling work
+            from .sliders import slider_method_of
+
             generator.slider_space().move(generator.slider_space().mean, sliders)
+            slider_method_of(generator, slider_method, slider_strength)
         x = generator.sample_seeds(seeds, sampler=sampler, steps=steps, conditions=conditions, guidance=guidance)
         sc = generator.cfg.sample
         settings = condition_settings(generator, conditions, guidance)
         if sliders:
-            x = generator.edit(x, seeds, sliders, slider_strength, conditions, guidance)
+            latents, used_steps = generator.known_latents(seeds, sampler, steps)
+            x = generator.edit(x, seeds, sliders, slider_strength, conditions, guidance, method=slider_method,
+                               latents=latents, steps=used_steps)
             settings["sliders"] = {k: float(v) for k, v in sliders.items()}
-            settings["slider_strength"] = sc.slider_strength if slider_strength is None else float(slider_strength)
+            settings["slider_method"] = method = sc.slider_method if slider_method is None else slider_method
+            if method == "renoise":
+                settings["slider_strength"] = sc.slider_strength if slider_strength is None else float(slider_strength)
         variant = variant_tag(settings)
         used = sc.sampler if sampler is None else sampler
         prov = {

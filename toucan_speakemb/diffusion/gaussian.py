@@ -153,10 +153,7 @@ class GaussianDiffusion:
             if exact_gaussian:
                 # DDIM is linear in the prediction: the Gaussian part of the step is taken exactly and only the
                 # network's correction (its contribution with x_t set to 0) gets DDIM's first-order step
-                x0_c, eps_c = self.x0_and_eps(torch.zeros_like(x), t, gaussian.correction(x, t))
-                x = (gaussian_flow_step(x, float(ab[i]), float(a_prev), gaussian.mean, gaussian.eigvecs,
-                                        gaussian.eigvals)
-                     + float(np.sqrt(a_prev)) * x0_c + float(np.sqrt(1 - a_prev)) * eps_c)
+                x = self._ddim_step(model, x, int(i), float(ab[i]), float(a_prev), gaussian)
                 continue
             x0, eps = self.x0_and_eps(x, t, model(x, t))
             if clip is not None:
@@ -169,6 +166,33 @@ class GaussianDiffusion:
                     x.shape, generator=generator, dtype=x.dtype, device=x.device)
                 x = x + float(sigma) * noise
         return x
+
+    @torch.no_grad()
+    def ddim_invert_loop(self, model: Denoiser, x0: torch.Tensor, steps: int = 50,
+                         timesteps: Optional[Sequence[int]] = None, gaussian=None) -> torch.Tensor:
+        """DDIM inversion (Song et al. 2021, sec. 4.3): the deterministic sampler's path run backwards, from data
+        ``x0`` up through ``timesteps`` (decreasing, as given to :meth:`ddim_sample_loop`) to the noise that
+        :meth:`ddim_sample_loop` with eta = 0 and the same ``timesteps`` and ``gaussian`` maps back to ≈ x0.
+
+        Each step evaluates the model where it stands (data counts as step 0), so the round trip is exact for the
+        Gaussian part (taken exactly with ``gaussian``, :func:`gaussian_flow_step` being invertible) and for the
+        rest converges at first order in the number of steps."""
+        ts = np.asarray(timesteps) if timesteps is not None else self.ddim_timesteps(self.num_timesteps, steps)
+        x, t_from, a_from = x0, 0, 1.0
+        for i in ts[::-1]:
+            x = self._ddim_step(model, x, t_from, a_from, float(self.alphas_cumprod[i]), gaussian)
+            t_from, a_from = int(i), float(self.alphas_cumprod[i])
+        return x
+
+    def _ddim_step(self, model: Denoiser, x: torch.Tensor, t: int, a_from: float, a_to: float, gaussian=None):
+        """One deterministic DDIM move of ``x`` from noise level ᾱ = a_from (model evaluated at step t) to a_to."""
+        tt = torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
+        if gaussian is None:
+            x0, eps = self.x0_and_eps(x, tt, model(x, tt))
+            return float(np.sqrt(a_to)) * x0 + float(np.sqrt(1 - a_to)) * eps
+        x0_c, eps_c = self.x0_and_eps(torch.zeros_like(x), tt, gaussian.correction(x, tt))
+        return (gaussian_flow_step(x, a_from, a_to, gaussian.mean, gaussian.eigvecs, gaussian.eigvals)
+                + float(np.sqrt(a_to)) * x0_c + float(np.sqrt(1 - a_to)) * eps_c)
 
 
 def gaussian_posterior_x0(xt: torch.Tensor, abar: torch.Tensor, mean: torch.Tensor, eigvecs: torch.Tensor,
