@@ -63,7 +63,7 @@ def condition_options(command):
                      help="Conditional generators: any other trained attribute (a label column), e.g. pitch=up."),
         click.option("--guidance", type=click.FloatRange(min=0), default=None,
                      help="Classifier-free guidance of conditional sampling: 0 = unconditional, 1 = plain "
-                          "conditional, >1 = stronger. Default: the generator's sample.guidance (2.0)."),
+                          "conditional, >1 = stronger. Default: the generator's sample.guidance (1.5)."),
     ]
     for option in reversed(options):
         command = option(command)

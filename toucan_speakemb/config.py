@@ -136,7 +136,7 @@ class SampleConfig:
     eta: float = 0.0
     batch_size: int = 4096
     # classifier-free guidance of conditional samples: 0 = unconditional, 1 = plain conditional, >1 stronger
-    guidance: float = 2.0
+    guidance: float = 1.5
     # sliders: latent = move the voice's noise x_T and decode it again (found by DDIM inversion when the voice
     # was not sampled with the deterministic DDIM); renoise = move the voice, re-noise it to slider_strength x T
     # and denoise (SDEdit)
