@@ -116,6 +116,19 @@ def test_wrong_type_is_refused_naming_the_key(d, key):
     assert key in one_line(ei)
 
 
+@pytest.mark.parametrize("d,wanted", [
+    ({"train": {"steps": "many"}}, "must be an integer; got 'many'"),
+    ({"train": {"lr": "fast"}}, "must be a number; got 'fast'"),
+    ({"data": {"path": 5}}, "must be a string; got 5"),
+    ({"normalization": {"standardize": 1}}, "must be a boolean (true / false); got 1"),
+    ({"model": {"age_bands": "young"}}, "model.age_bands[0] must be a number; got 'young'"),
+])
+def test_a_wrong_type_is_named_in_words(d, wanted):
+    with pytest.raises(SpeakEmbError) as ei:
+        TrainConfig.from_dict(d)
+    assert wanted in one_line(ei)
+
+
 @pytest.mark.parametrize("d,key", [
     ({"train": {"threads": "many"}}, "train.threads"),
     ({"train": {"threads": 1.5}}, "train.threads"),
@@ -172,6 +185,7 @@ def test_a_missing_yaml_file_is_a_clear_error(tmp_path):
     ({"normalization": {"polar": "on"}}, "normalization.polar"),
     ({"model": {"subspace": "pca"}}, "model.subspace"),
     ({"model": {"subspace_rest": "pooled"}}, "model.subspace_rest"),
+    ({"sample": {"slider_method": "sideways"}}, "sample.slider_method"),
 ])
 def test_bad_choice_is_refused_naming_the_key_and_the_allowed_values(d, key):
     with pytest.raises(SpeakEmbError) as ei:
@@ -193,6 +207,7 @@ def test_bad_choice_is_refused_naming_the_key_and_the_allowed_values(d, key):
     ({"train": {"validate_every": 0}}, "train.validate_every"),
     ({"train": {"patience": -1}}, "train.patience"),
     ({"model": {"subspace_dims": 0}}, "model.subspace_dims"),
+    ({"sample": {"slider_inversion_steps": 0}}, "sample.slider_inversion_steps"),
     ({"normalization": {"radial": True, "polar": "always"}}, "normalization.polar"),
 ])
 def test_out_of_range_value_is_refused_naming_the_key(d, key):

@@ -292,14 +292,15 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
-            raise SpeakEmbError(f"{source}: {key} must be a list of {item.__name__}; got {value!r}")
+            raise SpeakEmbError(f"{source}: {key} must be a list of {_TYPE_NAMES.get(item, item.__name__)}s; "
+                                f"got {value!r}")
         return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
     optional = typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
     base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
     if value is None:
         if optional:
             return None
-        raise SpeakEmbError(f"{source}: {key} must be a {base.__name__}; got null")
+        raise SpeakEmbError(f"{source}: {key} must be {_a(base)}; got null")
     if base is bool:
         if isinstance(value, bool):
             return value
@@ -319,7 +320,15 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     elif base is str:
         if isinstance(value, str):
             return value
-    raise SpeakEmbError(f"{source}: {key} must be a {base.__name__}; got {value!r}")
+    raise SpeakEmbError(f"{source}: {key} must be {_a(base)}; got {value!r}")
+
+
+_TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean (true / false)"}
+
+
+def _a(base) -> str:
+    name = _TYPE_NAMES.get(base, base.__name__)
+    return ("an " if name[0] in "aeiou" else "a ") + name
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config") -> Dict[str, Any]:
