@@ -176,6 +176,29 @@ def test_ddim_inversion_with_the_exact_gaussian_step_is_the_gaussian_flow_and_ro
     np.testing.assert_allclose(np.cov(noise.numpy().T), np.eye(3), atol=0.02)
 
 
+def test_ddim_inversion_of_a_gaussian_plus_a_network_converges_with_the_number_of_steps():
+    """With a nonzero network the correction's steps are first order: the round trip improves with steps."""
+    rng = np.random.default_rng(12)
+    data = torch.tensor(rng.normal(size=(300, 3)) * np.array([2.0, 1.0, 0.5]), dtype=torch.float32)
+    diffusion = GaussianDiffusion(make_betas("cosine", 1000), prediction="v")
+    model = GaussianResidual(ResidualMLPDenoiser(3, 1000, hidden=16, blocks=1), 3, diffusion.alphas_cumprod, "v")
+    model.fit_gaussian(data)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in model.net.parameters():  # a network whose correction is far from zero
+            p.normal_(0, 0.3)
+    errors = {}
+    for steps in (10, 40, 160):
+        ts = diffusion.ddim_timesteps(1000, steps)
+        with torch.no_grad():
+            noise = diffusion.ddim_invert_loop(model, data, timesteps=ts, gaussian=model)
+            back = diffusion.ddim_sample_loop(model, noise, timesteps=ts, gaussian=model)
+        errors[steps] = float((back - data).abs().mean())
+    assert errors[160] < errors[40] < errors[10], errors
+    assert errors[160] < errors[10] / 6, errors  # 16x the steps
+    assert errors[160] < 0.05 * float(data.std(0).mean()), errors
+
+
 def test_plain_ddim_inversion_round_trips_with_an_error_that_falls_with_the_number_of_steps():
     """No exact part: every step evaluates the model where it stands, so the round trip data -> noise -> data
     is off at first order in the step size."""

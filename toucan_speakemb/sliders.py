@@ -12,8 +12,11 @@ of leaving the data. The move is then kept on the data manifold in one of two wa
   value), so for a Gaussian model the edit is exactly the move, and for a trained network the edited voice is a
   sample of the model: it follows the learnt manifold, the way GAN latent editing does. Value 0 gives the
   voice itself. For voices not made by the deterministic DDIM (ancestral sampling, eta > 0, voices from
-  elsewhere) the noise is found by DDIM inversion (``sample.slider_inversion_steps``), and value 0 gives the
-  voice back up to the inversion's error.
+  elsewhere) the noise is found by DDIM inversion (``sample.slider_inversion_steps``); what the round trip
+  misses is added back, so value 0 still gives the voice, and voices the round trip misses by more than
+  ``INVERSION_TOLERANCE`` of the speakers' spread are refused (ε-prediction on the cosine schedule cannot be
+  inverted: its first decoding step divides every error by √ᾱ ≈ 5e-5). A model without a Gaussian part
+  whitens with the training speakers' covariance, its variances floored (``EIGVAL_FLOOR``).
 - ``renoise``: the moved voice is re-noised to a moderate diffusion step (``strength`` x T, default
   ``sample.slider_strength`` = 0.3) and denoised by the model (SDEdit, Meng et al. 2022). The noise comes from
   the voice's seed: the same voice, slider and seed always give the same result, and a sweep of slider values
@@ -216,6 +219,12 @@ def parse_sliders(items: Sequence[str]) -> Dict[str, float]:
     return out
 
 
+# latent sliders on inverted voices: the largest round-trip error (RMS, in units of the speakers' spread) taken
+INVERSION_TOLERANCE = 0.25
+# models without a Gaussian part: variance floor of the whitening, relative to the mean variance
+EIGVAL_FLOOR = 1e-2
+
+
 def apply_sliders(generator, voices: np.ndarray, seeds: Sequence[int], sliders: Mapping[str, float],
                   strength: Optional[float] = None, conditions=None, guidance: Optional[float] = None,
                   space: Optional[SliderSpace] = None, method: Optional[str] = None, latents=None,
@@ -239,16 +248,31 @@ def apply_sliders(generator, voices: np.ndarray, seeds: Sequence[int], sliders: 
         z = generator.renoise_denoise(moved.astype(np.float32), seeds, strength, conditions=conditions,
                                       guidance=guidance)
         return generator.standardizer.inverse(z)
+    T = generator.diffusion.num_timesteps
+    if latents is not None and steps is None:
+        raise SpeakEmbError("latents need the number of DDIM steps the voices were sampled with (steps=)")
+    if steps is not None and not 1 <= int(steps) <= T:
+        raise SpeakEmbError(f"slider steps must be in 1..{T}; got {steps}")
+    residual = 0.0
     if latents is None:
-        steps = min(generator.cfg.sample.slider_inversion_steps, generator.diffusion.num_timesteps) \
-            if steps is None else steps
+        steps = min(generator.cfg.sample.slider_inversion_steps, T) if steps is None else int(steps)
         latents = generator.invert(z, steps, conditions=conditions, guidance=guidance)
-    steps = generator.cfg.sample.steps if steps is None else steps
-    start = float(generator.diffusion.alphas_cumprod[generator.diffusion.ddim_timesteps(
-        generator.diffusion.num_timesteps, steps)[0]])
+        back = generator.decode(latents, steps, conditions=conditions, guidance=guidance)
+        # what the inversion does not reproduce is kept as it is (value 0 gives the voice back exactly), but a
+        # round trip far off means the decoded edits would be too (e.g. ε-prediction where ᾱ_T ≈ 0 magnifies
+        # every error of the inversion): refuse rather than return wrong voices
+        spread = float(np.sqrt(np.mean(np.maximum(space.eigvals, 0)))) or 1.0
+        off = float(np.sqrt(np.mean((back - z) ** 2))) / spread
+        if not off <= INVERSION_TOLERANCE:
+            raise SpeakEmbError(f"latent sliders: DDIM inversion does not reproduce these voices with this generator "
+                                f"(round trip off by {off:.2g} of the speakers' spread, {steps} steps); use "
+                                f"--slider-method renoise")
+        residual = z - back
+    start = float(generator.diffusion.alphas_cumprod[generator.diffusion.ddim_timesteps(T, int(steps))[0]])
     eigvecs, eigvals = _covariance_of(generator, space)
     lat = np.asarray(latents, np.float64) + latent_move(moved - z, eigvecs, eigvals, start)
-    return generator.standardizer.inverse(generator.decode(lat, steps, conditions=conditions, guidance=guidance))
+    out = generator.decode(lat, int(steps), conditions=conditions, guidance=guidance) + residual
+    return generator.standardizer.inverse(out.astype(np.float32))
 
 
 def slider_method_of(generator, method: Optional[str] = None, strength: Optional[float] = None) -> str:
@@ -287,4 +311,6 @@ def _covariance_of(generator, space: SliderSpace):
     model = generator.model
     if isinstance(model, GaussianResidual):
         return model.eigvecs.double().numpy(), model.eigvals.double().numpy()
-    return space.eigvecs, space.eigvals
+    # no Gaussian of its own: directions the speakers (nearly) do not vary along (fewer speakers than
+    # dimensions) would turn a small move into a huge one in the noise; floor their variance
+    return space.eigvecs, np.maximum(space.eigvals, EIGVAL_FLOOR * float(np.mean(space.eigvals)))
