@@ -63,7 +63,9 @@ class VoiceSession:
 @contextlib.contextmanager
 def random_voices(interface, generator, seed: Optional[int] = None, threshold: Optional[float] = None,
                   bank=None, distinct: bool = True, checkpoint=None, max_draws: int = DEFAULT_MAX_DRAWS,
-                  conditions: Optional[dict] = None, guidance: Optional[float] = None):
+                  conditions: Optional[dict] = None, guidance: Optional[float] = None,
+                  sliders: Optional[dict] = None, slider_method: Optional[str] = None,
+                  slider_strength: Optional[float] = None):
     """Give every ``forward`` / ``read_to_file`` call of a Toucan interface a fresh voice (see the module doc).
 
     ``generator``: a run folder, a ``generator.safetensors`` or a loaded Generator; ``seed``: the draw seed
@@ -71,7 +73,8 @@ def random_voices(interface, generator, seed: Optional[int] = None, threshold: O
     (default: stored with the generator); ``bank``: a VoiceBank whose voices the new ones must also differ
     from; ``checkpoint``: the Toucan checkpoint (path or dict) if the interface's embedding was changed;
     ``conditions`` (e.g. ``{"gender": "f"}``) and ``guidance``: voices of a chosen attribute from a conditional
-    generator (classifier-free guidance, see ``Generator.sample``).
+    generator (classifier-free guidance, see ``Generator.sample``); ``sliders`` (e.g. ``{"pc1": -1.5}``) with
+    ``slider_method`` / ``slider_strength``: every voice edited so (see ``toucan_speakemb/sliders.py``).
     """
     from toucan_speakemb.generator import Generator
 
@@ -79,7 +82,8 @@ def random_voices(interface, generator, seed: Optional[int] = None, threshold: O
     gen = generator if isinstance(generator, Generator) else Generator.load(generator)
     adapter.check_generator(gen)
     session = VoiceSession(adapter, VoiceSampler(gen, seed, threshold, bank, distinct, max_draws=max_draws,
-                                                 conditions=conditions, guidance=guidance))
+                                                 conditions=conditions, guidance=guidance, sliders=sliders,
+                                                 slider_method=slider_method, slider_strength=slider_strength))
     target = adapter.interface
     saved = {name: target.__dict__[name] for name in HOOKED if name in target.__dict__}
 

@@ -509,6 +509,55 @@ def test_hook_gives_conditional_voices_with_their_own_ids(v3, gen_v3_gender):
     one_line(e)
 
 
+def test_hook_gives_voices_edited_with_sliders_judged_as_edited(v3, gen_v3):
+    from toucan_speakemb.generator import voice_seeds
+    from toucan_speakemb.novelty import VoiceSampler
+
+    with random_voices(v3, gen_v3, seed=4, threshold=1.0, sliders={"pc1": -1.5}) as voices:
+        v3("one")
+        v3("two")
+    for voice, emb in zip(voices.voices, v3.used_embeddings):
+        seeds = [voice.seed]
+        plain = gen_v3.sample_seeds(seeds)
+        latents, steps = gen_v3.known_latents(seeds)
+        expected = gen_v3.edit(plain, seeds, {"pc1": -1.5}, latents=latents, steps=steps)[0]
+        np.testing.assert_allclose(emb.numpy(), expected, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(voice.embedding, expected, rtol=1e-4, atol=1e-4)  # novelty judged on it
+        assert not np.allclose(expected, plain[0], atol=1e-3)
+        assert voice.id.count("-") == 2
+    assert voices.describe()["sampling"]["sliders"] == {"pc1": -1.5}
+    same = VoiceSampler(gen_v3, threshold=1.0, sliders={"pc1": -1.5})
+    np.testing.assert_allclose(same.remake(voices.voices[0].id).embedding, voices.voices[0].embedding, atol=1e-4)
+    with pytest.raises(SpeakEmbError, match="other conditions or sliders") as e:
+        VoiceSampler(gen_v3, threshold=1.0).remake(voices.voices[0].id)
+    one_line(e)
+    with pytest.raises(SpeakEmbError) as e:
+        with random_voices(v3, gen_v3, seed=4, sliders={"pc99999": 1.0}):
+            pass
+    assert "pc99999" in one_line(e)
+
+
+def test_synth_speaks_slider_edited_voices_and_remakes_them_by_id(run_cli, gen_v3, v3_checkout, tmp_path):
+    out = tmp_path / "edited.wav"
+    r = run_cli("synth", "Hello there.", "--random-speaker", "--seed", "5", "--slider", "pc1=-1.5", "--generator",
+                gen_v3.path, *v3_checkout, "-o", out, "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    car = json.loads(out.with_suffix(".json").read_text())
+    assert car["sampling"] == {"sliders": {"pc1": -1.5}, "slider_method": "latent"}
+    assert car["voice_id"].count("-") == 2
+    again = tmp_path / "again.wav"
+    r = run_cli("synth", "Hello there.", "--voice", car["voice_id"], "--slider", "pc1=-1.5", "--generator",
+                gen_v3.path, *v3_checkout, "-o", again)
+    assert r.returncode == 0, r.stderr[-3000:]
+    np.testing.assert_allclose(sf.read(again)[0], sf.read(out)[0], atol=2 / 32768)
+    r = run_cli("synth", "Hello there.", "--voice", car["voice_id"], "--generator", gen_v3.path, *v3_checkout,
+                "-o", tmp_path / "plain.wav")
+    assert r.returncode == 1 and "other conditions or sliders" in r.stderr
+    r = run_cli("synth", "Hi.", "--random-speaker", "--slider", "pc1=1", "--slider-strength", "0.4", "--generator",
+                gen_v3.path, *v3_checkout, "-o", tmp_path / "x.wav")
+    assert r.returncode == 1 and "renoise" in r.stderr and not (tmp_path / "x.wav").exists()
+
+
 def test_hook_refuses_conditions_the_generator_was_not_trained_with(v3, gen_v3):
     with pytest.raises(SpeakEmbError) as e:
         with random_voices(v3, gen_v3, seed=3, conditions={"gender": "f"}):

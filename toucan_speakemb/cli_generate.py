@@ -70,6 +70,28 @@ def condition_options(command):
     return command
 
 
+def slider_options(command):
+    """The slider options (issue 7), shared by `sample` and `synth`."""
+    options = [
+        click.option("--slider", "sliders", multiple=True, metavar="NAME=VALUE",
+                     help="Edit the voices, staying on the data manifold: pcK=SD (K-th principal direction, in "
+                          "standard deviations), eigK=DEGREES (rotation towards the K-th eigenvector), "
+                          "ATTR:VALUE=AMOUNT (e.g. gender:f=1: 1 = the mean difference between groups), "
+                          "ATTR=AMOUNT for a two-valued attribute. Repeatable."),
+        click.option("--slider-method", type=click.Choice(["latent", "renoise"]), default=None,
+                     help="How sliders stay on the data manifold. latent: move the voice's noise and decode it "
+                          "again, so the edited voice is a sample of the model; renoise: move the voice, re-noise "
+                          "it part of the way and denoise. Default: the generator's sample.slider_method (latent)."),
+        click.option("--slider-strength", type=click.FloatRange(0, 1, min_open=True), default=None,
+                     help="Renoise sliders: re-noise to this fraction of the diffusion steps before denoising "
+                          "(default: the generator's sample.slider_strength, 0.3). Higher: closer to the "
+                          "manifold, less of the edit."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def conditions_from(gender, age, accent, extra_conditions):
     conditions = {"gender": gender, "age": age, "accent": accent}
     conditions.update(parse_sliders_like(extra_conditions))
@@ -89,18 +111,7 @@ def conditions_from(gender, age, accent, extra_conditions):
               help="ddim: fast and deterministic; ancestral: all diffusion steps. Default: the generator's.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps (default: the generator's).")
 @condition_options
-@click.option("--slider", "sliders", multiple=True, metavar="NAME=VALUE",
-              help="Edit the voices, staying on the data manifold: pcK=SD (K-th principal direction, in standard "
-                   "deviations), eigK=DEGREES (rotation towards the K-th eigenvector), ATTR:VALUE=AMOUNT "
-                   "(e.g. gender:f=1: 1 = the mean difference between groups), ATTR=AMOUNT for a two-valued "
-                   "attribute. Repeatable.")
-@click.option("--slider-method", type=click.Choice(["latent", "renoise"]), default=None,
-              help="How sliders stay on the data manifold. latent: move the voice's noise and decode it again, so "
-                   "the edited voice is a sample of the model; renoise: move the voice, re-noise it part of the way "
-                   "and denoise. Default: the generator's sample.slider_method (latent).")
-@click.option("--slider-strength", type=click.FloatRange(0, 1, min_open=True), default=None,
-              help="Renoise sliders: re-noise to this fraction of the diffusion steps before denoising (default: "
-                   "the generator's sample.slider_strength, 0.3). Higher: closer to the manifold, less of the edit.")
+@slider_options
 def sample(generator, n, seed, out, npy, sampler, steps, gender, age, accent, extra_conditions, guidance, sliders,
            slider_method, slider_strength):
     """Sample new voices from a trained generator into a voice bank.

@@ -17,7 +17,7 @@ import numpy as np
 from . import __version__
 from .errors import SpeakEmbError
 from .fileio import atomic_write_json, atomic_write_text, check_writable
-from .cli_generate import condition_options, conditions_from
+from .cli_generate import condition_options, conditions_from, slider_options
 
 log = logging.getLogger("toucan_speakemb.cli")
 
@@ -90,8 +90,10 @@ def _outputs(out: Path, n: int) -> List[Path]:
               help="Output wav; several utterances give OUT_001.wav, OUT_002.wav, ... Each gets OUT.json beside it.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @condition_options
+@slider_options
 def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, threshold, bank, toucan_dir,
-          tts_model, vocoder, language, device, out, no_progress, gender, age, accent, extra_conditions, guidance):
+          tts_model, vocoder, language, device, out, no_progress, gender, age, accent, extra_conditions, guidance,
+          sliders, slider_method, slider_strength):
     """Synthesise TEXT with IMS Toucan in voices no real speaker has.
 
     \b
@@ -100,12 +102,14 @@ def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, 
           --toucan-dir IMS-Toucan --tts-model ToucanTTS.pt --vocoder Vocoder.pt -o hello.wav
       toucan-speakemb synth --text-file lines.txt --random-speaker --seed 7 -o out/line.wav
       toucan-speakemb synth "Again, please." --voice 3fa2c1d0-812736 -o again.wav
+      toucan-speakemb synth "Lower, please." --random-speaker --slider pc1=-1.5 -o lower.wav
 
     Each wav gets a JSON sidecar: voice id, seeds, generator, profile, and the voice's cosine to its nearest
     training speaker and to the nearest other voice, next to the same-speaker threshold.
     """
     from .adapters import ToucanModels, write_wav
     from .novelty import VoiceSampler
+    from .sliders import parse_sliders
     from .voicebank import VoiceBank
 
     if not random_speaker and not voice:
@@ -126,7 +130,8 @@ def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, 
         _check_bank_generator(the_bank, gen, bank)
     sampler = VoiceSampler(gen, seed, threshold, the_bank, conditions=conditions_from(gender, age, accent,
                                                                                       extra_conditions),
-                           guidance=guidance)
+                           guidance=guidance, sliders=parse_sliders(sliders), slider_method=slider_method,
+                           slider_strength=slider_strength)
     if voice:
         voices = [sampler.remake(voice)] * len(lines)
     elif same_voice:
@@ -150,7 +155,7 @@ def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, 
             "wav": wav.name, "text": text, "sample_rate": sr, "duration_s": round(len(wave) / sr, 3),
             "voice_id": v.id, "seed": v.seed, "draw_seed": None if voice else sampler.seed,
             "generator": {"path": str(gen.path), "fingerprint": gen.fingerprint}, "profile": gen.profile.name,
-            "dim": gen.dim, **v.figures(),
+            "dim": gen.dim, **v.figures(), **({"sampling": sampler.settings} if sampler.settings else {}),
             "distinctness_against": "voices of this run" + (f" and bank {bank}" if bank else ""),
             "toucan": models.describe(), "toucan_speakemb_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

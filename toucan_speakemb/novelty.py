@@ -160,13 +160,18 @@ class VoiceSampler:
 
     def __init__(self, generator, seed: Optional[int] = None, threshold: Optional[float] = None, bank=None,
                  distinct: bool = True, block: int = 16, max_draws: int = DEFAULT_MAX_DRAWS,
-                 conditions: Optional[Dict] = None, guidance: Optional[float] = None):
-        from .voicebank import condition_settings, variant_tag, voice_id
+                 conditions: Optional[Dict] = None, guidance: Optional[float] = None,
+                 sliders: Optional[Dict[str, float]] = None, slider_method: Optional[str] = None,
+                 slider_strength: Optional[float] = None):
+        from .voicebank import condition_settings, slider_settings, variant_tag, voice_id
 
         self.generator = generator
-        # conditional voices (issue 7): refused here, before any work, when the generator lacks the attribute
-        self.settings = condition_settings(generator, conditions, guidance)
-        self._sample_kwargs = {"conditions": conditions, "guidance": guidance} if self.settings else {}
+        # conditional voices and slider edits (issue 7): refused here, before any work, when the generator
+        # lacks the attribute or the slider
+        conditional = condition_settings(generator, conditions, guidance)
+        self.settings = {**conditional, **slider_settings(generator, sliders, slider_method, slider_strength)}
+        self._sample_kwargs = {"conditions": conditions, "guidance": guidance} if conditional else {}
+        self._edit = (dict(sliders), slider_method, slider_strength) if sliders else None
         self._variant = variant_tag(self.settings)
         self.threshold = resolve_threshold(generator, threshold)
         means, ids = generator.training_speakers()
@@ -195,7 +200,7 @@ class VoiceSampler:
         accepted = self.drawn - sum(self.rejected.values())
         size = int(min(MAX_BLOCK, max(self.block, round(self.block * (self.drawn + 1) / (accepted + 1)))))
         seeds = self._candidate_seeds(self.drawn + len(self._buffer), size)
-        x = self.generator.sample_seeds(seeds, **self._sample_kwargs)
+        x = self._voices(seeds)
         cos, idx = self.check.nearest_training(x)
         self._buffer += list(zip(seeds.tolist(), x, cos.tolist(), idx.tolist()))
 
@@ -234,8 +239,19 @@ class VoiceSampler:
     def remake(self, vid: str) -> Voice:
         """The voice of an id, re-made from its seed, with its figures (not filtered: it is what it is)."""
         seed = parse_voice_id(vid, self.generator, self._variant)
-        emb = self.generator.sample_seeds([seed], **self._sample_kwargs)[0]
+        emb = self._voices([seed])[0]
         return self.check.judge(vid, seed, emb)
+
+    def _voices(self, seeds) -> np.ndarray:
+        """The voices of these seeds, with the sampler's conditions and slider edits (novelty is judged on
+        the edited voice: it is the one that speaks)."""
+        x = self.generator.sample_seeds(seeds, **self._sample_kwargs)
+        if self._edit is not None:
+            sliders, method, strength = self._edit
+            latents, steps = self.generator.known_latents(seeds)
+            x = self.generator.edit(x, seeds, sliders, strength, method=method, latents=latents, steps=steps,
+                                    **self._sample_kwargs)
+        return x
 
     def provenance(self) -> Dict:
         return {"draw_seed": self.seed, "threshold": self.threshold, "candidates_drawn": self.drawn,
@@ -248,9 +264,9 @@ def parse_voice_id(vid: str, generator, variant: str = "") -> int:
     fp, sep, seed = str(vid).partition("-")
     seed, _, id_variant = seed.partition("-")
     if id_variant != variant:
-        raise SpeakEmbError(f"voice {vid} was sampled with other conditions (variant '{id_variant or 'none'}') than "
-                            f"asked for now (variant '{variant or 'none'}'); give the same --gender/--age/--accent/"
-                            f"--guidance as when it was made")
+        raise SpeakEmbError(f"voice {vid} was sampled with other conditions or sliders (variant "
+                            f"'{id_variant or 'none'}') than asked for now (variant '{variant or 'none'}'); give the "
+                            f"same --gender/--age/--accent/--guidance/--slider as when it was made")
     if not sep or not seed.isdigit() or len(fp) != 8:
         raise SpeakEmbError(f"bad voice id '{vid}' (expected <generator fingerprint, 8 hex digits>-<seed>)")
     if fp != generator.fingerprint[:8]:

@@ -40,6 +40,22 @@ def condition_settings(generator, conditions: Optional[Dict[str, Any]], guidance
             "guidance": generator.cfg.sample.guidance if guidance is None else float(guidance)}
 
 
+def slider_settings(generator, sliders: Optional[Dict[str, float]], method: Optional[str] = None,
+                    strength: Optional[float] = None) -> Dict[str, Any]:
+    """What a voice's id and provenance record of slider edits ({} without sliders); bad slider names or
+    settings are refused here, before any sampling."""
+    if not sliders:
+        return {}
+    from .sliders import slider_method_of
+
+    generator.slider_space().move(generator.slider_space().mean, sliders)
+    method = slider_method_of(generator, method, strength)
+    out = {"sliders": {k: float(v) for k, v in sliders.items()}, "slider_method": method}
+    if method == "renoise":
+        out["slider_strength"] = generator.cfg.sample.slider_strength if strength is None else float(strength)
+    return out
+
+
 def variant_tag(settings: Dict[str, Any]) -> str:
     """A short stable hash of conditional/slider settings ("" when there are none)."""
     import hashlib
@@ -91,22 +107,14 @@ class VoiceBank:
         from .generator import voice_seeds
 
         seeds = voice_seeds(seed, n)
-        if sliders:  # bad slider names and settings fail before the sampling work
-            from .sliders import slider_method_of
-
-            generator.slider_space().move(generator.slider_space().mean, sliders)
-            slider_method_of(generator, slider_method, slider_strength)
+        edits = slider_settings(generator, sliders, slider_method, slider_strength)  # checked before sampling
         x = generator.sample_seeds(seeds, sampler=sampler, steps=steps, conditions=conditions, guidance=guidance)
         sc = generator.cfg.sample
-        settings = condition_settings(generator, conditions, guidance)
+        settings = {**condition_settings(generator, conditions, guidance), **edits}
         if sliders:
             latents, used_steps = generator.known_latents(seeds, sampler, steps)
             x = generator.edit(x, seeds, sliders, slider_strength, conditions, guidance, method=slider_method,
                                latents=latents, steps=used_steps)
-            settings["sliders"] = {k: float(v) for k, v in sliders.items()}
-            settings["slider_method"] = method = sc.slider_method if slider_method is None else slider_method
-            if method == "renoise":
-                settings["slider_strength"] = sc.slider_strength if slider_strength is None else float(slider_strength)
         variant = variant_tag(settings)
         used = sc.sampler if sampler is None else sampler
         prov = {
