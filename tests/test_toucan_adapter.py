@@ -558,6 +558,23 @@ def test_synth_speaks_slider_edited_voices_and_remakes_them_by_id(run_cli, gen_v
     assert r.returncode == 1 and "renoise" in r.stderr and not (tmp_path / "x.wav").exists()
 
 
+def test_voices_add_puts_slider_edited_voices_in_a_bank(run_cli, gen_v3, tmp_path):
+    from toucan_speakemb.novelty import VoiceSampler
+
+    bank = tmp_path / "edited.safetensors"
+    r = run_cli("voices", "add", bank, "--generator", gen_v3.path, "-n", "3", "--seed", "6", "--threshold", "1.0",
+                "--slider", "pc1=-1.5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    b = VoiceBank.load(bank)
+    assert b.provenance["additions"][0]["sliders"] == {"pc1": -1.5}
+    same = VoiceSampler(gen_v3, threshold=1.0, sliders={"pc1": -1.5})
+    for i, vid in enumerate(b.ids):
+        assert vid.count("-") == 2
+        np.testing.assert_allclose(same.remake(vid).embedding, b.embeddings[i], atol=1e-4)
+    r = run_cli("voices", "add", bank, "--generator", gen_v3.path, "-n", "1", "--slider", "pc0=1")
+    assert r.returncode == 1 and "pc0" in r.stderr and len(VoiceBank.load(bank)) == 3
+
+
 def test_hook_refuses_conditions_the_generator_was_not_trained_with(v3, gen_v3):
     with pytest.raises(SpeakEmbError) as e:
         with random_voices(v3, gen_v3, seed=3, conditions={"gender": "f"}):

@@ -71,7 +71,7 @@ def condition_options(command):
 
 
 def slider_options(command):
-    """The slider options (issue 7), shared by `sample` and `synth`."""
+    """The slider options (issue 7), shared by `sample`, `synth` and `voices add`."""
     options = [
         click.option("--slider", "sliders", multiple=True, metavar="NAME=VALUE",
                      help="Edit the voices, staying on the data manifold: pcK=SD (K-th principal direction, in "

@@ -250,9 +250,12 @@ def voices_show(bank, voice_id):
 @click.option("--max-draws", type=click.IntRange(min=1), default=1000,
               help="Give up after this many rejected candidates in a row.")
 @condition_options
-def voices_add(bank, generator, n, seed, threshold, max_draws, gender, age, accent, extra_conditions, guidance):
+@slider_options
+def voices_add(bank, generator, n, seed, threshold, max_draws, gender, age, accent, extra_conditions, guidance,
+               sliders, slider_method, slider_strength):
     """Sample N new, distinct voices into BANK (made if missing)."""
     from .novelty import VoiceSampler
+    from .sliders import parse_sliders
     from .voicebank import VoiceBank
 
     check_writable(bank)
@@ -260,7 +263,9 @@ def voices_add(bank, generator, n, seed, threshold, max_draws, gender, age, acce
     b = VoiceBank.load(bank) if Path(bank).exists() else VoiceBank.empty(gen.profile, {"generator": gen.describe()})
     _check_bank_generator(b, gen, bank)
     sampler = VoiceSampler(gen, seed, threshold, b, max_draws=max_draws,
-                           conditions=conditions_from(gender, age, accent, extra_conditions), guidance=guidance)
+                           conditions=conditions_from(gender, age, accent, extra_conditions), guidance=guidance,
+                           sliders=parse_sliders(sliders), slider_method=slider_method,
+                           slider_strength=slider_strength)
     new = sampler.take(n)
     b.added(new, dict(sampler.provenance(), created=_now(), via="voices add", n=n)).save(bank)
     p = sampler.provenance()
