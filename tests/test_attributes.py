@@ -399,7 +399,8 @@ def test_slider_settings_are_checked_before_any_sampling(gen, monkeypatch):
     def no_sampling(*args, **kwargs):
         raise AssertionError("sampled before the settings were checked")
 
-    monkeypatch.setattr(gen, "sample_seeds", no_sampling)
+    for loop in ("ddim_sample_loop", "p_sample_loop"):
+        monkeypatch.setattr(gen.diffusion, loop, no_sampling)
     for kwargs in ({"slider_strength": 0.4}, {"slider_method": "sideways"}):
         with pytest.raises(SpeakEmbError):
             gen.sample(5, sliders={"pc1": 1.0}, **kwargs)

@@ -157,9 +157,16 @@ class Generator:
     @torch.no_grad()
     def sample_seeds(self, seeds: Sequence[int], sampler: Optional[str] = None, steps: Optional[int] = None,
                      eta: Optional[float] = None, batch_size: Optional[int] = None,
-                     conditions: Optional[Mapping[str, Any]] = None, guidance: Optional[float] = None) -> np.ndarray:
+                     conditions: Optional[Mapping[str, Any]] = None, guidance: Optional[float] = None,
+                     sliders: Optional[Mapping[str, float]] = None, slider_method: Optional[str] = None,
+                     slider_strength: Optional[float] = None) -> np.ndarray:
         """Embeddings (n, d) in the data space for the given per-voice seeds (``conditions``, ``guidance``:
-        conditional sampling, see the module's docstring)."""
+        conditional sampling, see the module's docstring; ``sliders`` with ``slider_method`` and
+        ``slider_strength``: the voices edited, see toucan_speakemb/sliders.py)."""
+        if sliders:  # bad slider names and settings fail before the sampling work
+            from .sliders import check_sliders
+
+            check_sliders(self, sliders, slider_method, slider_strength)
         model = self.guided(conditions, guidance)
         sc = self.cfg.sample
         sampler = sc.sampler if sampler is None else sampler
@@ -190,7 +197,12 @@ class Generator:
             else:
                 z = self.diffusion.p_sample_loop(model, x_T, noise_fn=noise_fn)
             out.append(self.standardizer.inverse(z.numpy()))
-        return np.concatenate(out, axis=0) if out else np.zeros((0, self.dim), np.float32)
+        x = np.concatenate(out, axis=0) if out else np.zeros((0, self.dim), np.float32)
+        if sliders:
+            latents, known_steps = self.known_latents(seeds, sampler, steps, eta)
+            x = self.edit(x, seeds, sliders, slider_strength, conditions, guidance, method=slider_method,
+                          latents=latents, steps=known_steps)
+        return x
 
     def sample(self, n: int, seed: int = 0, sliders: Optional[Mapping[str, float]] = None,
                slider_strength: Optional[float] = None, slider_method: Optional[str] = None,
@@ -201,18 +213,8 @@ class Generator:
         ``sliders={"pc1": 2.0}``: the voices edited with sliders (toucan_speakemb/sliders.py)."""
         if n < 1:
             raise SpeakEmbError(f"number of voices must be at least 1; got {n}")
-        seeds = voice_seeds(seed, n)
-        if sliders:  # bad slider names and settings fail before the sampling work
-            from .sliders import slider_method_of
-
-            self.slider_space().move(self.slider_space().mean, sliders)
-            slider_method_of(self, slider_method, slider_strength)
-        x = self.sample_seeds(seeds, **kwargs)
-        if sliders:
-            latents, steps = self.known_latents(seeds, kwargs.get("sampler"), kwargs.get("steps"), kwargs.get("eta"))
-            x = self.edit(x, seeds, sliders, slider_strength, kwargs.get("conditions"), kwargs.get("guidance"),
-                          method=slider_method, latents=latents, steps=steps)
-        return x
+        return self.sample_seeds(voice_seeds(seed, n), sliders=sliders, slider_method=slider_method,
+                                 slider_strength=slider_strength, **kwargs)
 
     def edit(self, voices: np.ndarray, seeds: Sequence[int], sliders: Mapping[str, float],
              strength: Optional[float] = None, conditions: Optional[Mapping[str, Any]] = None,
@@ -247,13 +249,18 @@ class Generator:
                                             gaussian=_gaussian_of(model))
         return z.numpy()
 
+    @property
+    def inversion_steps(self) -> int:
+        """DDIM steps of :meth:`invert` by default (``sample.slider_inversion_steps``, at most T)."""
+        return min(self.cfg.sample.slider_inversion_steps, self.diffusion.num_timesteps)
+
     @torch.no_grad()
     def invert(self, z: np.ndarray, steps: Optional[int] = None, conditions: Optional[Mapping[str, Any]] = None,
                guidance: Optional[float] = None) -> torch.Tensor:
         """DDIM inversion: the noise that :meth:`decode` with the same ``steps`` maps back to ≈ ``z`` (n, d,
         model space); exact for the Gaussian part, first-order accurate in ``steps`` for the network's."""
         model = self.guided(conditions, guidance)
-        steps = self.cfg.sample.slider_inversion_steps if steps is None else int(steps)
+        steps = self.inversion_steps if steps is None else int(steps)
         ts = self.diffusion.ddim_timesteps(self.diffusion.num_timesteps, steps)
         return self.diffusion.ddim_invert_loop(model, torch.as_tensor(np.asarray(z, np.float32)), timesteps=ts,
                                                gaussian=_gaussian_of(model))

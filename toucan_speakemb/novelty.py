@@ -169,9 +169,12 @@ class VoiceSampler:
         # conditional voices and slider edits (issue 7): refused here, before any work, when the generator
         # lacks the attribute or the slider
         conditional = condition_settings(generator, conditions, guidance)
-        self.settings = {**conditional, **slider_settings(generator, sliders, slider_method, slider_strength)}
-        self._sample_kwargs = {"conditions": conditions, "guidance": guidance} if conditional else {}
-        self._edit = (dict(sliders), slider_method, slider_strength) if sliders else None
+        edits = slider_settings(generator, sliders, slider_method, slider_strength)
+        self.settings = {**conditional, **edits}
+        # novelty is judged on the edited voice: it is the one that speaks
+        self._sample_kwargs = {**({"conditions": conditions, "guidance": guidance} if conditional else {}),
+                               **({"sliders": dict(sliders), "slider_method": slider_method,
+                                   "slider_strength": slider_strength} if edits else {})}
         self._variant = variant_tag(self.settings)
         self.threshold = resolve_threshold(generator, threshold)
         means, ids = generator.training_speakers()
@@ -200,7 +203,7 @@ class VoiceSampler:
         accepted = self.drawn - sum(self.rejected.values())
         size = int(min(MAX_BLOCK, max(self.block, round(self.block * (self.drawn + 1) / (accepted + 1)))))
         seeds = self._candidate_seeds(self.drawn + len(self._buffer), size)
-        x = self._voices(seeds)
+        x = self.generator.sample_seeds(seeds, **self._sample_kwargs)
         cos, idx = self.check.nearest_training(x)
         self._buffer += list(zip(seeds.tolist(), x, cos.tolist(), idx.tolist()))
 
@@ -239,19 +242,8 @@ class VoiceSampler:
     def remake(self, vid: str) -> Voice:
         """The voice of an id, re-made from its seed, with its figures (not filtered: it is what it is)."""
         seed = parse_voice_id(vid, self.generator, self._variant)
-        emb = self._voices([seed])[0]
+        emb = self.generator.sample_seeds([seed], **self._sample_kwargs)[0]
         return self.check.judge(vid, seed, emb)
-
-    def _voices(self, seeds) -> np.ndarray:
-        """The voices of these seeds, with the sampler's conditions and slider edits (novelty is judged on
-        the edited voice: it is the one that speaks)."""
-        x = self.generator.sample_seeds(seeds, **self._sample_kwargs)
-        if self._edit is not None:
-            sliders, method, strength = self._edit
-            latents, steps = self.generator.known_latents(seeds)
-            x = self.generator.edit(x, seeds, sliders, strength, method=method, latents=latents, steps=steps,
-                                    **self._sample_kwargs)
-        return x
 
     def provenance(self) -> Dict:
         return {"draw_seed": self.seed, "threshold": self.threshold, "candidates_drawn": self.drawn,

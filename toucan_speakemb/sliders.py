@@ -255,7 +255,7 @@ def apply_sliders(generator, voices: np.ndarray, seeds: Sequence[int], sliders: 
         raise SpeakEmbError(f"slider steps must be in 1..{T}; got {steps}")
     residual = 0.0
     if latents is None:
-        steps = min(generator.cfg.sample.slider_inversion_steps, T) if steps is None else int(steps)
+        steps = generator.inversion_steps if steps is None else int(steps)
         latents = generator.invert(z, steps, conditions=conditions, guidance=guidance)
         back = generator.decode(latents, steps, conditions=conditions, guidance=guidance)
         # what the inversion does not reproduce is kept as it is (value 0 gives the voice back exactly), but a
@@ -273,6 +273,13 @@ def apply_sliders(generator, voices: np.ndarray, seeds: Sequence[int], sliders: 
     lat = np.asarray(latents, np.float64) + latent_move(moved - z, eigvecs, eigvals, start)
     out = generator.decode(lat, int(steps), conditions=conditions, guidance=guidance) + residual
     return generator.standardizer.inverse(out.astype(np.float32))
+
+
+def check_sliders(generator, sliders: Mapping[str, float], method: Optional[str] = None,
+                  strength: Optional[float] = None) -> str:
+    """Refuse unknown sliders and bad settings (one line each) before any sampling; returns the method."""
+    generator.slider_space().move(generator.slider_space().mean, sliders)
+    return slider_method_of(generator, method, strength)
 
 
 def slider_method_of(generator, method: Optional[str] = None, strength: Optional[float] = None) -> str:

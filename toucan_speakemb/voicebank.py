@@ -46,10 +46,9 @@ def slider_settings(generator, sliders: Optional[Dict[str, float]], method: Opti
     settings are refused here, before any sampling."""
     if not sliders:
         return {}
-    from .sliders import slider_method_of
+    from .sliders import check_sliders
 
-    generator.slider_space().move(generator.slider_space().mean, sliders)
-    method = slider_method_of(generator, method, strength)
+    method = check_sliders(generator, sliders, method, strength)
     out = {"sliders": {k: float(v) for k, v in sliders.items()}, "slider_method": method}
     if method == "renoise":
         out["slider_strength"] = generator.cfg.sample.slider_strength if strength is None else float(strength)
@@ -107,14 +106,11 @@ class VoiceBank:
         from .generator import voice_seeds
 
         seeds = voice_seeds(seed, n)
-        edits = slider_settings(generator, sliders, slider_method, slider_strength)  # checked before sampling
-        x = generator.sample_seeds(seeds, sampler=sampler, steps=steps, conditions=conditions, guidance=guidance)
-        sc = generator.cfg.sample
+        edits = slider_settings(generator, sliders, slider_method, slider_strength)
+        x = generator.sample_seeds(seeds, sampler=sampler, steps=steps, conditions=conditions, guidance=guidance,
+                                   sliders=sliders, slider_method=slider_method, slider_strength=slider_strength)
         settings = {**condition_settings(generator, conditions, guidance), **edits}
-        if sliders:
-            latents, used_steps = generator.known_latents(seeds, sampler, steps)
-            x = generator.edit(x, seeds, sliders, slider_strength, conditions, guidance, method=slider_method,
-                               latents=latents, steps=used_steps)
+        sc = generator.cfg.sample
         variant = variant_tag(settings)
         used = sc.sampler if sampler is None else sampler
         prov = {
