@@ -408,6 +408,12 @@ def test_slider_settings_are_checked_before_any_sampling(gen, monkeypatch):
             VoiceBank.from_generator(gen, 5, 0, sliders={"pc1": 1.0}, **kwargs)
 
 
+def test_editing_voices_of_another_dimension_is_one_line(gen):
+    with pytest.raises(SpeakEmbError) as ei:
+        gen.edit(np.zeros((3, DIM + 1), np.float32), [1, 2, 3], {"pc1": 1.0})
+    assert f"{DIM}-dim" in one_line(ei) and "(3, 7)" in one_line(ei)
+
+
 def test_known_noise_needs_its_steps_and_steps_must_exist(gen):
     seeds = voice_seeds(2, 5)
     x = gen.sample_seeds(seeds)

@@ -238,11 +238,15 @@ def apply_sliders(generator, voices: np.ndarray, seeds: Sequence[int], sliders: 
       denoised (SDEdit).
 
     Returns (n, d) in the embedding space."""
+    voices = np.asarray(voices, np.float32)
+    if voices.ndim != 2 or voices.shape[1] != generator.dim:
+        raise SpeakEmbError(f"sliders: voices of shape {voices.shape} do not fit this generator "
+                            f"({generator.dim}-dim profile '{generator.profile.name}')")
     if len(seeds) != len(voices):
         raise SpeakEmbError(f"{len(voices)} voices but {len(seeds)} seeds")
     method = slider_method_of(generator, method, strength)
     space = space or SliderSpace.from_generator(generator)
-    z = generator.standardizer.forward(np.asarray(voices, np.float32)).astype(np.float64)
+    z = generator.standardizer.forward(voices).astype(np.float64)
     moved = space.move(z, sliders)
     if method == "renoise":
         z = generator.renoise_denoise(moved.astype(np.float32), seeds, strength, conditions=conditions,
