@@ -9,7 +9,7 @@ package: that name belongs to another PyPI project).
 - :mod:`.random_toucan` builds Toucan's own architectures with random weights (tests, benchmarks).
 """
 
-from .hook import VoiceSession, random_voices
-from .toucan import ToucanAdapter, ToucanModels, load_interface, write_wav
+from toucan_speakemb.adapters.hook import VoiceSession, random_voices
+from toucan_speakemb.adapters.toucan import ToucanAdapter, ToucanModels, load_interface, write_wav
 
 __all__ = ["ToucanAdapter", "ToucanModels", "load_interface", "random_voices", "VoiceSession", "write_wav"]

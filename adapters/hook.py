@@ -6,7 +6,7 @@
     voices.save("voices.json")                               # which voice (id, seed, figures) went where
 
 Inside the block, each top-level call of the interface's ``forward`` (also ``tts(text)``) or ``read_to_file``
-draws the next voice from the generator (novelty- and distinctness-checked, see :mod:`toucan_speakemb.novelty`),
+draws the next voice from the generator (novelty- and distinctness-checked, see :mod:`toucan_speakemb.voices.novelty`),
 conditions that call on it, and records the voice id, seed and figures. Calls made from inside such a call
 (``read_to_file`` synthesises each sentence with ``forward``) keep the voice of the outer call. On leaving
 the block the interface is as before: its methods and its embedding are restored.
@@ -19,11 +19,11 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from toucan_speakemb import __version__
-from toucan_speakemb.fileio import atomic_write_json
-from toucan_speakemb.novelty import DEFAULT_MAX_DRAWS, Voice, VoiceSampler
+from toucan_speakemb.core.version import __version__
+from toucan_speakemb.core.fileio import atomic_write_json
+from toucan_speakemb.voices.novelty import DEFAULT_MAX_DRAWS, Voice, VoiceSampler
 
-from .toucan import ToucanAdapter
+from toucan_speakemb.adapters.toucan import ToucanAdapter
 
 HOOKED = ("forward", "read_to_file")
 
@@ -74,9 +74,9 @@ def random_voices(interface, generator, seed: Optional[int] = None, threshold: O
     from; ``checkpoint``: the Toucan checkpoint (path or dict) if the interface's embedding was changed;
     ``conditions`` (e.g. ``{"gender": "f"}``) and ``guidance``: voices of a chosen attribute from a conditional
     generator (classifier-free guidance, see ``Generator.sample``); ``sliders`` (e.g. ``{"pc1": -1.5}``) with
-    ``slider_method`` / ``slider_strength``: every voice edited so (see ``toucan_speakemb/sliders.py``).
+    ``slider_method`` / ``slider_strength``: every voice edited so (see ``toucan_speakemb/generate/sliders.py``).
     """
-    from toucan_speakemb.generator import Generator
+    from toucan_speakemb.generate.generator import Generator
 
     adapter = interface if isinstance(interface, ToucanAdapter) else ToucanAdapter(interface, checkpoint)
     gen = generator if isinstance(generator, Generator) else Generator.load(generator)

@@ -33,8 +33,8 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from toucan_speakemb.errors import SpeakEmbError
-from toucan_speakemb.profiles import Profile, get_profile
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.profiles import Profile, get_profile
 
 # (interface family, checkpoint default_emb length) -> profile of that conditioning space
 SUPPORTED = {("v2.2", 704): "toucan-v2.2", ("v3", 192): "toucan-v3"}
@@ -177,7 +177,7 @@ def write_wav(path: Union[str, os.PathLike], wave: np.ndarray, sr: int) -> Path:
     """16-bit PCM wav, written atomically (Toucan v3 writes PCM_16 too)."""
     import soundfile as sf
 
-    from toucan_speakemb.fileio import atomic_write_bytes
+    from toucan_speakemb.core.fileio import atomic_write_bytes
 
     buf = io.BytesIO()
     sf.write(buf, np.clip(np.asarray(wave, np.float32), -1.0, 1.0), int(sr), format="WAV", subtype="PCM_16")

@@ -7,7 +7,7 @@
     bench_generation.py. The attribute is checkable from the speaker names: `pitch` = the direction of the
     sox pitch shift (`_p-250`, `_p-100` -> down; `_p100`, `_p250` -> up; `_p0` -> unknown, trained with the
     null token only).
-(b) a synthetic 704-dim population of known structure (toucan_speakemb.synthetic) with known `gender` (a
+(b) a synthetic 704-dim population of known structure (toucan_speakemb.core.synthetic) with known `gender` (a
     side of the first latent axis): 2000 training speakers; fresh speakers from the true distribution (per
     value too) are the reference.
 
@@ -44,14 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generation import load_ge2e_split  # noqa: E402
 
 from toucan_speakemb import EmbeddingSet, get_profile  # noqa: E402
-from toucan_speakemb.config import SLIDER_METHODS, TrainConfig  # noqa: E402
+from toucan_speakemb.train.config import SLIDER_METHODS, TrainConfig  # noqa: E402
 from toucan_speakemb.evaluation import metrics as M  # noqa: E402
 from toucan_speakemb.evaluation.attributes import AttributeClassifier  # noqa: E402
 from toucan_speakemb.evaluation.generation import format_table  # noqa: E402
-from toucan_speakemb.fileio import atomic_write_json  # noqa: E402
-from toucan_speakemb.generator import Generator, voice_seeds  # noqa: E402
-from toucan_speakemb.synthetic import SyntheticPopulation  # noqa: E402
-from toucan_speakemb.training import train  # noqa: E402
+from toucan_speakemb.core.fileio import atomic_write_json  # noqa: E402
+from toucan_speakemb.generate.generator import Generator, voice_seeds  # noqa: E402
+from toucan_speakemb.core.synthetic import SyntheticPopulation  # noqa: E402
+from toucan_speakemb.train.trainer import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 N_VOICES = 1000

@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generation import ROOT, load_ge2e_split, run_system  # noqa: E402
 
 from toucan_speakemb import EmbeddingSet, get_profile  # noqa: E402
-from toucan_speakemb.config import TrainConfig  # noqa: E402
+from toucan_speakemb.train.config import TrainConfig  # noqa: E402
 from toucan_speakemb.evaluation import metrics as M  # noqa: E402
 from toucan_speakemb.evaluation.generation import format_table  # noqa: E402
 from toucan_speakemb.evaluation.report import GeneratedSet, evaluate, write_report  # noqa: E402
-from toucan_speakemb.fileio import atomic_write_json  # noqa: E402
-from toucan_speakemb.synthetic import SyntheticPopulation  # noqa: E402
+from toucan_speakemb.core.fileio import atomic_write_json  # noqa: E402
+from toucan_speakemb.core.synthetic import SyntheticPopulation  # noqa: E402
 
 N_VOICES = 1000
 COLUMNS = [("precision", "P", ".2f"), ("recall", "R", ".2f"), ("density", "D", ".2f"), ("coverage", "C", ".2f"),

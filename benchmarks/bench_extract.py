@@ -4,7 +4,7 @@ Makes N utterances of 2-10 s with espeak-ng (and flite, when installed), builds 
 with the real ECAPA / x-vector architectures (random weights: speed does not depend on the weights), and
 times on the same files, with the same models:
 
-- pipeline: ``toucan_speakemb.extraction.extract`` (length-bucketed batches, DataLoader workers decoding and
+- pipeline: ``toucan_speakemb.extract.pipeline.extract`` (length-bucketed batches, DataLoader workers decoding and
   preprocessing beside the encoder, checkpoint chunks, final file), models already loaded;
 - naive: a loop that reads each file, preprocesses it the same way and calls SpeechBrain's ``encode_batch``
   on it alone, once per encoder (what a script around Toucan's own extractor does);
@@ -84,10 +84,10 @@ def main():
     import torch
 
     from conftest import build_speechbrain_model_dir
-    from toucan_speakemb.audio import load_and_preprocess
-    from toucan_speakemb.corpora import load_corpus
-    from toucan_speakemb.encoders import load_encoder
-    from toucan_speakemb.extraction import ExtractConfig, extract, plan_batches
+    from toucan_speakemb.extract.audio import load_and_preprocess
+    from toucan_speakemb.extract.corpora import load_corpus
+    from toucan_speakemb.extract.encoders import load_encoder
+    from toucan_speakemb.extract.pipeline import ExtractConfig, extract, plan_batches
 
     corpus = make_corpus(args.data / "speech", args.n)
     utts = load_corpus(corpus)[1][: args.n]
@@ -110,7 +110,7 @@ def main():
     w = load_and_preprocess(utts[0].path, args.profile)
     enc.encode(w.unsqueeze(0), torch.tensor([len(w)]))
 
-    from toucan_speakemb.extraction import _CpuThreads, _resolve_workers
+    from toucan_speakemb.extract.pipeline import _CpuThreads, _resolve_workers
 
     default_threads = torch.get_num_threads()
     pipe_threads = _CpuThreads(_resolve_workers(ExtractConfig(workers=args.workers)), enc.device).n or default_threads
@@ -148,7 +148,7 @@ def main():
 
     # ---- forward pass alone on the pipeline's batches ----------------------------------------------------
     waves = [load_and_preprocess(u.path, args.profile) for u in utts]
-    from toucan_speakemb.extraction import default_batch_size
+    from toucan_speakemb.extract.pipeline import default_batch_size
 
     bs = args.batch_size or default_batch_size(enc.device)
     batches = plan_batches([len(x) / 16000 for x in waves], bs, cfg.max_batch_seconds)

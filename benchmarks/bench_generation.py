@@ -5,7 +5,7 @@
 
 (a) real GE2E embeddings (../shared/data/ge2e_dev_voices.npz), split by source voice (`group`): two thirds
     of the groups train, the rest are held-out real speakers;
-(b) a synthetic 704-dim population of known structure (toucan_speakemb.synthetic): 2000 training speakers
+(b) a synthetic 704-dim population of known structure (toucan_speakemb.core.synthetic): 2000 training speakers
     (--b-speakers), and fresh speakers from the true distribution as the reference.
 
 Each system samples 1000 voices and is compared at the level it generates (speaker means against real
@@ -26,13 +26,13 @@ import numpy as np
 import torch
 
 from toucan_speakemb import EmbeddingSet, get_profile
-from toucan_speakemb.config import TrainConfig
+from toucan_speakemb.train.config import TrainConfig
 from toucan_speakemb.evaluation import metrics as M
 from toucan_speakemb.evaluation.generation import Reference, format_table, gaussian_fit_sample, measure
-from toucan_speakemb.fileio import atomic_write_json
-from toucan_speakemb.generator import Generator
-from toucan_speakemb.synthetic import SyntheticPopulation
-from toucan_speakemb.training import train
+from toucan_speakemb.core.fileio import atomic_write_json
+from toucan_speakemb.generate.generator import Generator
+from toucan_speakemb.core.synthetic import SyntheticPopulation
+from toucan_speakemb.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 N_VOICES = 1000

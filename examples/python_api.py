@@ -25,7 +25,7 @@ print(voices.shape, bank.ids[:3])
 # Attribute control (README "Attribute control"): a generator conditioned on gender, sampled with
 # classifier-free guidance (here on synthetic speakers of known gender; a LibriSpeech or VCTK set from
 # `extract` carries gender itself); and a slider on the unconditional generator.
-from toucan_speakemb.synthetic import SyntheticPopulation
+from toucan_speakemb.core.synthetic import SyntheticPopulation
 
 labelled = SyntheticPopulation(dim=704).make_set(600, 8, seed=1, attributes=True)
 cond_cfg = TrainConfig.from_yaml("recipes/default/hparams.yaml", ["train.steps=500", "model.conditions=[gender]"])

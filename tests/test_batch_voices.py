@@ -19,8 +19,8 @@ import toucan_standin as standin
 from test_toucan_adapter import clustered_set, train_tiny
 from toucan_speakemb import SpeakEmbError
 from toucan_speakemb.adapters import ToucanAdapter
-from toucan_speakemb.batch_voices import BatchConfig, run_batch
-from toucan_speakemb.voicebank import VoiceBank
+from toucan_speakemb.adapters.batch_voices import BatchConfig, run_batch
+from toucan_speakemb.voices.bank import VoiceBank
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "batch_voices"

@@ -14,9 +14,9 @@ import torch
 from click.testing import CliRunner
 
 from toucan_speakemb import EmbeddingSet, get_profile
-from toucan_speakemb.cli import main
-from toucan_speakemb.config import TrainConfig
-from toucan_speakemb.voicebank import VoiceBank
+from toucan_speakemb.cli.main import main
+from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.voices.bank import VoiceBank
 
 CLI = Path(sys.executable).with_name("toucan-speakemb")
 DIM = 4
@@ -378,7 +378,7 @@ def test_quiet_flag_silences_training_info_on_the_console(tmp_path):
 def test_changing_the_number_of_steps_of_a_started_run_is_refused(tmp_path):
     from click.testing import CliRunner
 
-    from toucan_speakemb.cli import main
+    from toucan_speakemb.cli.main import main
 
     args = ["train", "--data", "builtin:synthetic-small", "--out", str(tmp_path / "run"), "--no-progress",
             "train.threads=1", "train.checkpoint_every=5"]

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
-from toucan_speakemb import fileio
-from toucan_speakemb.fileio import META_KEY, save_tensors
+from toucan_speakemb.core import fileio
+from toucan_speakemb.core.fileio import META_KEY, save_tensors
 
 
 def make_set(n_speakers=3, per=(2, 3, 1), dim=5, seed=0, with_attributes=True) -> EmbeddingSet:
@@ -232,7 +232,7 @@ def test_another_kind_of_file_is_refused_naming_its_kind(tmp_path, kind):
 
 
 def test_a_real_voice_bank_is_refused_as_an_embedding_set(tmp_path):
-    from toucan_speakemb.voicebank import VoiceBank
+    from toucan_speakemb.voices.bank import VoiceBank
 
     bank = VoiceBank(np.zeros((2, 4), np.float32), np.array([1, 2]), ["g-1", "g-2"], get_profile("custom-test", 4))
     p = bank.save(tmp_path / "bank.safetensors")
@@ -430,7 +430,7 @@ def test_written_files_get_the_usual_permissions_not_owner_only(tmp_path):
     import os
     import stat
 
-    from toucan_speakemb.fileio import atomic_write_text
+    from toucan_speakemb.core.fileio import atomic_write_text
 
     mask = os.umask(0o022)
     try:

@@ -11,13 +11,14 @@ import pytest
 from click.testing import CliRunner
 
 from toucan_speakemb import EmbeddingSet, get_profile
-from toucan_speakemb.cli import main
-from toucan_speakemb.errors import SpeakEmbError
+from toucan_speakemb.cli.main import main
+from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.evaluation import metrics as M
 from toucan_speakemb.evaluation.baselines import gaussian_fit, gaussian_mixture, resample_training
-from toucan_speakemb.evaluation.report import GeneratedSet, evaluate, load_generated, write_report
-from toucan_speakemb.synthetic import SyntheticPopulation
-from toucan_speakemb.voicebank import VoiceBank
+from toucan_speakemb.evaluation.report import GeneratedSet, evaluate, write_report
+from toucan_speakemb.voices.bank import load_generated
+from toucan_speakemb.core.synthetic import SyntheticPopulation
+from toucan_speakemb.voices.bank import VoiceBank
 
 DIM = 32
 

@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 
 from conftest import read_audio, speak, write_audio
-from toucan_speakemb.audio import BadAudio, load_and_preprocess, preprocess, probe
+from toucan_speakemb.extract.audio import BadAudio, load_and_preprocess, preprocess, probe
 
 
 @pytest.fixture(scope="module")

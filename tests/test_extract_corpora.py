@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from toucan_speakemb.corpora import load_corpus
-from toucan_speakemb.errors import SpeakEmbError
+from toucan_speakemb.extract.corpora import load_corpus
+from toucan_speakemb.core.errors import SpeakEmbError
 
 
 def touch(p):

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import SENTENCES, build_speechbrain_model_dir, speak
-from toucan_speakemb.audio import load_and_preprocess
-from toucan_speakemb.encoders import SpeechBrainEncoder, load_encoder, parse_encoder_dirs
-from toucan_speakemb.errors import SpeakEmbError
-from toucan_speakemb.profiles import get_profile
+from toucan_speakemb.extract.audio import load_and_preprocess
+from toucan_speakemb.extract.encoders import SpeechBrainEncoder, load_encoder, parse_encoder_dirs
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.profiles import get_profile
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -59,7 +59,7 @@ def test_loading_a_folder_never_touches_the_network(sb_small_root, tmp_path):
             raise RuntimeError("network used")
         socket.socket.connect = refuse
         socket.create_connection = refuse
-        from toucan_speakemb.encoders import load_encoder
+        from toucan_speakemb.extract.encoders import load_encoder
         enc = load_encoder("toucan-v2.2", {{"ecapa": r"{sb_model_dirs['ecapa']}", "xvector": r"{sb_model_dirs['xvector']}"}})
         print("DIM", enc.dim)
     """)

@@ -17,14 +17,21 @@ import soundfile as sf
 import torch
 
 from conftest import ESPEAK_VOICES, SENTENCES, read_audio, speak, write_audio
-from toucan_speakemb.audio import load_and_preprocess
-from toucan_speakemb.corpora import load_corpus
-from toucan_speakemb.embedding_set import EmbeddingSet
-from toucan_speakemb.encoders import load_encoder, parse_encoder_dirs
-from toucan_speakemb.errors import SpeakEmbError
-from toucan_speakemb.extraction import (ExtractConfig, extract, merge, rejects_path, shard_output,
-                                        speaker_means_path, work_dir)
-from toucan_speakemb.profiles import get_profile
+from toucan_speakemb.extract.audio import load_and_preprocess
+from toucan_speakemb.extract.corpora import load_corpus
+from toucan_speakemb.core.embedding_set import EmbeddingSet
+from toucan_speakemb.extract.encoders import load_encoder, parse_encoder_dirs
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.extract.pipeline import (
+    ExtractConfig,
+    extract,
+    merge,
+    rejects_path,
+    shard_output,
+    speaker_means_path,
+    work_dir,
+)
+from toucan_speakemb.core.profiles import get_profile
 
 GOOD = 13  # 9 plain + stereo, 8 kHz, 48 kHz flac, ogg
 BAD = {"bad/corrupt": "unreadable", "bad/empty": "empty", "bad/silent": "silent", "bad/nan": "non-finite",

@@ -25,8 +25,8 @@ import pytest
 import soundfile as sf
 
 from conftest import read_audio, speak
-from toucan_speakemb.audio import load_and_preprocess
-from toucan_speakemb.embedding_set import EmbeddingSet
+from toucan_speakemb.extract.audio import load_and_preprocess
+from toucan_speakemb.core.embedding_set import EmbeddingSet
 
 
 def checkout(var: str, tag: str) -> Path:
@@ -106,8 +106,8 @@ def ours(files, out, run_cli=None, *args, profile="toucan-v2.2", encoder_dirs=No
         r = run_cli("extract", m, "-o", out, "--no-progress", "--batch-size", "8", *args)
         assert r.returncode == 0, r.stderr[-3000:]
     else:
-        from toucan_speakemb.corpora import load_corpus
-        from toucan_speakemb.extraction import ExtractConfig, extract
+        from toucan_speakemb.extract.corpora import load_corpus
+        from toucan_speakemb.extract.pipeline import ExtractConfig, extract
 
         extract(load_corpus(m)[1], out, ExtractConfig(profile=profile, encoder_dirs=encoder_dirs, workers=1,
                                                       progress=False, device="cpu"))

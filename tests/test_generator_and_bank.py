@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
-from toucan_speakemb.config import TrainConfig
-from toucan_speakemb.fileio import save_tensors
-from toucan_speakemb.generator import Generator, voice_seeds
-from toucan_speakemb.training import train
-from toucan_speakemb.voicebank import VoiceBank, voice_id
+from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.core.fileio import save_tensors
+from toucan_speakemb.generate.generator import Generator, voice_seeds
+from toucan_speakemb.train.trainer import train
+from toucan_speakemb.voices.bank import VoiceBank, voice_id
 
 DIM = 5
 
@@ -60,7 +60,7 @@ def test_generator_loads_from_the_run_folder_or_the_file_with_the_same_fingerpri
 
 def test_generators_with_different_weights_have_different_fingerprints(run_dir, tmp_path):
     from safetensors.numpy import load_file
-    from toucan_speakemb.fileio import load_tensors
+    from toucan_speakemb.core.fileio import load_tensors
 
     arrays, meta = load_tensors(run_dir / "generator.safetensors")
     key = next(k for k in arrays if k.startswith("model."))
@@ -105,7 +105,7 @@ def test_a_checkpoint_or_an_embedding_set_is_refused_as_a_generator(run_dir, tmp
 
 
 def test_a_generator_missing_its_weights_is_a_clear_error(run_dir, tmp_path):
-    from toucan_speakemb.fileio import load_tensors
+    from toucan_speakemb.core.fileio import load_tensors
 
     arrays, meta = load_tensors(run_dir / "generator.safetensors")
     arrays = {k: v for k, v in arrays.items() if not (k.startswith("model.") and ".out." in k)}
@@ -117,7 +117,7 @@ def test_a_generator_missing_its_weights_is_a_clear_error(run_dir, tmp_path):
 
 
 def test_a_generator_of_a_future_format_is_refused(run_dir, tmp_path):
-    from toucan_speakemb.fileio import load_tensors
+    from toucan_speakemb.core.fileio import load_tensors
 
     arrays, meta = load_tensors(run_dir / "generator.safetensors")
     meta["format_version"] = 7

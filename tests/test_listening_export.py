@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from conftest import speak, write_audio
 from listening_helpers import make_audio_tree
-from toucan_speakemb.cli import main
-from toucan_speakemb.errors import SpeakEmbError
+from toucan_speakemb.cli.main import main
+from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.listening import export_listening_test, load_manifest
 from toucan_speakemb.listening.design import presentation_order
 from toucan_speakemb.listening.stimuli import collect_stimuli

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats
 
-from toucan_speakemb.cli import main
+from toucan_speakemb.cli.main import main
 from toucan_speakemb.listening.results import listening_results, wilson_interval
 
 COLUMNS = ["test_id", "kind", "listener", "trial", "position", "item", "stimulus", "system", "voice", "stimulus_b",

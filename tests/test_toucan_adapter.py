@@ -17,12 +17,12 @@ import torch
 import toucan_standin as standin
 from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
 from toucan_speakemb.adapters import ToucanAdapter, ToucanModels, random_voices
-from toucan_speakemb.config import TrainConfig
+from toucan_speakemb.train.config import TrainConfig
 from toucan_speakemb.evaluation.metrics import same_speaker_threshold
-from toucan_speakemb.generator import Generator
-from toucan_speakemb.novelty import VoiceSampler
-from toucan_speakemb.training import train
-from toucan_speakemb.voicebank import VoiceBank
+from toucan_speakemb.generate.generator import Generator
+from toucan_speakemb.voices.novelty import VoiceSampler
+from toucan_speakemb.train.trainer import train
+from toucan_speakemb.voices.bank import VoiceBank
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -308,7 +308,7 @@ def run_cli():
     """The CLI in this process (a subprocess per call would cost seconds of imports each)."""
     from click.testing import CliRunner
 
-    from toucan_speakemb.cli import main
+    from toucan_speakemb.cli.main import main
 
     def run(*args, env=None):
         return _Result(CliRunner().invoke(main, [str(a) for a in args], env=env))
@@ -488,7 +488,7 @@ def gen_v3_gender(tmp_path_factory):
 
 
 def test_hook_gives_conditional_voices_with_their_own_ids(v3, gen_v3_gender):
-    from toucan_speakemb.novelty import VoiceSampler
+    from toucan_speakemb.voices.novelty import VoiceSampler
 
     with random_voices(v3, gen_v3_gender, seed=3, threshold=1.0, conditions={"gender": "f"}, guidance=2.0) as voices:
         v3("one")
@@ -510,8 +510,8 @@ def test_hook_gives_conditional_voices_with_their_own_ids(v3, gen_v3_gender):
 
 
 def test_hook_gives_voices_edited_with_sliders_judged_as_edited(v3, gen_v3):
-    from toucan_speakemb.generator import voice_seeds
-    from toucan_speakemb.novelty import VoiceSampler
+    from toucan_speakemb.generate.generator import voice_seeds
+    from toucan_speakemb.voices.novelty import VoiceSampler
 
     with random_voices(v3, gen_v3, seed=4, threshold=1.0, sliders={"pc1": -1.5}) as voices:
         v3("one")
@@ -559,7 +559,7 @@ def test_synth_speaks_slider_edited_voices_and_remakes_them_by_id(run_cli, gen_v
 
 
 def test_voices_add_puts_slider_edited_voices_in_a_bank(run_cli, gen_v3, tmp_path):
-    from toucan_speakemb.novelty import VoiceSampler
+    from toucan_speakemb.voices.novelty import VoiceSampler
 
     bank = tmp_path / "edited.safetensors"
     r = run_cli("voices", "add", bank, "--generator", gen_v3.path, "-n", "3", "--seed", "6", "--threshold", "1.0",

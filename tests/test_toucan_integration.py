@@ -47,8 +47,8 @@ torch.set_num_threads(1)
 sys.path.insert(0, CHECKOUT)
 from toucan_speakemb.adapters import ToucanModels, random_voices
 from toucan_speakemb.adapters import random_toucan
-from toucan_speakemb.generator import Generator
-from toucan_speakemb.novelty import VoiceSampler
+from toucan_speakemb.generate.generator import Generator
+from toucan_speakemb.voices.novelty import VoiceSampler
 
 if FAMILY == "v2.2":
     tts, voc = random_toucan.build_v22(WORK + "/models")

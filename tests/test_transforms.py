@@ -5,10 +5,14 @@ import pytest
 import torch
 
 from toucan_speakemb.diffusion.denoisers import GaussianResidual, ResidualMLPDenoiser
-from toucan_speakemb.diffusion.gaussian import (GaussianDiffusion, gaussian_flow_step, gaussian_optimal_denoiser,
-                                              gaussian_posterior_x0)
+from toucan_speakemb.diffusion.gaussian import (
+    GaussianDiffusion,
+    gaussian_flow_step,
+    gaussian_optimal_denoiser,
+    gaussian_posterior_x0,
+)
 from toucan_speakemb.diffusion.schedules import make_betas
-from toucan_speakemb.standardize import Standardizer
+from toucan_speakemb.diffusion.standardize import Standardizer
 
 
 def nonneg_data(n=300, d=6, seed=0):

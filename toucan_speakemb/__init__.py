@@ -7,25 +7,25 @@ The public Python API, in the order data flows through it::
     voices = Generator.load("runs/default").sample(10, seed=0)  # (10, d) numpy array
 """
 
-__version__ = "0.1.0"
+from toucan_speakemb.core.version import __version__  # noqa: E402
 
-from .errors import SpeakEmbError  # noqa: E402
-from .profiles import Profile, get_profile  # noqa: E402
-from .embedding_set import EmbeddingSet  # noqa: E402
+from toucan_speakemb.core.errors import SpeakEmbError  # noqa: E402
+from toucan_speakemb.core.profiles import Profile, get_profile  # noqa: E402
+from toucan_speakemb.core.embedding_set import EmbeddingSet  # noqa: E402
 
 
 def __getattr__(name):
     # torch-heavy parts are imported on first use so that `import toucan_speakemb` stays light.
     if name in ("train", "TrainConfig"):
-        from . import training
+        from toucan_speakemb.train import trainer as training
 
         return getattr(training, name if name == "train" else "TrainConfig")
     if name == "Generator":
-        from .generator import Generator
+        from toucan_speakemb.generate.generator import Generator
 
         return Generator
     if name == "VoiceBank":
-        from .voicebank import VoiceBank
+        from toucan_speakemb.voices.bank import VoiceBank
 
         return VoiceBank
     raise AttributeError(name)

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Optional
 
 
-from .config import TrainConfig
-from .evaluation.report import GeneratedSet, evaluate, write_report
-from .generator import Generator
-from .synthetic import BUILTIN, builtin_population, builtin_set
-from .training import train
-from .voicebank import VoiceBank
+from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.evaluation.report import GeneratedSet, evaluate, write_report
+from toucan_speakemb.generate.generator import Generator
+from toucan_speakemb.core.synthetic import BUILTIN, builtin_population, builtin_set
+from toucan_speakemb.train.trainer import train
+from toucan_speakemb.voices.bank import VoiceBank
 
 log = logging.getLogger("toucan_speakemb.demo")
 
@@ -53,7 +53,7 @@ def run_demo(out: Path, steps: Optional[int] = None, n_voices: int = 500, seed: 
                             GeneratedSet("fresh true speakers (reference)", fresh_same, bank.profile)],
                   data, seed=seed)
     intro = (f"Data: `{name}` — {data.summary()}, a clustered nonlinear speaker population of known structure "
-             f"(`toucan_speakemb/synthetic.py`). The default recipe trained {summary['steps']} steps in "
+             f"(`toucan_speakemb/core/synthetic.py`). The default recipe trained {summary['steps']} steps in "
              f"{train_s:.0f} s (model selection kept the weights of step {summary['selected_step']}; step 0 is "
              f"the Gaussian fit) and sampled {n_voices} voices in {sample_s:.2f} s ({gen.cfg.sample.sampler}, "
              f"{gen.cfg.sample.steps} steps). The held-out real speakers are 2000 fresh speakers of the true "

@@ -12,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from toucan_speakemb.batch_voices import BatchConfig, run_batch
-from toucan_speakemb.errors import SpeakEmbError
+from toucan_speakemb.adapters.batch_voices import BatchConfig, run_batch
+from toucan_speakemb.core.errors import SpeakEmbError
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -6,7 +6,7 @@ Without --data it trains on the embedded data of known structure (builtin:synthe
 """
 from pathlib import Path
 
-from toucan_speakemb.recipe import run_recipe
+from toucan_speakemb.cli.recipe import run_recipe
 
 if __name__ == "__main__":
     run_recipe(Path(__file__).with_name("hparams.yaml"))

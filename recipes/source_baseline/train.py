@@ -7,7 +7,7 @@ Each run goes to runs/source_baseline/<schedule>/ unless --out is given (then on
 import sys
 from pathlib import Path
 
-from toucan_speakemb.recipe import run_recipe
+from toucan_speakemb.cli.recipe import run_recipe
 
 SCHEDULES = ("linear", "quadratic", "sigmoid", "cosine")
 

@@ -4,7 +4,7 @@ Everything mathematical lives in :mod:`.schedules` and :mod:`.gaussian`, as func
 schedule; :mod:`.denoisers` holds the networks. Nothing here knows about files or speakers.
 """
 
-from .gaussian import GaussianDiffusion
-from .schedules import SCHEDULES, make_betas
+from toucan_speakemb.diffusion.gaussian import GaussianDiffusion
+from toucan_speakemb.diffusion.schedules import SCHEDULES, make_betas
 
 __all__ = ["GaussianDiffusion", "SCHEDULES", "make_betas"]

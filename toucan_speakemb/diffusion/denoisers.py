@@ -6,7 +6,7 @@
   starts at zero so the untrained network predicts 0 (the mean of the target). With ``conditions`` (attribute
   -> number of values) it also takes ``cond`` (n, k) integer codes, 0 = the null token ("no condition"): a
   learned embedding per value of each attribute (and one for "unknown") is added to the time embedding
-  (classifier-free guidance; see toucan_speakemb/conditions.py).
+  (classifier-free guidance; see toucan_speakemb/train/conditions.py).
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ class GaussianResidual(nn.Module):
         return self.mean + scale * sum(getattr(self, f"offset{j}")[cond[..., j]] for j in range(self.n_conditions))
 
     def gaussian_prediction(self, x: torch.Tensor, t: torch.Tensor, mean: Optional[torch.Tensor] = None) -> torch.Tensor:
-        from .gaussian import gaussian_posterior_x0
+        from toucan_speakemb.diffusion.gaussian import gaussian_posterior_x0
 
         a = self.abar[t][:, None]
         x0 = gaussian_posterior_x0(x, a, self.mean if mean is None else mean, self.eigvecs, self.eigvals)

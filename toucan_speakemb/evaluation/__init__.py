@@ -1,6 +1,6 @@
 """Evaluation of generated speaker embeddings (array-only metrics in :mod:`.metrics`)."""
 
-from .metrics import (
+from toucan_speakemb.evaluation.metrics import (
     DEFAULT_CHUNK_SIZE,
     close_pair_share,
     constraint_share,

@@ -17,7 +17,7 @@ from typing import Callable, Dict
 
 import numpy as np
 
-from ..errors import SpeakEmbError
+from toucan_speakemb.core.errors import SpeakEmbError
 
 
 def gaussian_fit(train: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

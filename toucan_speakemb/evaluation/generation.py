@@ -11,8 +11,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from . import metrics as M
-from .baselines import gaussian_fit as gaussian_fit_sample  # noqa: F401  (the name benchmarks use)
+from toucan_speakemb.evaluation import metrics as M
+from toucan_speakemb.evaluation.baselines import gaussian_fit as gaussian_fit_sample  # noqa: F401  (the name benchmarks use)
 
 
 @dataclass

@@ -21,12 +21,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..embedding_set import EmbeddingSet
-from ..errors import SpeakEmbError
-from ..profiles import Profile
-from . import metrics as M
-from .baselines import BASELINES, LABELS
-from .generation import _subsamples
+from toucan_speakemb.core.embedding_set import EmbeddingSet
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.profiles import Profile
+from toucan_speakemb.evaluation import metrics as M
+from toucan_speakemb.evaluation.baselines import BASELINES, LABELS
+from toucan_speakemb.evaluation.generation import _subsamples
 
 log = logging.getLogger("toucan_speakemb.evaluate")
 
@@ -45,36 +45,6 @@ class GeneratedSet:
     profile: Optional[Profile]
     source: str = ""
 
-
-def load_generated(path: str | Path, name: Optional[str] = None) -> GeneratedSet:
-    """Read generated vectors from a voice bank or embedding set (.safetensors), an interchange .npz or a bare
-    (N, d) .npy array (no profile: only its width is checked)."""
-    from ..fileio import check_finite, load_tensors
-    from ..voicebank import VoiceBank
-
-    path = Path(path)
-    name = name or path.stem
-    if not path.exists():
-        raise SpeakEmbError(f"generated set not found: {path}")
-    if path.suffix == ".npy":
-        try:
-            x = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise SpeakEmbError(f"{path} is not a readable .npy array ({str(e).splitlines()[0]})") from None
-        if x.ndim != 2 or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-            raise SpeakEmbError(f"{path}: expected a numeric (N, d) array, got {x.dtype} of shape {x.shape}")
-        x = x.astype(np.float32)
-        check_finite(x, f"generated set {path}")
-        return GeneratedSet(name, x, None, str(path))
-    if path.suffix == ".npz":
-        es = EmbeddingSet.from_npz(path)
-        return GeneratedSet(name, es.embeddings, None, str(path))  # an .npz profile is only guessed
-    _, meta = load_tensors(path, "generated set")
-    if meta.get("kind") == "voice-bank":
-        bank = VoiceBank.load(path)
-        return GeneratedSet(name, bank.embeddings, bank.profile, str(path))
-    es = EmbeddingSet.load(path)
-    return GeneratedSet(name, es.embeddings, es.profile, str(path))
 
 
 @dataclass
@@ -174,7 +144,7 @@ def _pair_cosine_sample(x: np.ndarray, seed: int) -> np.ndarray:
 def _gender_classifier(train_x, train_g, test_x, test_g):
     """The attribute classifier of :mod:`.attributes` (logistic regression on standardised embeddings, the
     one the attribute benchmark uses); its accuracy on ``test`` (speakers it never saw)."""
-    from .attributes import AttributeClassifier
+    from toucan_speakemb.evaluation.attributes import AttributeClassifier
 
     clf = AttributeClassifier.fit(train_x, train_g)
     acc = clf.accuracy(test_x, test_g) if test_x is not None and len(test_x) else None
@@ -398,7 +368,7 @@ REFERENCES = [
 
 
 def _cell(row: Dict, key: str, spec: str) -> str:
-    from .render import fmt
+    from toucan_speakemb.evaluation.render import fmt
 
     v = row.get(key)
     if v is None:
@@ -447,9 +417,9 @@ def _read_validation(run_dir: Path):
 def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] = None, tsne: bool = True,
                  title: str = "toucan-speakemb evaluation", intro: Optional[str] = None) -> Path:
     """Write report.md, report.html (self-contained), metrics.json and the PNG plots into ``out``."""
-    from .. import plots
-    from ..fileio import atomic_write_json, atomic_write_text
-    from .render import Document, fmt
+    from toucan_speakemb.core import plots
+    from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text
+    from toucan_speakemb.evaluation.render import Document, fmt
 
     history = _read_loss_history(Path(run_dir)) if run_dir is not None else None  # fail before writing
     validation, selected = _read_validation(Path(run_dir)) if run_dir is not None else (None, None)

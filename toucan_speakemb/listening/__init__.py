@@ -6,5 +6,5 @@ folder of audio, and summarise the answers listeners send back.
     summary = listening_results(["answers_a.json", "answers_b.csv"], test="mos_test/")
 """
 
-from .export import export_listening_test, load_manifest  # noqa: F401
-from .results import listening_results  # noqa: F401
+from toucan_speakemb.listening.export import export_listening_test, load_manifest  # noqa: F401
+from toucan_speakemb.listening.results import listening_results  # noqa: F401

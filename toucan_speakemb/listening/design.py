@@ -21,8 +21,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import SpeakEmbError
-from .stimuli import REFERENCE_SYSTEM, Stimulus
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.listening.stimuli import REFERENCE_SYSTEM, Stimulus
 
 KINDS = ("mos", "mushra", "ab-speaker")
 PAIR_TYPES = ("same", "different", "vs-reference")

@@ -27,11 +27,17 @@ from importlib import resources
 from pathlib import Path
 from typing import List, Optional
 
-from .. import __version__
-from ..errors import SpeakEmbError
-from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .design import KINDS, plan_trials
-from .stimuli import DEFAULT_VOICE_PATTERN, PreparedAudio, collect_stimuli, prepare_audio, wav_bytes
+from toucan_speakemb.core.version import __version__
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from toucan_speakemb.listening.design import KINDS, plan_trials
+from toucan_speakemb.listening.stimuli import (
+    DEFAULT_VOICE_PATTERN,
+    PreparedAudio,
+    collect_stimuli,
+    prepare_audio,
+    wav_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +124,7 @@ def export_listening_test(audio_dir, out_dir, kind: str = "mos", reference_dir=N
                for sid, b in wavs.items()}
     atomic_write_text(out / PAGE_NAME, render_page(manifest, sources))
     if webmushra:
-        from .webmushra import write_webmushra
+        from toucan_speakemb.listening.webmushra import write_webmushra
 
         write_webmushra(out / "webmushra", manifest, prepared, wavs)
     return ExportedTest(out, test_id, kind, len(trials), len(stimuli), prepared.sample_rate, embed, notes)
@@ -175,7 +181,7 @@ def _html_escape(s: str) -> str:
 
 def load_manifest(path) -> dict:
     """A test.json (or the folder holding it), checked to be one of ours."""
-    from ..fileio import read_json
+    from toucan_speakemb.core.fileio import read_json
 
     p = Path(path)
     if p.is_dir():

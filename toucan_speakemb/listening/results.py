@@ -25,9 +25,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..errors import SpeakEmbError
-from ..fileio import atomic_write_json
-from .design import KINDS
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.fileio import atomic_write_json
+from toucan_speakemb.listening.design import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ def format_table(summary: dict) -> str:
 
 
 def plot_summary(summary: dict, path: Path) -> Path:
-    from ..plots import _figure, _save
+    from toucan_speakemb.core.plots import _figure, _save
 
     plt, fig = _figure((6.5, 4))
     ax = fig.add_subplot(111)
@@ -345,7 +345,7 @@ def plot_summary(summary: dict, path: Path) -> Path:
 
 def listening_results(answers: Sequence, test=None, out: Optional[Path] = None) -> dict:
     """Load, check and summarise answers; with ``out`` also write results.json and results.png there."""
-    from .export import load_manifest
+    from toucan_speakemb.listening.export import load_manifest
 
     manifest = load_manifest(test) if test else None
     sessions = load_answers(answers, manifest)

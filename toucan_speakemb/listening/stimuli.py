@@ -32,8 +32,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..audio import AUDIO_EXTENSIONS, BadAudio, audio_info, read_audio, to_mono
-from ..errors import SpeakEmbError
+from toucan_speakemb.extract.audio import AUDIO_EXTENSIONS, BadAudio, audio_info, read_audio, to_mono
+from toucan_speakemb.core.errors import SpeakEmbError
 
 log = logging.getLogger(__name__)
 

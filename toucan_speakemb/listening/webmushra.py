@@ -35,8 +35,8 @@ from typing import Dict
 import numpy as np
 import yaml
 
-from ..fileio import atomic_write_bytes, atomic_write_text
-from .stimuli import PreparedAudio, wav_bytes
+from toucan_speakemb.core.fileio import atomic_write_bytes, atomic_write_text
+from toucan_speakemb.listening.stimuli import PreparedAudio, wav_bytes
 
 PAIR_GAP_SECONDS = 0.7
 _STAR = "configs/resources/images/star_{}.png"  # shipped with webMUSHRA itself

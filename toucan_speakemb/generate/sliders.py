@@ -47,8 +47,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .conditions import ConditionSpec, attribute_column
-from .errors import SpeakEmbError
+from toucan_speakemb.train.conditions import ConditionSpec, attribute_column
+from toucan_speakemb.core.errors import SpeakEmbError
 
 
 @dataclass
@@ -89,8 +89,8 @@ class SliderSpace:
         else from the generator file (principal directions of its Gaussian part; a conditional model's
         per-value means) and, for attribute sliders of an unconditional model, the run folder's training
         speakers when they are beside the generator file."""
-        from .diffusion.denoisers import GaussianResidual
-        from .embedding_set import EmbeddingSet
+        from toucan_speakemb.diffusion.denoisers import GaussianResidual
+        from toucan_speakemb.core.embedding_set import EmbeddingSet
 
         if data is None and generator.path is not None:
             beside = Path(generator.path).parent / "train_speakers.safetensors"
@@ -289,7 +289,7 @@ def check_sliders(generator, sliders: Mapping[str, float], method: Optional[str]
 def slider_method_of(generator, method: Optional[str] = None, strength: Optional[float] = None) -> str:
     """The slider method to use (default the generator's ``sample.slider_method``); a strength is refused with
     the latent method, where it would do nothing."""
-    from .config import SLIDER_METHODS
+    from toucan_speakemb.train.config import SLIDER_METHODS
 
     method = generator.cfg.sample.slider_method if method is None else method
     if method not in SLIDER_METHODS:
@@ -317,7 +317,7 @@ def latent_move(dz: np.ndarray, eigvecs: np.ndarray, eigvals: np.ndarray, abar: 
 def _covariance_of(generator, space: SliderSpace):
     """Eigen-decomposition whose flow the latent move inverts: the model's own Gaussian part when it has one
     (then a Gaussian model's edits are exact), else the training speakers' covariance."""
-    from .diffusion.denoisers import GaussianResidual
+    from toucan_speakemb.diffusion.denoisers import GaussianResidual
 
     model = generator.model
     if isinstance(model, GaussianResidual):

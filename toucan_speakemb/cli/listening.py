@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .listening.design import KINDS, MAX_SEED
-from .listening.stimuli import DEFAULT_VOICE_PATTERN
+from toucan_speakemb.listening.design import KINDS, MAX_SEED
+from toucan_speakemb.listening.stimuli import DEFAULT_VOICE_PATTERN
 
 
 @click.command("export-listening-test")
@@ -56,7 +56,7 @@ def export_listening_test_cmd(audio_dir, out_dir, kind, reference_dir, seed, tit
     Files at another sample rate are resampled for the test and listed.
     Summarise the answers with:  toucan-speakemb listening-results answers_*.json --test OUT
     """
-    from .listening.export import export_listening_test
+    from toucan_speakemb.listening.export import export_listening_test
 
     t = export_listening_test(audio_dir, out_dir, kind=kind, reference_dir=reference_dir, seed=seed, title=title,
                               embed=embed, sample_rate=sample_rate, max_per_system=max_per_system,
@@ -84,7 +84,7 @@ def listening_results_cmd(answers, test, out_dir):
                   vs reference) with a 95% Wilson interval.
     All files must come from one test; a session given twice (its JSON and its CSV) counts once.
     """
-    from .listening.results import format_table, listening_results
+    from toucan_speakemb.listening.results import format_table, listening_results
 
     summary = listening_results(list(answers), test=test, out=out_dir)
     click.echo(format_table(summary), nl=False)

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-from .errors import SpeakEmbError
+from toucan_speakemb.core.errors import SpeakEmbError
 
 DATA_LEVELS = ("speaker", "balanced", "utterance")
 
@@ -51,7 +51,7 @@ class ModelConfig:
     dropout: float = 0.0
     # add the network to the exact prediction for a Gaussian fit of the data (see diffusion/denoisers.py)
     gaussian_residual: bool = True
-    # attributes the model learns as conditions (classifier-free guidance; see toucan_speakemb/conditions.py):
+    # attributes the model learns as conditions (classifier-free guidance; see toucan_speakemb/train/conditions.py):
     # gender, age (as bands), accent, or the name of a label column of the embedding set. Empty: unconditional
     conditions: List[str] = field(default_factory=list)
     # conditional Gaussian-residual models: the Gaussian part's mean moves per condition value (exact under
@@ -82,15 +82,15 @@ class ModelConfig:
 class NormalizationConfig:
     standardize: bool = True  # transform the data to unit scale (stored with the model); False: raw data
     # standard: per-dimension mean/std; quantile: empirical CDF -> normal per dimension, then mean/std
-    # (generated values stay inside each dimension's training range; see toucan_speakemb/standardize.py)
+    # (generated values stay inside each dimension's training range; see toucan_speakemb/diffusion/standardize.py)
     transform: str = "auto"
     # auto: quantile when some dimension has a point mass (one value in at least point_mass_share of the
     # training rows, e.g. the exact zeros of ReLU encoders such as GE2E), else standard
     point_mass_share: float = 0.05
-    # map vector lengths through their empirical distribution (see standardize.py): generated lengths stay
+    # map vector lengths through their empirical distribution (see toucan_speakemb/diffusion/standardize.py): generated lengths stay
     # inside the training range; for encoders with (nearly) fixed-length vectors
     radial: bool = False
-    # polar: direction and length modelled apart (standardize.py); lengths stay in the training range.
+    # polar: direction and length modelled apart (toucan_speakemb/diffusion/standardize.py); lengths stay in the training range.
     # "auto": on when the training rows' lengths vary by at most polar_max_spread (std / mean), i.e. for
     # encoders with (nearly) fixed-length vectors; "always" / "never" force it. Excludes radial.
     polar: str = "auto"
@@ -173,9 +173,9 @@ class TrainConfig:
         return cls.from_dict(apply_overrides(read_yaml_mapping(path), overrides), str(path))
 
     def check(self, source: str = "config") -> None:
-        from .diffusion.denoisers import DENOISERS
-        from .diffusion.gaussian import LOSSES, PREDICTIONS, VARIANCES
-        from .diffusion.schedules import SCHEDULES
+        from toucan_speakemb.diffusion.denoisers import DENOISERS
+        from toucan_speakemb.diffusion.gaussian import LOSSES, PREDICTIONS, VARIANCES
+        from toucan_speakemb.diffusion.schedules import SCHEDULES
 
         choices = [
             ("data.level", self.data.level, DATA_LEVELS),
@@ -241,7 +241,7 @@ class TrainConfig:
 
 
     def _check_conditions(self, source: str) -> None:
-        from .conditions import check_condition_names
+        from toucan_speakemb.train.conditions import check_condition_names
 
         check_condition_names(self.model.conditions, source)
         if self.model.conditions and self.model.kind != "resmlp":

@@ -8,7 +8,7 @@ Toucan profiles follow the conditioning of each release (see docs/toucan-conditi
 - ``toucan-native-64`` / ``toucan-native-128``: Toucan's own style embedding (v2.4–v2.b / v2.3), made by a
   Toucan checkout's embedding function.
 - ``ge2e-256``: resemblyzer's GE2E d-vectors, the development data of this project (not a Toucan space).
-- ``synthetic-<d>``: data of known structure made by :mod:`toucan_speakemb.synthetic`.
+- ``synthetic-<d>``: data of known structure made by :mod:`toucan_speakemb.core.synthetic`.
 - anything else is a ``custom`` profile: accepted with any dimension, but never matched to a Toucan model.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Optional, Tuple
 
-from .errors import SpeakEmbError
+from toucan_speakemb.core.errors import SpeakEmbError
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def get_profile(name: str, dim: Optional[int] = None) -> Profile:
             raise SpeakEmbError(f"bad synthetic profile name '{name}' (expected synthetic-<dim>)") from None
         if dim is not None and int(dim) != d:
             raise SpeakEmbError(f"profile '{name}' is {d}-dim, but the data is {dim}-dim")
-        return Profile(name, d, "synthetic data of known structure (toucan_speakemb.synthetic)")
+        return Profile(name, d, "synthetic data of known structure (toucan_speakemb.core.synthetic)")
     if dim is None:
         known = ", ".join(sorted(KNOWN_PROFILES))
         raise SpeakEmbError(f"unknown profile '{name}' (known: {known}); give a dimension for a custom profile")

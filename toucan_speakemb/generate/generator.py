@@ -9,7 +9,7 @@ A generator trained with conditions (``model.conditions``) samples unconditional
 prediction = uncond + w (cond - uncond), so w = 0 is the unconditional model, w = 1 the plain conditional one
 and w > 1 pushes further towards the condition (default ``sample.guidance``). Voices edited with sliders are
 moved in their noise x_T and decoded again (:meth:`Generator.decode`, :meth:`Generator.invert`), or re-noised
-and denoised (:meth:`Generator.renoise_denoise`); see toucan_speakemb/sliders.py.
+and denoised (:meth:`Generator.renoise_denoise`); see toucan_speakemb/generate/sliders.py.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .conditions import ConditionSpec
-from .config import TrainConfig
-from .diffusion.denoisers import GaussianResidual
-from .errors import SpeakEmbError
-from .fileio import load_tensors
-from .profiles import Profile
-from .standardize import Standardizer
-from .training import GENERATOR_KIND, FORMAT_VERSION, build_diffusion, build_model
+from toucan_speakemb.train.conditions import ConditionSpec
+from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.diffusion.denoisers import GaussianResidual
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.fileio import load_tensors
+from toucan_speakemb.core.profiles import Profile
+from toucan_speakemb.diffusion.standardize import Standardizer
+from toucan_speakemb.train.trainer import GENERATOR_KIND, FORMAT_VERSION, build_diffusion, build_model
 
 
 def voice_seeds(seed: int, n: int) -> np.ndarray:
@@ -75,7 +75,7 @@ class Generator:
             if fallback is None or not fallback.exists():
                 raise SpeakEmbError(f"generator {self.path} holds no training speakers (made by an older version) "
                                     f"and no train_speakers.safetensors is next to it; retrain to check novelty")
-            from .embedding_set import EmbeddingSet
+            from toucan_speakemb.core.embedding_set import EmbeddingSet
 
             es = EmbeddingSet.load(fallback)
             self.profile.check_same(es.profile, f"generator {self.path}", str(fallback))
@@ -97,12 +97,7 @@ class Generator:
                     path / "checkpoints").exists() else ""
                 raise SpeakEmbError(f"{path} holds no generator.safetensors{hint}")
             path = path / "generator.safetensors"
-        arrays, meta = load_tensors(path, "generator")
-        if meta.get("kind") != GENERATOR_KIND:
-            raise SpeakEmbError(f"{path} is a '{meta.get('kind')}' file, not a generator")
-        if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
-            raise SpeakEmbError(f"{path} has generator format {meta.get('format_version')!r}; "
-                                f"this version reads up to {FORMAT_VERSION}")
+        arrays, meta = load_tensors(path, "generator", kind=GENERATOR_KIND, format_version=FORMAT_VERSION)
         try:
             cfg = TrainConfig.from_dict(meta["config"], f"{path} config")
             profile = Profile.from_json(meta["profile"])
@@ -162,9 +157,9 @@ class Generator:
                      slider_strength: Optional[float] = None) -> np.ndarray:
         """Embeddings (n, d) in the data space for the given per-voice seeds (``conditions``, ``guidance``:
         conditional sampling, see the module's docstring; ``sliders`` with ``slider_method`` and
-        ``slider_strength``: the voices edited, see toucan_speakemb/sliders.py)."""
+        ``slider_strength``: the voices edited, see toucan_speakemb/generate/sliders.py)."""
         if sliders:  # bad slider names and settings fail before the sampling work
-            from .sliders import check_sliders
+            from toucan_speakemb.generate.sliders import check_sliders
 
             check_sliders(self, sliders, slider_method, slider_strength)
         model = self.guided(conditions, guidance)
@@ -210,7 +205,7 @@ class Generator:
         """n new voices from one seed: ``sample(n, seed)`` always gives the same (n, d) array.
 
         ``conditions={"gender": "f"}``, ``guidance=2.0``: conditional sampling (conditional generators);
-        ``sliders={"pc1": 2.0}``: the voices edited with sliders (toucan_speakemb/sliders.py)."""
+        ``sliders={"pc1": 2.0}``: the voices edited with sliders (toucan_speakemb/generate/sliders.py)."""
         if n < 1:
             raise SpeakEmbError(f"number of voices must be at least 1; got {n}")
         return self.sample_seeds(voice_seeds(seed, n), sliders=sliders, slider_method=slider_method,
@@ -220,10 +215,10 @@ class Generator:
              strength: Optional[float] = None, conditions: Optional[Mapping[str, Any]] = None,
              guidance: Optional[float] = None, method: Optional[str] = None,
              latents: Optional[torch.Tensor] = None, steps: Optional[int] = None) -> np.ndarray:
-        """``voices`` (n, d) with sliders applied, kept on the data manifold (see toucan_speakemb/sliders.py).
+        """``voices`` (n, d) with sliders applied, kept on the data manifold (see toucan_speakemb/generate/sliders.py).
         ``latents``, ``steps``: the voices' noise and DDIM steps when known (:meth:`known_latents`); else the
         latent method finds them by DDIM inversion."""
-        from .sliders import apply_sliders
+        from toucan_speakemb.generate.sliders import apply_sliders
 
         return apply_sliders(self, voices, seeds, sliders, strength, conditions, guidance, self.slider_space(),
                              method=method, latents=latents, steps=steps)
@@ -266,8 +261,8 @@ class Generator:
                                                gaussian=_gaussian_of(model))
 
     def slider_space(self):
-        """The slider directions of this generator (:class:`toucan_speakemb.sliders.SliderSpace`)."""
-        from .sliders import SliderSpace
+        """The slider directions of this generator (:class:`toucan_speakemb.generate.sliders.SliderSpace`)."""
+        from toucan_speakemb.generate.sliders import SliderSpace
 
         if getattr(self, "_slider_space", None) is None:
             self._slider_space = SliderSpace.from_generator(self)

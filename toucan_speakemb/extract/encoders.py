@@ -32,8 +32,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import SpeakEmbError
-from .profiles import KNOWN_PROFILES, Profile, get_profile
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.profiles import KNOWN_PROFILES, Profile, get_profile
 
 log = logging.getLogger(__name__)
 
@@ -399,7 +399,7 @@ class WaveformFrontend:
     min_seconds: float
 
     def __call__(self, path):
-        from .audio import load_and_preprocess
+        from toucan_speakemb.extract.audio import load_and_preprocess
 
         return load_and_preprocess(path, self.profile, self.min_seconds)
 
@@ -448,7 +448,7 @@ class ToucanNativeFrontend:
     def __call__(self, path):
         import torch
 
-        from .audio import check_signal, read_audio, to_mono
+        from toucan_speakemb.extract.audio import check_signal, read_audio, to_mono
 
         wave, sr = read_audio(path)
         check_signal(to_mono(np.asarray(wave, dtype=np.float64)), sr, self.min_seconds)
@@ -465,7 +465,7 @@ class ToucanNativeFrontend:
             self._aps[sr] = ap
         spec = ap.audio_to_mel_spec_tensor(wave).transpose(0, 1)
         if not torch.isfinite(spec).all():
-            from .audio import BadAudio
+            from toucan_speakemb.extract.audio import BadAudio
 
             raise BadAudio("non-finite", "the Toucan preprocessing produced NaN or infinite values")
         return spec.float().contiguous()

@@ -11,8 +11,8 @@ import sys
 
 import click
 
-from . import __version__
-from .errors import SpeakEmbError
+from toucan_speakemb.core.version import __version__
+from toucan_speakemb.core.errors import SpeakEmbError
 
 
 class _Group(click.Group):
@@ -58,7 +58,7 @@ def main(verbose: int, quiet: bool):
 @click.option("--undo", is_flag=True, help="With --repair-torchaudio: put the extension files back.")
 def doctor(repair_torchaudio: bool, undo: bool):
     """Check the environment (torch, torchaudio, SpeechBrain) and optionally repair torchaudio."""
-    from . import doctor as d
+    from toucan_speakemb.cli import doctor as d
 
     if repair_torchaudio:
         msg, _ = d.repair_torchaudio(undo=undo)
@@ -74,19 +74,19 @@ def doctor(repair_torchaudio: bool, undo: bool):
 
 
 # Commands defined in other modules are registered here, one line each.
-from .cli_generate import demo, sample, train  # noqa: E402
+from toucan_speakemb.cli.generate import demo, sample, train  # noqa: E402
 
 main.add_command(train)
 main.add_command(sample)
 main.add_command(demo)
-from . import cli_extract  # noqa: E402
+from toucan_speakemb.cli import extract as cli_extract  # noqa: E402
 cli_extract.register(main)
-from .cli_evaluate import evaluate  # noqa: E402
+from toucan_speakemb.cli.evaluate import evaluate  # noqa: E402
 
 main.add_command(evaluate)
-from . import cli_listening  # noqa: E402
+from toucan_speakemb.cli import listening as cli_listening  # noqa: E402
 cli_listening.register(main)
-from . import cli_synth  # noqa: E402
+from toucan_speakemb.cli import synth as cli_synth  # noqa: E402
 cli_synth.register(main)
 
 

@@ -16,9 +16,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .errors import SpeakEmbError
-from .fileio import atomic_write_bytes, check_finite, load_tensors, save_tensors
-from .profiles import Profile, get_profile, guess_profile
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.fileio import atomic_write_bytes, check_finite, load_tensors, save_tensors
+from toucan_speakemb.core.profiles import Profile, get_profile, guess_profile
 
 KIND = "embedding-set"
 FORMAT_VERSION = 1

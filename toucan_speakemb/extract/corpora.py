@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from .audio import AUDIO_EXTENSIONS
-from .errors import SpeakEmbError
+from toucan_speakemb.extract.audio import AUDIO_EXTENSIONS
+from toucan_speakemb.core.errors import SpeakEmbError
 
 CORPUS_TYPES = ("auto", "librispeech", "vctk", "folder", "manifest")
 

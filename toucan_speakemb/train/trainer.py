@@ -26,22 +26,45 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from . import __version__
-from .config import TrainConfig
-from .diffusion.denoisers import GaussianResidual, build_denoiser
-from .diffusion.gaussian import GaussianDiffusion
-from .diffusion.schedules import make_betas
-from .conditions import ConditionSpec, draw_null_mask
-from .embedding_set import EmbeddingSet
-from .errors import SpeakEmbError
-from .fileio import atomic_write_json, atomic_write_text, load_tensors, save_tensors
-from .standardize import Standardizer
+from toucan_speakemb.core.version import __version__
+from toucan_speakemb.evaluation.metrics import same_speaker_threshold
+from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.diffusion.denoisers import GaussianResidual, build_denoiser
+from toucan_speakemb.diffusion.gaussian import GaussianDiffusion
+from toucan_speakemb.diffusion.schedules import make_betas
+from toucan_speakemb.train.conditions import ConditionSpec, draw_null_mask
+from toucan_speakemb.core.embedding_set import EmbeddingSet
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, load_tensors, save_tensors
+from toucan_speakemb.diffusion.standardize import Standardizer
 
 log = logging.getLogger("toucan_speakemb.train")
 
 CHECKPOINT_KIND = "checkpoint"
 GENERATOR_KIND = "generator"
 FORMAT_VERSION = 1
+
+
+def same_speaker_record(es) -> Dict:
+    """The same-speaker threshold of a training set, as stored with a generator.
+
+    Computed at the utterance level over every speaker with two or more embeddings. When every speaker has
+    one embedding there are no same-speaker pairs: the record says so (``value`` None, ``reason``) and
+    novelty checks then need an explicit threshold.
+    """
+    counts = es.counts_per_speaker()
+    with_pairs = sum(1 for c in counts.values() if c >= 2)
+    if with_pairs == 0:
+        return {"value": None, "reason": "every training speaker has a single embedding, so there are no "
+                                         "same-speaker pairs to set a threshold from"}
+    try:
+        thr, eer = same_speaker_threshold(es.embeddings, np.asarray(es.speaker_ids))
+    except ValueError as e:
+        return {"value": None, "reason": str(e)}
+    return {"value": float(thr), "eer": float(eer), "level": "utterance", "utterances": len(es),
+            "speakers_with_pairs": int(with_pairs),
+            "method": "equal-error point of same- and different-speaker cosine over the training utterances"}
+
 
 
 def build_diffusion(cfg: TrainConfig) -> GaussianDiffusion:
@@ -79,7 +102,7 @@ def subspace_dims(cfg: TrainConfig, data: "TrainingData") -> Optional[int]:
         # at least subspace_dims: a network on a handful of directions fits the few speakers it sees (README)
         k = max(mc.subspace_dims, round(data.n_train_rows / mc.subspace_rows_per_dim))
         return None if k >= d else k
-    from .diffusion.subspace import choose_subspace_dims
+    from toucan_speakemb.diffusion.subspace import choose_subspace_dims
 
     return choose_subspace_dims(data.rows, seed=cfg.seed)
 
@@ -361,7 +384,7 @@ def load_training_set(data: Union[str, Path, EmbeddingSet], profile: Optional[st
     if isinstance(data, EmbeddingSet):
         return data
     if str(data).startswith("builtin:"):
-        from .synthetic import builtin_set
+        from toucan_speakemb.core.synthetic import builtin_set
 
         return builtin_set(str(data))
     return EmbeddingSet.load(data, profile=profile)
@@ -542,8 +565,6 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         write_validation_log(run_dir, state.validation)
         log.info("selected the weights of step %d (validation loss %.5f; step 0: %.5f)", state.best_step,
                  dict((int(a), b) for a, b in state.validation)[state.best_step], state.validation[0][1])
-    from .novelty import same_speaker_record
-
     threshold = same_speaker_record(es)
     gen_path = save_generator(run_dir, cfg, ema, data.standardizer, es, train_speakers, state, threshold, data)
     write_loss_log(run_dir, state.history, plot=True, validation=state.validation if validating else None,
@@ -571,8 +592,6 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
 def save_generator(run_dir: Path, cfg: TrainConfig, ema, st: Standardizer, es: EmbeddingSet,
                    train_speakers: EmbeddingSet, state: TrainState, threshold: Optional[Dict] = None,
                    data: Optional[TrainingData] = None) -> Path:
-    from .novelty import same_speaker_record
-
     arrays = _state_arrays("model.", ema.state_dict())
     arrays.update(st.to_arrays())
     # the training speakers travel inside the generator, so one file is enough for novelty checks
@@ -618,6 +637,6 @@ def write_loss_log(run_dir: Path, history: Sequence[Sequence[float]], plot: bool
     lines = ["step,loss,lr"] + [f"{int(s)},{l:.6g},{lr:.6g}" for s, l, lr in history]
     atomic_write_text(run_dir / "loss.csv", "\n".join(lines) + "\n")
     if plot and history:
-        from .plots import plot_loss
+        from toucan_speakemb.core.plots import plot_loss
 
         plot_loss(history, run_dir / "loss.png", validation or None, selected_step)

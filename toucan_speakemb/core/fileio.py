@@ -10,11 +10,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .errors import SpeakEmbError
+from toucan_speakemb.core.errors import SpeakEmbError
 
 META_KEY = "toucan_speakemb"
 
@@ -74,8 +74,12 @@ def save_tensors(path: os.PathLike | str, arrays: Mapping[str, np.ndarray], meta
     return atomic_write_bytes(path, blob)
 
 
-def load_tensors(path: os.PathLike | str, what: str = "file") -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
-    """Read a file written by :func:`save_tensors`; any problem becomes one clear SpeakEmbError."""
+def load_tensors(path: os.PathLike | str, what: str = "file", kind: Optional[str] = None,
+                 format_version: Optional[int] = None) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+    """Read a file written by :func:`save_tensors`; any problem becomes one clear SpeakEmbError.
+
+    ``kind`` / ``format_version``: the file must say it is that kind (the ``kind`` metadata key), of a format
+    no newer than ``format_version`` (files of a newer release are refused by name, not misread)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -98,6 +102,12 @@ def load_tensors(path: os.PathLike | str, what: str = "file") -> Tuple[Dict[str,
         meta = json.loads(raw_meta[META_KEY])
     except json.JSONDecodeError as e:
         raise SpeakEmbError(f"{what} {path} has damaged metadata ({e.msg})") from None
+    if kind is not None and meta.get("kind") != kind:
+        raise SpeakEmbError(f"{path} is a '{meta.get('kind')}' file, not a {what}")
+    if format_version is not None and (not isinstance(meta.get("format_version"), int)
+                                       or meta["format_version"] > format_version):
+        raise SpeakEmbError(f"{path} has {kind} format {meta.get('format_version')!r}; "
+                            f"this version reads up to {format_version}")
     return arrays, meta
 
 

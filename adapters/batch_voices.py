@@ -29,9 +29,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import __version__
-from .errors import SpeakEmbError
-from .fileio import atomic_write_json, atomic_write_text, read_json
+from toucan_speakemb.core.version import __version__
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger("toucan_speakemb.batch")
 
@@ -53,7 +53,7 @@ class BatchConfig:
 
     @classmethod
     def from_yaml(cls, path, overrides: Sequence[str] = ()) -> "BatchConfig":
-        from .config import apply_overrides, read_yaml_mapping
+        from toucan_speakemb.train.config import apply_overrides, read_yaml_mapping
 
         return cls.from_dict(apply_overrides(read_yaml_mapping(path, "batch config"), overrides), str(path))
 
@@ -122,10 +122,10 @@ def run_batch(cfg: BatchConfig, adapter=None, progress: bool = True, stop_after:
     from ``toucan_dir`` / ``tts_model`` / ``vocoder``, and only if there is something left to synthesise.
     ``stop_after`` stops after that many new utterances (a stand-in for a kill in tests).
     """
-    from .adapters import ToucanModels, write_wav
-    from .generator import Generator
-    from .novelty import NoveltyCheck, VoiceSampler, resolve_threshold
-    from .voicebank import VoiceBank
+    from toucan_speakemb.adapters import ToucanModels, write_wav
+    from toucan_speakemb.generate.generator import Generator
+    from toucan_speakemb.voices.novelty import NoveltyCheck, VoiceSampler, resolve_threshold
+    from toucan_speakemb.voices.bank import VoiceBank
 
     gen = Generator.load(cfg.generator)
     sentences = read_sentences(cfg.sentences)

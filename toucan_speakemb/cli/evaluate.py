@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .errors import SpeakEmbError
+from toucan_speakemb.core.errors import SpeakEmbError
 
 
 def _split_named(value: str):
@@ -58,9 +58,10 @@ def evaluate(real, train, generated, out, run, level, baselines, k, threshold, p
       toucan-speakemb evaluate --real heldout.safetensors --train train.safetensors \\
           --generated voices.safetensors --run runs/default --out report/
     """
-    from .evaluation.report import evaluate as run_evaluation
-    from .evaluation.report import load_generated, write_report
-    from .training import load_training_set
+    from toucan_speakemb.evaluation.report import evaluate as run_evaluation
+    from toucan_speakemb.evaluation.report import write_report
+    from toucan_speakemb.voices.bank import load_generated
+    from toucan_speakemb.train.trainer import load_training_set
 
     chosen = [] if baselines.strip().lower() == "none" else [b.strip() for b in baselines.split(",") if b.strip()]
     real_set = load_training_set(real, profile=profile)

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .errors import SpeakEmbError
+from toucan_speakemb.core.errors import SpeakEmbError
 
 BUILTIN_ATTRIBUTES = ("gender", "age", "accent")
 NULL = 0  # the code of "no condition"; values are 1..k, and k + 1 is "unknown" (training rows only)

@@ -40,13 +40,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import __version__
-from .audio import BadAudio, probe
-from .corpora import Utterance
-from .embedding_set import EmbeddingSet
-from .errors import SpeakEmbError
-from .fileio import atomic_write_json, atomic_write_text, load_tensors, read_json, save_tensors
-from .profiles import DEFAULT_PROFILE, Profile
+from toucan_speakemb.core.version import __version__
+from toucan_speakemb.extract.audio import BadAudio, probe
+from toucan_speakemb.extract.corpora import Utterance
+from toucan_speakemb.core.embedding_set import EmbeddingSet
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, load_tensors, read_json, save_tensors
+from toucan_speakemb.core.profiles import DEFAULT_PROFILE, Profile
 
 log = logging.getLogger(__name__)
 
@@ -438,7 +438,7 @@ def _prepare_work_dir(wd: Path, target: Path, fingerprint: Dict[str, Any], overw
 def extract(utterances: Sequence[Utterance], out: Path, config: Optional[ExtractConfig] = None,
             encoder=None) -> ExtractResult:
     """Run (or resume) an extraction; returns counts. ``encoder`` may be passed pre-loaded (tests, API use)."""
-    from .encoders import load_encoder
+    from toucan_speakemb.extract.encoders import load_encoder
 
     cfg = config or ExtractConfig()
     t0 = time.monotonic()
@@ -451,7 +451,7 @@ def extract(utterances: Sequence[Utterance], out: Path, config: Optional[Extract
     out = Path(out)
     target = shard_output(out, *cfg.shard) if cfg.shard else out
     wd = work_dir(target)
-    from .encoders import resolve_device
+    from toucan_speakemb.extract.encoders import resolve_device
 
     dist = _Dist()
     threads = None

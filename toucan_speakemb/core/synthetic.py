@@ -21,9 +21,9 @@ from typing import Optional
 
 import numpy as np
 
-from .embedding_set import EmbeddingSet
-from .errors import SpeakEmbError
-from .profiles import get_profile
+from toucan_speakemb.core.embedding_set import EmbeddingSet
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.profiles import get_profile
 
 
 @dataclass

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from .errors import SpeakEmbError
+from toucan_speakemb.core.errors import SpeakEmbError
 
-log = logging.getLogger("toucan_speakemb.cli")
+log = logging.getLogger("toucan_speakemb.cli.main")
 
 
 @click.command(context_settings={"show_default": True})
@@ -35,9 +35,9 @@ def train(data, out, config, profile, no_progress, overrides):
       balanced   utterances drawn so that every speaker weighs the same
       utterance  every utterance once (the source presentation's setting)
     """
-    from .config import TrainConfig, apply_overrides
-    from .training import load_training_set
-    from .training import train as run_training
+    from toucan_speakemb.train.config import TrainConfig, apply_overrides
+    from toucan_speakemb.train.trainer import load_training_set
+    from toucan_speakemb.train.trainer import train as run_training
 
     cfg = TrainConfig.from_yaml(config, overrides) if config else TrainConfig.from_dict(
         apply_overrides({}, overrides), "overrides")
@@ -120,11 +120,11 @@ def sample(generator, n, seed, out, npy, sampler, steps, gender, age, accent, ex
     Conditional generators (trained with model.conditions) take --gender, --age, --accent or --condition;
     sliders (--slider) work on any generator; see README "Attribute control".
     """
-    from .generator import Generator
-    from .sliders import parse_sliders
-    from .voicebank import VoiceBank
+    from toucan_speakemb.generate.generator import Generator
+    from toucan_speakemb.generate.sliders import parse_sliders
+    from toucan_speakemb.voices.bank import VoiceBank
 
-    from .fileio import check_writable
+    from toucan_speakemb.core.fileio import check_writable
 
     conditions = conditions_from(gender, age, accent, extra_conditions)
     slider_values = parse_sliders(sliders)
@@ -169,7 +169,7 @@ def demo(out, steps, voices, seed, no_progress):
     Needs no download. The report compares the generated voices with fresh speakers drawn from the true
     distribution and with a Gaussian fit, on the measures of `benchmarks/bench_generation.py`.
     """
-    from .demo import run_demo
+    from toucan_speakemb.demo import run_demo
 
     report = run_demo(Path(out), steps=steps, n_voices=voices, seed=seed, progress=not no_progress)
     click.echo(f"report: {report}")

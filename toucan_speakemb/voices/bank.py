@@ -18,10 +18,12 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from . import __version__
-from .errors import SpeakEmbError
-from .fileio import atomic_write_bytes, check_finite, load_tensors, save_tensors
-from .profiles import Profile
+from toucan_speakemb.core.version import __version__
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.fileio import atomic_write_bytes, check_finite, load_tensors, save_tensors
+from toucan_speakemb.core.embedding_set import EmbeddingSet
+from toucan_speakemb.core.profiles import Profile
+from toucan_speakemb.evaluation.report import GeneratedSet
 
 KIND = "voice-bank"
 FORMAT_VERSION = 1
@@ -46,7 +48,7 @@ def slider_settings(generator, sliders: Optional[Dict[str, float]], method: Opti
     settings are refused here, before any sampling."""
     if not sliders:
         return {}
-    from .sliders import check_sliders
+    from toucan_speakemb.generate.sliders import check_sliders
 
     method = check_sliders(generator, sliders, method, strength)
     out = {"sliders": {k: float(v) for k, v in sliders.items()}, "slider_method": method}
@@ -103,7 +105,7 @@ class VoiceBank:
         """n voices from a bank seed; ``conditions`` (e.g. {"gender": "f"}) with ``guidance``, and
         ``sliders`` (e.g. {"pc1": 2}) with ``slider_method`` and ``slider_strength``, as in
         :meth:`Generator.sample`."""
-        from .generator import voice_seeds
+        from toucan_speakemb.generate.generator import voice_seeds
 
         seeds = voice_seeds(seed, n)
         edits = slider_settings(generator, sliders, slider_method, slider_strength)
@@ -158,7 +160,7 @@ class VoiceBank:
 
     def nearest_voice_cosines(self) -> np.ndarray:
         """For each voice, the largest cosine to another voice of the bank (NaN when it is alone)."""
-        from .evaluation.metrics import cosine_similarity_matrix_max
+        from toucan_speakemb.evaluation.metrics import cosine_similarity_matrix_max
 
         if len(self) < 2:
             return np.full(len(self), np.nan)
@@ -174,12 +176,7 @@ class VoiceBank:
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "VoiceBank":
-        arrays, meta = load_tensors(path, "voice bank")
-        if meta.get("kind") != KIND:
-            raise SpeakEmbError(f"{path} is a '{meta.get('kind')}' file, not a voice bank")
-        if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
-            raise SpeakEmbError(f"{path} has voice-bank format {meta.get('format_version')!r}; "
-                                f"this version reads up to {FORMAT_VERSION}")
+        arrays, meta = load_tensors(path, "voice bank", kind=KIND, format_version=FORMAT_VERSION)
         try:
             return cls(arrays["embeddings"], arrays["seeds"], list(meta["ids"]), Profile.from_json(meta["profile"]),
                        meta.get("provenance") or {}, arrays.get("nearest_training_cosine"))
@@ -190,3 +187,30 @@ class VoiceBank:
         buf = io.BytesIO()
         np.save(buf, self.embeddings, allow_pickle=False)
         return atomic_write_bytes(path, buf.getvalue())
+
+def load_generated(path: str | Path, name: Optional[str] = None) -> GeneratedSet:
+    """Read generated vectors from a voice bank or embedding set (.safetensors), an interchange .npz or a bare
+    (N, d) .npy array (no profile: only its width is checked)."""
+    path = Path(path)
+    name = name or path.stem
+    if not path.exists():
+        raise SpeakEmbError(f"generated set not found: {path}")
+    if path.suffix == ".npy":
+        try:
+            x = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise SpeakEmbError(f"{path} is not a readable .npy array ({str(e).splitlines()[0]})") from None
+        if x.ndim != 2 or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+            raise SpeakEmbError(f"{path}: expected a numeric (N, d) array, got {x.dtype} of shape {x.shape}")
+        x = x.astype(np.float32)
+        check_finite(x, f"generated set {path}")
+        return GeneratedSet(name, x, None, str(path))
+    if path.suffix == ".npz":
+        es = EmbeddingSet.from_npz(path)
+        return GeneratedSet(name, es.embeddings, None, str(path))  # an .npz profile is only guessed
+    _, meta = load_tensors(path, "generated set")
+    if meta.get("kind") == "voice-bank":
+        bank = VoiceBank.load(path)
+        return GeneratedSet(name, bank.embeddings, bank.profile, str(path))
+    es = EmbeddingSet.load(path)
+    return GeneratedSet(name, es.embeddings, es.profile, str(path))

@@ -12,7 +12,7 @@ def run_recipe(hparams: Path, argv: Optional[Sequence[str]] = None) -> None:
 
     Any other argument is passed on: ``--data SET``, ``--no-progress``, ``key=value`` overrides.
     """
-    from .cli import main
+    from toucan_speakemb.cli.main import main
 
     args: List[str] = list(sys.argv[1:] if argv is None else argv)
     if "--out" not in args:

@@ -7,7 +7,7 @@ A candidate voice (a generated embedding) is accepted when its cosine similarity
 utterances (:func:`toucan_speakemb.evaluation.metrics.same_speaker_threshold`). Above it, the encoder
 itself would judge two embeddings to be one speaker.
 
-Candidates come in the order of their per-voice seeds (:func:`toucan_speakemb.generator.voice_seeds` of
+Candidates come in the order of their per-voice seeds (:func:`toucan_speakemb.generate.generator.voice_seeds` of
 one draw seed), so which voices are accepted depends only on the generator, the draw seed, the threshold
 and the voices already in the bank: never on how many candidates are sampled at once.
 """
@@ -20,7 +20,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from .errors import SpeakEmbError
+from toucan_speakemb.core.errors import SpeakEmbError
 
 # How many rejected candidates in a row make the search give up with an explanation.
 DEFAULT_MAX_DRAWS = 1000
@@ -28,27 +28,6 @@ DEFAULT_MAX_DRAWS = 1000
 MAX_BLOCK = 128
 
 
-def same_speaker_record(es) -> Dict:
-    """The same-speaker threshold of a training set, as stored with a generator.
-
-    Computed at the utterance level over every speaker with two or more embeddings. When every speaker has
-    one embedding there are no same-speaker pairs: the record says so (``value`` None, ``reason``) and
-    novelty checks then need an explicit threshold.
-    """
-    from .evaluation.metrics import same_speaker_threshold
-
-    counts = es.counts_per_speaker()
-    with_pairs = sum(1 for c in counts.values() if c >= 2)
-    if with_pairs == 0:
-        return {"value": None, "reason": "every training speaker has a single embedding, so there are no "
-                                         "same-speaker pairs to set a threshold from"}
-    try:
-        thr, eer = same_speaker_threshold(es.embeddings, np.asarray(es.speaker_ids))
-    except ValueError as e:
-        return {"value": None, "reason": str(e)}
-    return {"value": float(thr), "eer": float(eer), "level": "utterance", "utterances": len(es),
-            "speakers_with_pairs": int(with_pairs),
-            "method": "equal-error point of same- and different-speaker cosine over the training utterances"}
 
 
 def resolve_threshold(generator, threshold: Optional[float]) -> float:
@@ -163,7 +142,7 @@ class VoiceSampler:
                  conditions: Optional[Dict] = None, guidance: Optional[float] = None,
                  sliders: Optional[Dict[str, float]] = None, slider_method: Optional[str] = None,
                  slider_strength: Optional[float] = None):
-        from .voicebank import condition_settings, slider_settings, variant_tag, voice_id
+        from toucan_speakemb.voices.bank import condition_settings, slider_settings, variant_tag, voice_id
 
         self.generator = generator
         # conditional voices and slider edits (issue 7): refused here, before any work, when the generator
@@ -191,7 +170,7 @@ class VoiceSampler:
         self.rejected = {"training speaker": 0, "other voice": 0}
 
     def _candidate_seeds(self, start: int, n: int) -> np.ndarray:
-        from .generator import voice_seeds
+        from toucan_speakemb.generate.generator import voice_seeds
 
         if len(self._seeds) < start + n:  # the seed stream is prefix-stable: extend by doubling
             self._seeds = voice_seeds(self.seed, max(start + n, 2 * len(self._seeds)))

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .fileio import atomic_write_bytes
+from toucan_speakemb.core.fileio import atomic_write_bytes
 
 
 def _figure(figsize=(6, 4)):

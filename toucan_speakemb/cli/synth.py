@@ -14,12 +14,12 @@ from typing import List, Optional
 import click
 import numpy as np
 
-from . import __version__
-from .errors import SpeakEmbError
-from .fileio import atomic_write_json, atomic_write_text, check_writable
-from .cli_generate import condition_options, conditions_from, slider_options
+from toucan_speakemb.core.version import __version__
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, check_writable
+from toucan_speakemb.cli.generate import condition_options, conditions_from, slider_options
 
-log = logging.getLogger("toucan_speakemb.cli")
+log = logging.getLogger("toucan_speakemb.cli.main")
 
 _GENERATOR_HELP = "A run folder from `train` (or its generator.safetensors). Default: $TOUCAN_SPEAKEMB_GENERATOR."
 _THRESHOLD_HELP = ("Same-speaker cosine: a voice closer than this to a training speaker or another voice is "
@@ -27,7 +27,7 @@ _THRESHOLD_HELP = ("Same-speaker cosine: a voice closer than this to a training 
 
 
 def _load_generator(path: Optional[str]):
-    from .generator import Generator
+    from toucan_speakemb.generate.generator import Generator
 
     path = path or os.environ.get("TOUCAN_SPEAKEMB_GENERATOR")
     if not path:
@@ -107,10 +107,10 @@ def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, 
     Each wav gets a JSON sidecar: voice id, seeds, generator, profile, and the voice's cosine to its nearest
     training speaker and to the nearest other voice, next to the same-speaker threshold.
     """
-    from .adapters import ToucanModels, write_wav
-    from .novelty import VoiceSampler
-    from .sliders import parse_sliders
-    from .voicebank import VoiceBank
+    from toucan_speakemb.adapters import ToucanModels, write_wav
+    from toucan_speakemb.voices.novelty import VoiceSampler
+    from toucan_speakemb.generate.sliders import parse_sliders
+    from toucan_speakemb.voices.bank import VoiceBank
 
     if not random_speaker and not voice:
         raise SpeakEmbError("say which voice: --random-speaker (fresh voices) or --voice ID")
@@ -195,7 +195,7 @@ def voices():
 
 
 def _load_bank(path):
-    from .voicebank import VoiceBank
+    from toucan_speakemb.voices.bank import VoiceBank
 
     return VoiceBank.load(path)
 
@@ -254,9 +254,9 @@ def voices_show(bank, voice_id):
 def voices_add(bank, generator, n, seed, threshold, max_draws, gender, age, accent, extra_conditions, guidance,
                sliders, slider_method, slider_strength):
     """Sample N new, distinct voices into BANK (made if missing)."""
-    from .novelty import VoiceSampler
-    from .sliders import parse_sliders
-    from .voicebank import VoiceBank
+    from toucan_speakemb.voices.novelty import VoiceSampler
+    from toucan_speakemb.generate.sliders import parse_sliders
+    from toucan_speakemb.voices.bank import VoiceBank
 
     check_writable(bank)
     gen = _load_generator(generator)
@@ -303,7 +303,7 @@ def voices_export(bank, out, ids):
     if suffix == ".npy":
         b.save_npy(out)
     elif suffix == ".npz":
-        from .embedding_set import EmbeddingSet
+        from toucan_speakemb.core.embedding_set import EmbeddingSet
 
         EmbeddingSet(b.embeddings, b.ids, b.profile, [f"{v}/voice" for v in b.ids]).save(out)
     elif suffix == ".csv":

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from .errors import SpeakEmbError
+from toucan_speakemb.core.errors import SpeakEmbError
 
 
 def _shard(ctx, param, value):
     if value is None:
         return None
-    from .extraction import parse_shard
+    from toucan_speakemb.extract.pipeline import parse_shard
 
     try:
         return parse_shard(value)
@@ -88,7 +88,7 @@ def extract(corpus, out, corpus_type, speaker_regex, vctk_mic, profile, encoder_
 
     \b
     The run checkpoints into OUT.work/; after a crash or kill, run the same command again to resume.
-    Several processes or GPUs: torchrun --nproc_per_node 4 -m toucan_speakemb.cli extract CORPUS -o OUT
+    Several processes or GPUs: torchrun --nproc_per_node 4 -m toucan_speakemb.cli.main extract CORPUS -o OUT
     Job arrays: --shard K/N per job, then: toucan-speakemb merge OUT.shard-*-of-N.safetensors -o OUT
 
     \b
@@ -97,11 +97,11 @@ def extract(corpus, out, corpus_type, speaker_regex, vctk_mic, profile, encoder_
       toucan-speakemb extract /data/VCTK-Corpus-0.92 -o vctk.safetensors --encoder-dir /models
       toucan-speakemb extract clips.csv -o clips.safetensors --profile toucan-v3
     """
-    from .corpora import load_corpus
-    from .encoders import parse_encoder_dirs
-    from .extraction import ExtractConfig
-    from .extraction import extract as run_extract
-    from .profiles import get_profile
+    from toucan_speakemb.extract.corpora import load_corpus
+    from toucan_speakemb.extract.encoders import parse_encoder_dirs
+    from toucan_speakemb.extract.pipeline import ExtractConfig
+    from toucan_speakemb.extract.pipeline import extract as run_extract
+    from toucan_speakemb.core.profiles import get_profile
 
     if toucan_dir is not None and profile != "toucan-native":
         raise SpeakEmbError("--toucan-dir is only used with --profile toucan-native")
@@ -150,7 +150,7 @@ def merge(inputs, out, speaker_means, allow_partial, overwrite):
     Example:
       toucan-speakemb merge emb.shard-*-of-8.safetensors -o emb.safetensors --speaker-means
     """
-    from .extraction import merge as run_merge
+    from toucan_speakemb.extract.pipeline import merge as run_merge
 
     res = run_merge(list(inputs), out, speaker_means=speaker_means, overwrite=overwrite, allow_partial=allow_partial)
     click.echo(res.summary())
