@@ -53,7 +53,7 @@ class BatchConfig:
 
     @classmethod
     def from_yaml(cls, path, overrides: Sequence[str] = ()) -> "BatchConfig":
-        from toucan_speakemb.train.config import apply_overrides, read_yaml_mapping
+        from toucan_speakemb.training.config import apply_overrides, read_yaml_mapping
 
         return cls.from_dict(apply_overrides(read_yaml_mapping(path, "batch config"), overrides), str(path))
 

@@ -44,14 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generation import load_ge2e_split  # noqa: E402
 
 from toucan_speakemb import EmbeddingSet, get_profile  # noqa: E402
-from toucan_speakemb.train.config import SLIDER_METHODS, TrainConfig  # noqa: E402
+from toucan_speakemb.training.config import SLIDER_METHODS, TrainConfig  # noqa: E402
 from toucan_speakemb.evaluation import metrics as M  # noqa: E402
 from toucan_speakemb.evaluation.attributes import AttributeClassifier  # noqa: E402
 from toucan_speakemb.evaluation.generation import format_table  # noqa: E402
 from toucan_speakemb.core.fileio import atomic_write_json  # noqa: E402
 from toucan_speakemb.generate.generator import Generator, voice_seeds  # noqa: E402
 from toucan_speakemb.core.synthetic import SyntheticPopulation  # noqa: E402
-from toucan_speakemb.train.trainer import train  # noqa: E402
+from toucan_speakemb.training.trainer import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 N_VOICES = 1000

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generation import ROOT, load_ge2e_split, run_system  # noqa: E402
 
 from toucan_speakemb import EmbeddingSet, get_profile  # noqa: E402
-from toucan_speakemb.train.config import TrainConfig  # noqa: E402
+from toucan_speakemb.training.config import TrainConfig  # noqa: E402
 from toucan_speakemb.evaluation import metrics as M  # noqa: E402
 from toucan_speakemb.evaluation.generation import format_table  # noqa: E402
 from toucan_speakemb.evaluation.report import GeneratedSet, evaluate, write_report  # noqa: E402

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 
 from toucan_speakemb import EmbeddingSet, get_profile
-from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.evaluation import metrics as M
 from toucan_speakemb.evaluation.generation import Reference, format_table, gaussian_fit_sample, measure
 from toucan_speakemb.core.fileio import atomic_write_json
 from toucan_speakemb.generate.generator import Generator
 from toucan_speakemb.core.synthetic import SyntheticPopulation
-from toucan_speakemb.train.trainer import train
+from toucan_speakemb.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 N_VOICES = 1000

@@ -47,11 +47,11 @@ torch.set_num_threads(1)
 sys.path.insert(0, CHECKOUT)
 from toucan_speakemb import EmbeddingSet, get_profile
 from toucan_speakemb.adapters import ToucanModels, random_toucan
-from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.generate.generator import Generator
 from toucan_speakemb.voices.novelty import VoiceSampler
 from toucan_speakemb.core.synthetic import SyntheticPopulation
-from toucan_speakemb.train.trainer import train
+from toucan_speakemb.training.trainer import train
 
 tts, voc = (random_toucan.build_v22 if FAMILY == "v2.2" else random_toucan.build_v3)(WORK + "/models")
 adapter = ToucanModels(CHECKOUT, tts, voc).load()

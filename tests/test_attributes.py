@@ -9,13 +9,13 @@ from click.testing import CliRunner
 
 from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
 from toucan_speakemb.cli.main import main
-from toucan_speakemb.train.conditions import ConditionSpec, age_band_names, age_to_band, draw_null_mask
-from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.training.conditions import ConditionSpec, age_band_names, age_to_band, draw_null_mask
+from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.diffusion.denoisers import GaussianResidual, ResidualMLPDenoiser
 from toucan_speakemb.generate.generator import Generator, GuidedDenoiser, voice_seeds
 from toucan_speakemb.generate.sliders import SliderSpace, latent_move, parse_sliders, rotate_towards
 from toucan_speakemb.core.synthetic import SyntheticPopulation
-from toucan_speakemb.train.trainer import build_diffusion, train
+from toucan_speakemb.training.trainer import build_diffusion, train
 from toucan_speakemb.voices.bank import VoiceBank
 
 DIM = 6
@@ -240,7 +240,7 @@ def test_bad_condition_settings_are_refused(d, words):
 
 
 def test_conditions_may_be_given_as_a_comma_separated_override():
-    from toucan_speakemb.train.config import apply_overrides
+    from toucan_speakemb.training.config import apply_overrides
 
     cfg = TrainConfig.from_dict(apply_overrides({}, ["model.conditions=gender,age", "model.age_bands=[20,40]"]))
     assert cfg.model.conditions == ["gender", "age"] and cfg.model.age_bands == [20.0, 40.0]
@@ -548,7 +548,7 @@ def test_a_resumed_conditional_run_ends_with_the_weights_of_an_uninterrupted_one
 # ---- conditions with the polar transform, a principal subspace and model selection ----------------------
 
 def test_validation_loss_of_a_conditional_model_uses_the_rows_codes():
-    from toucan_speakemb.train.trainer import validation_loss
+    from toucan_speakemb.training.trainer import validation_loss
 
     model = random_conditional_net(True)
     diffusion = build_diffusion(TrainConfig.from_dict({"diffusion": {"timesteps": 50}}))
@@ -563,7 +563,7 @@ def test_validation_loss_of_a_conditional_model_uses_the_rows_codes():
 def test_a_conditional_runs_validation_scores_its_validation_rows_with_their_codes(cond_run, data):
     """Step 0 of model selection is the Gaussian fit with its per-condition means: its recorded score is the
     validation loss of that model on the validation rows with their condition codes."""
-    from toucan_speakemb.train.trainer import build_model, prepare_data, validation_loss
+    from toucan_speakemb.training.trainer import build_model, prepare_data, validation_loss
 
     cfg = TrainConfig.from_dict({**TINY, "model": {**TINY["model"], "conditions": ["gender", "age", "pitch"]}})
     prepared, _ = prepare_data(data, cfg)

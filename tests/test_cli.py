@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from toucan_speakemb import EmbeddingSet, get_profile
 from toucan_speakemb.cli.main import main
-from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.voices.bank import VoiceBank
 
 CLI = Path(sys.executable).with_name("toucan-speakemb")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from toucan_speakemb import SpeakEmbError
-from toucan_speakemb.train.config import TrainConfig, apply_overrides
+from toucan_speakemb.training.config import TrainConfig, apply_overrides
 
 
 def one_line(excinfo) -> str:

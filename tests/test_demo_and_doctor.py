@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from toucan_speakemb.cli.main import main
-from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.core.synthetic import SyntheticPopulation, builtin_set
 
 ROOT = Path(__file__).resolve().parents[1]

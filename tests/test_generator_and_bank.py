@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
-from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.core.fileio import save_tensors
 from toucan_speakemb.generate.generator import Generator, voice_seeds
-from toucan_speakemb.train.trainer import train
+from toucan_speakemb.training.trainer import train
 from toucan_speakemb.voices.bank import VoiceBank, voice_id
 
 DIM = 5

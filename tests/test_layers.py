@@ -7,7 +7,7 @@ from above, and the folders named on one floor never import each other)::
     adapters | listening | demo
     voices
     generate
-    train
+    training
     evaluation | diffusion | extract
     core
 
@@ -31,7 +31,7 @@ LAYERS: List[Tuple[str, ...]] = [
     ("adapters", "listening", "demo"),
     ("voices",),
     ("generate",),
-    ("train",),
+    ("training",),
     ("evaluation", "diffusion", "extract"),
     ("core",),
 ]

@@ -17,11 +17,11 @@ import torch
 import toucan_standin as standin
 from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
 from toucan_speakemb.adapters import ToucanAdapter, ToucanModels, random_voices
-from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.evaluation.metrics import same_speaker_threshold
 from toucan_speakemb.generate.generator import Generator
 from toucan_speakemb.voices.novelty import VoiceSampler
-from toucan_speakemb.train.trainer import train
+from toucan_speakemb.training.trainer import train
 from toucan_speakemb.voices.bank import VoiceBank
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

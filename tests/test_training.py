@@ -19,9 +19,9 @@ import yaml
 from safetensors.numpy import load_file
 
 from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
-from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.generate.generator import Generator
-from toucan_speakemb.train.trainer import prepare_data, train
+from toucan_speakemb.training.trainer import prepare_data, train
 
 CLI = Path(sys.executable).with_name("toucan-speakemb")
 
@@ -473,7 +473,7 @@ def test_validation_speakers_are_never_drawn_for_training(level):
 
 
 def test_validation_loss_is_the_same_for_the_same_weights_and_differs_for_others():
-    from toucan_speakemb.train.trainer import build_diffusion, build_model, validation_loss
+    from toucan_speakemb.training.trainer import build_diffusion, build_model, validation_loss
 
     cfg = tiny()
     data, _ = prepare_data(make_data(), cfg)
@@ -527,14 +527,14 @@ def test_patience_waits_for_the_ema_to_catch_up_before_stopping(tmp_path):
 
 
 def test_ema_memory():
-    from toucan_speakemb.train.trainer import ema_memory
+    from toucan_speakemb.training.trainer import ema_memory
 
     assert ema_memory(0.999) == 1000 and ema_memory(0.95) == 20 and ema_memory(0.0) == 1 and ema_memory(1.0) == 0
     assert ema_memory(0.9999) == 10000 and ema_memory(0.9) == 10
 
 
 def test_validation_loss_builds_no_autograd_graph():
-    from toucan_speakemb.train.trainer import build_diffusion, build_model, validation_loss
+    from toucan_speakemb.training.trainer import build_diffusion, build_model, validation_loss
 
     cfg = tiny()
     data, _ = prepare_data(make_data(), cfg)
@@ -574,7 +574,7 @@ def test_a_validated_run_resumes_to_bitwise_the_same_generator(tmp_path, stops):
 # ---- transforms chosen from the training data -----------------------------------------------------------
 
 def test_polar_auto_is_on_for_fixed_length_vectors_only():
-    from toucan_speakemb.train.trainer import use_polar
+    from toucan_speakemb.training.trainer import use_polar
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 6))
@@ -609,7 +609,7 @@ def test_a_subspace_generator_round_trips_through_its_file(tmp_path, subspace, k
 
 
 def test_transform_auto_is_quantile_for_data_with_a_point_mass_only():
-    from toucan_speakemb.train.trainer import transform_kind
+    from toucan_speakemb.training.trainer import transform_kind
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(100, 5))
@@ -655,7 +655,7 @@ def test_a_subspace_leaves_the_other_directions_to_the_gaussian_fit_unless_they_
     ("speaker", 40, 2, 0.0, 20),               # never fewer than subspace_dims
 ])
 def test_a_scaled_subspace_grows_with_the_rows_the_network_learns_from(level, n_speakers, per, share, expected):
-    from toucan_speakemb.train.trainer import subspace_dims
+    from toucan_speakemb.training.trainer import subspace_dims
 
     cfg = tiny(model={"subspace": "scaled", "subspace_rows_per_dim": 4, "subspace_dims": 20}, data={"level": level},
                train={"validation_share": share})

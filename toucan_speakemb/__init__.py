@@ -17,7 +17,7 @@ from toucan_speakemb.core.embedding_set import EmbeddingSet  # noqa: E402
 def __getattr__(name):
     # torch-heavy parts are imported on first use so that `import toucan_speakemb` stays light.
     if name in ("train", "TrainConfig"):
-        from toucan_speakemb.train import trainer as training
+        from toucan_speakemb.training import trainer as training
 
         return getattr(training, name if name == "train" else "TrainConfig")
     if name == "Generator":

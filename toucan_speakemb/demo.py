@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Optional
 
 
-from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.evaluation.report import GeneratedSet, evaluate, write_report
 from toucan_speakemb.generate.generator import Generator
 from toucan_speakemb.core.synthetic import BUILTIN, builtin_population, builtin_set
-from toucan_speakemb.train.trainer import train
+from toucan_speakemb.training.trainer import train
 from toucan_speakemb.voices.bank import VoiceBank
 
 log = logging.getLogger("toucan_speakemb.demo")

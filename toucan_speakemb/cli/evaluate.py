@@ -61,7 +61,7 @@ def evaluate(real, train, generated, out, run, level, baselines, k, threshold, p
     from toucan_speakemb.evaluation.report import evaluate as run_evaluation
     from toucan_speakemb.evaluation.report import write_report
     from toucan_speakemb.voices.bank import load_generated
-    from toucan_speakemb.train.trainer import load_training_set
+    from toucan_speakemb.training.trainer import load_training_set
 
     chosen = [] if baselines.strip().lower() == "none" else [b.strip() for b in baselines.split(",") if b.strip()]
     real_set = load_training_set(real, profile=profile)

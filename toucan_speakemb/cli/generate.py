@@ -35,9 +35,9 @@ def train(data, out, config, profile, no_progress, overrides):
       balanced   utterances drawn so that every speaker weighs the same
       utterance  every utterance once (the source presentation's setting)
     """
-    from toucan_speakemb.train.config import TrainConfig, apply_overrides
-    from toucan_speakemb.train.trainer import load_training_set
-    from toucan_speakemb.train.trainer import train as run_training
+    from toucan_speakemb.training.config import TrainConfig, apply_overrides
+    from toucan_speakemb.training.trainer import load_training_set
+    from toucan_speakemb.training.trainer import train as run_training
 
     cfg = TrainConfig.from_yaml(config, overrides) if config else TrainConfig.from_dict(
         apply_overrides({}, overrides), "overrides")

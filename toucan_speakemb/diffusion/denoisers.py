@@ -6,7 +6,7 @@
   starts at zero so the untrained network predicts 0 (the mean of the target). With ``conditions`` (attribute
   -> number of values) it also takes ``cond`` (n, k) integer codes, 0 = the null token ("no condition"): a
   learned embedding per value of each attribute (and one for "unknown") is added to the time embedding
-  (classifier-free guidance; see toucan_speakemb/train/conditions.py).
+  (classifier-free guidance; see toucan_speakemb/training/conditions.py).
 """
 
 from __future__ import annotations

@@ -21,14 +21,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from toucan_speakemb.train.conditions import ConditionSpec
-from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.training.conditions import ConditionSpec
+from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.diffusion.denoisers import GaussianResidual
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import load_tensors
 from toucan_speakemb.core.profiles import Profile
 from toucan_speakemb.diffusion.standardize import Standardizer
-from toucan_speakemb.train.trainer import GENERATOR_KIND, FORMAT_VERSION, build_diffusion, build_model
+from toucan_speakemb.training.trainer import GENERATOR_KIND, FORMAT_VERSION, build_diffusion, build_model
 
 
 def voice_seeds(seed: int, n: int) -> np.ndarray:

@@ -47,7 +47,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from toucan_speakemb.train.conditions import ConditionSpec, attribute_column
+from toucan_speakemb.training.conditions import ConditionSpec, attribute_column
 from toucan_speakemb.core.errors import SpeakEmbError
 
 
@@ -289,7 +289,7 @@ def check_sliders(generator, sliders: Mapping[str, float], method: Optional[str]
 def slider_method_of(generator, method: Optional[str] = None, strength: Optional[float] = None) -> str:
     """The slider method to use (default the generator's ``sample.slider_method``); a strength is refused with
     the latent method, where it would do nothing."""
-    from toucan_speakemb.train.config import SLIDER_METHODS
+    from toucan_speakemb.training.config import SLIDER_METHODS
 
     method = generator.cfg.sample.slider_method if method is None else method
     if method not in SLIDER_METHODS:

@@ -51,7 +51,7 @@ class ModelConfig:
     dropout: float = 0.0
     # add the network to the exact prediction for a Gaussian fit of the data (see diffusion/denoisers.py)
     gaussian_residual: bool = True
-    # attributes the model learns as conditions (classifier-free guidance; see toucan_speakemb/train/conditions.py):
+    # attributes the model learns as conditions (classifier-free guidance; see toucan_speakemb/training/conditions.py):
     # gender, age (as bands), accent, or the name of a label column of the embedding set. Empty: unconditional
     conditions: List[str] = field(default_factory=list)
     # conditional Gaussian-residual models: the Gaussian part's mean moves per condition value (exact under
@@ -241,7 +241,7 @@ class TrainConfig:
 
 
     def _check_conditions(self, source: str) -> None:
-        from toucan_speakemb.train.conditions import check_condition_names
+        from toucan_speakemb.training.conditions import check_condition_names
 
         check_condition_names(self.model.conditions, source)
         if self.model.conditions and self.model.kind != "resmlp":

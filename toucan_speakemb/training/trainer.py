@@ -28,11 +28,11 @@ import torch
 
 from toucan_speakemb.core.version import __version__
 from toucan_speakemb.evaluation.metrics import same_speaker_threshold
-from toucan_speakemb.train.config import TrainConfig
+from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.diffusion.denoisers import GaussianResidual, build_denoiser
 from toucan_speakemb.diffusion.gaussian import GaussianDiffusion
 from toucan_speakemb.diffusion.schedules import make_betas
-from toucan_speakemb.train.conditions import ConditionSpec, draw_null_mask
+from toucan_speakemb.training.conditions import ConditionSpec, draw_null_mask
 from toucan_speakemb.core.embedding_set import EmbeddingSet
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, load_tensors, save_tensors
