@@ -62,7 +62,7 @@ class ModelConfig:
     # with gaussian_residual: which principal directions of the training rows the network sees and corrects.
     # "scaled" (default): the top k = (rows it learns from) / subspace_rows_per_dim, at least subspace_dims,
     # all d once k >= d (a narrow network learns more from a few thousand speakers, a full one more from tens
-    # of thousands: README); "full": all d; "fixed": k = subspace_dims; "auto": k by held-out PPCA likelihood
+    # of thousands: docs/benchmarks.md); "full": all d; "fixed": k = subspace_dims; "auto": k by held-out PPCA likelihood
     # (diffusion/subspace.py)
     subspace: str = "scaled"
     subspace_rows_per_dim: int = 16
