@@ -1,12 +1,12 @@
 """Attribute control: do conditional samples and sliders do what they say, and what do they cost?
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_attributes.py [--out DIR] [--data ../shared/data/ge2e_dev_voices.npz]
+    OMP_NUM_THREADS=1 python benchmarks/bench_attributes.py --data path/to/ge2e_dev_voices.npz [--out DIR]
                                                             [--only a|b]
 
-(a) real GE2E embeddings (../shared/data/ge2e_dev_voices.npz), split by source voice (`group`) as in
-    bench_generation.py. The attribute is checkable from the speaker names: `pitch` = the direction of the
-    sox pitch shift (`_p-250`, `_p-100` -> down; `_p100`, `_p250` -> up; `_p0` -> unknown, trained with the
-    null token only).
+(a) real GE2E embeddings (--data, or the environment variable SPEAKEMB_GE2E_DATA; not needed with --only b),
+    split by source voice (`group`) as in bench_generation.py. The attribute is checkable from the speaker
+    names: `pitch` = the direction of the sox pitch shift (`_p-250`, `_p-100` -> down; `_p100`, `_p250` ->
+    up; `_p0` -> unknown, trained with the null token only).
 (b) a synthetic 704-dim population of known structure (toucan_speakemb.core.synthetic) with known `gender` (a
     side of the first latent axis): 2000 training speakers; fresh speakers from the true distribution (per
     value too) are the reference.
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generation import load_ge2e_split  # noqa: E402
+from bench_generation import add_data_argument, load_ge2e_split, require_data  # noqa: E402
 
 from toucan_speakemb import EmbeddingSet, get_profile  # noqa: E402
 from toucan_speakemb.training.config import SLIDER_METHODS, TrainConfig  # noqa: E402
@@ -211,9 +211,11 @@ def evaluate(tag, data, attribute, heldout, heldout_labels, train_means, train_l
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/bench_attributes", help="folder for runs and results.json")
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ge2e_dev_voices.npz"))
+    add_data_argument(ap)
     ap.add_argument("--only", choices=["a", "b"], default=None)
     args = ap.parse_args(argv)
+    if args.only in (None, "a"):
+        require_data(args)
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

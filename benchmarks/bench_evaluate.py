@@ -1,9 +1,10 @@
 """`evaluate` at work: the report's measures for the default generator, the source's baseline and the
 baselines, and the speed and exactness of the chunked k-NN measures on a large set.
 
-    python benchmarks/bench_evaluate.py [--out DIR] [--only a|b|scale] [--no-direct]
+    python benchmarks/bench_evaluate.py --data path/to/ge2e_dev_voices.npz [--out DIR] [--only a|b|scale] [--no-direct]
 
-(a) real GE2E embeddings (../shared/data/ge2e_dev_voices.npz), held out by source voice (`group`);
+(a) real GE2E embeddings (--data, or the environment variable SPEAKEMB_GE2E_DATA; not needed with --only b
+    or scale), held out by source voice (`group`);
 (b) a synthetic 704-dim population of known structure: 2000 training speakers, 2000 fresh true speakers as the
     held-out real set, and 1000 more fresh true speakers evaluated like a generator — what a perfect
     generator would score, to show the measures read as they should;
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generation import ROOT, load_ge2e_split, run_system  # noqa: E402
+from bench_generation import ROOT, add_data_argument, load_ge2e_split, require_data, run_system  # noqa: E402
 
 from toucan_speakemb import EmbeddingSet, get_profile  # noqa: E402
 from toucan_speakemb.training.config import TrainConfig  # noqa: E402
@@ -109,10 +110,12 @@ def scale(direct: bool, seed: int = 0) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/bench_evaluate")
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ge2e_dev_voices.npz"))
+    add_data_argument(ap)
     ap.add_argument("--only", choices=["a", "b", "scale"], default=None)
     ap.add_argument("--no-direct", action="store_true", help="skip the direct (whole-matrix) computation")
     args = ap.parse_args(argv)
+    if args.only in (None, "a"):
+        require_data(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, results = {}, {}

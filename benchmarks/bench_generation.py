@@ -1,10 +1,10 @@
 """Quality and speed of the default generator against the source's baseline and a Gaussian fit.
 
-    python benchmarks/bench_generation.py [--out DIR] [--data ../shared/data/ge2e_dev_voices.npz] [--only a|b]
+    python benchmarks/bench_generation.py --data path/to/ge2e_dev_voices.npz [--out DIR] [--only a|b]
                                           [--b-speakers N] [--set KEY=VALUE ...] [--threads N]
 
-(a) real GE2E embeddings (../shared/data/ge2e_dev_voices.npz), split by source voice (`group`): two thirds
-    of the groups train, the rest are held-out real speakers;
+(a) real GE2E embeddings (--data, or the environment variable SPEAKEMB_GE2E_DATA; not needed with --only b),
+    split by source voice (`group`): two thirds of the groups train, the rest are held-out real speakers;
 (b) a synthetic 704-dim population of known structure (toucan_speakemb.core.synthetic): 2000 training speakers
     (--b-speakers), and fresh speakers from the true distribution as the reference.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -35,6 +36,7 @@ from toucan_speakemb.core.synthetic import SyntheticPopulation
 from toucan_speakemb.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA_ENV = "SPEAKEMB_GE2E_DATA"  # where --data is taken from when not given
 N_VOICES = 1000
 COLUMNS = [
     ("level", "level", "s"),
@@ -65,6 +67,21 @@ def run_system(name, data: EmbeddingSet, cfg: TrainConfig, out: Path, n=N_VOICES
     x = gen.sample(n, seed)
     sample_s = time.perf_counter() - t0
     return gen, x, summary, sample_s
+
+
+def add_data_argument(ap: argparse.ArgumentParser) -> None:
+    """--data: the GE2E set of split (a); the benchmarks reach for no file outside the repository themselves."""
+    ap.add_argument("--data", default=os.environ.get(DATA_ENV), metavar="PATH",
+                    help=f"ge2e_dev_voices.npz, the real GE2E embeddings of split (a) (default: ${DATA_ENV})")
+
+
+def require_data(args) -> None:
+    """One clear line and a non-zero exit, before any work, when split (a) has no data file."""
+    if not args.data:
+        sys.exit(f"error: split (a) needs the GE2E embeddings: give --data path/to/ge2e_dev_voices.npz "
+                 f"or set {DATA_ENV} (or run another split with --only)")
+    if not Path(args.data).is_file():
+        sys.exit(f"error: --data {args.data}: no such file")
 
 
 def load_ge2e_split(path):
@@ -110,14 +127,16 @@ def evaluate_dataset(tag, train_set: EmbeddingSet, refs: dict, out: Path, recipe
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/bench_generation", help="folder for runs and results.json")
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ge2e_dev_voices.npz"))
+    add_data_argument(ap)
     ap.add_argument("--only", choices=["a", "b"], default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--b-speakers", type=int, default=2000,
-                    help="training speakers of the synthetic set (b) (default 2000; the issue asks for >= 2000)")
+                    help="training speakers of the synthetic set (b) (default 2000; at least 2000 for the targets)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key of the default recipe and its variants, e.g. --set train.steps=20000 (repeatable)")
     args = ap.parse_args(argv)
+    if args.only in (None, "a"):
+        require_data(args)
     if args.b_speakers < N_VOICES:
         ap.error(f"--b-speakers must be at least {N_VOICES} (the Fréchet floor compares {N_VOICES} training speakers)")
     if args.threads:
@@ -220,7 +239,7 @@ def main(argv=None):
                   f"than ancestral sampling")
         print()
 
-    # ---------------------------------------------------------------- the issue's targets
+    # ---------------------------------------------------------------- the targets
     checks = []
     if "(b) default" in rows:
         d, f = rows["(b) default"], rows[f"(b) fresh true speakers, {N_VOICES} (reference)"]

@@ -18,7 +18,7 @@ checkout per process), with one torch thread, on CPU:
 - end to end: the same sentence with the plugin, each run paired with a plain one (interleaved), median
   of the ratios; the sampler is past its first calls (their block size is still adapting).
 
-    TOUCAN_V22_DIR=/tmp/t22 TOUCAN_V3_DIR=/tmp/t312 python benchmarks/bench_synth_overhead.py
+    TOUCAN_V22_DIR=path/to/IMS-Toucan-v2.2 TOUCAN_V3_DIR=path/to/IMS-Toucan-v3.1.2 python benchmarks/bench_synth_overhead.py
 
 Without a checkout it says so and exits. v3.x needs SpeechBrain's ECAPA in its Models/Embedding folder;
 the benchmark builds a random-weight one in a view of the checkout (nothing is downloaded).

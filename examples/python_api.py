@@ -22,7 +22,7 @@ bank = VoiceBank.from_generator(generator, 10, seed=0)
 bank.save("runs/example_voices.safetensors")
 print(voices.shape, bank.ids[:3])
 
-# Attribute control (README "Attribute control"): a generator conditioned on gender, sampled with
+# Attribute control (docs/attribute-control.md): a generator conditioned on gender, sampled with
 # classifier-free guidance (here on synthetic speakers of known gender; a LibriSpeech or VCTK set from
 # `extract` carries gender itself); and a slider on the unconditional generator.
 from toucan_speakemb.core.synthetic import SyntheticPopulation

@@ -2,7 +2,7 @@
 # Set up toucan-speakemb in ./.venv on a fresh machine of the project's kind (Debian, Python 3.11, CPU).
 #   bash scripts/install.sh          the package and its dependencies
 #   bash scripts/install.sh --test   also the test tools and the Debian programs the tests speak with
-# What it does, and what to do instead on an ordinary machine, is explained in README.md ("Installing").
+# What it does, and what to do instead on an ordinary machine, is explained in docs/installing.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WITH_TEST=0
@@ -30,8 +30,8 @@ fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/pip"
 "$PIP" install -q --upgrade pip >/dev/null 2>&1 || true
-# torch first, pinned: this machine keeps a CPU build of 2.13.0 on disk; an unpinned torch (asked for by
-# speechbrain) would pull a multi-GB CUDA build. With it installed, torch>=2.1 below installs nothing more.
+# torch first, pinned: a machine of the project's kind keeps a CPU build of 2.13.0 on disk; an unpinned
+# torch (asked for by speechbrain) would pull a multi-GB CUDA build. With it installed, torch>=2.1 below installs nothing more.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "$PIP" install -q "torch==${TORCH_VERSION:-2.13.0}"
 if [ "$WITH_TEST" = 1 ]; then "$PIP" install -q -e ".[test]"; else "$PIP" install -q -e .; fi
 # speechbrain imports torchaudio; PyPI's torchaudio is CUDA-built and cannot load its extension beside a CPU

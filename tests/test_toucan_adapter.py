@@ -475,7 +475,7 @@ def test_a_second_toucan_checkout_in_one_process_is_refused(run_cli, gen_v3, v3_
     assert "one checkout per process" in one_line(e)
 
 
-# ---- conditional voices through the hook (issue 7) ---------------------------------------------------------
+# ---- conditional voices through the hook -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def gen_v3_gender(tmp_path_factory):

@@ -10,12 +10,14 @@ are equal for equal voices, and that the interface's own embedding comes back af
 
 How to run (skipped, saying so, when the variables are unset; CI does not install Toucan):
 
-    git -C /work/.mirror/DigitalPhonetics+IMS-Toucan/repo archive v2.2   | tar -x -C /tmp/t22    # or git clone
-    git -C /work/.mirror/DigitalPhonetics+IMS-Toucan/repo archive v3.1.2 | tar -x -C /tmp/t312
+    git clone https://github.com/DigitalPhonetics/IMS-Toucan path/to/IMS-Toucan
+    mkdir -p path/to/t22 path/to/t312
+    git -C path/to/IMS-Toucan archive v2.2   | tar -x -C path/to/t22
+    git -C path/to/IMS-Toucan archive v3.1.2 | tar -x -C path/to/t312
     apt-get install espeak-ng libportaudio2          # Toucan's text front end; sounddevice needs PortAudio
     .venv/bin/pip install -c <(echo torch==2.13.0) librosa phonemizer sounddevice noisereduce pypinyin \\
         imageio dotwiz dragonmapper transphone       # what the interfaces import at v2.2 and v3.1.2
-    TOUCAN_V22_DIR=/tmp/t22 TOUCAN_V3_DIR=/tmp/t312 .venv/bin/python -m pytest -q -rs tests/test_toucan_integration.py
+    TOUCAN_V22_DIR=path/to/t22 TOUCAN_V3_DIR=path/to/t312 .venv/bin/python -m pytest -q -rs tests/test_toucan_integration.py
 
 Nothing is downloaded: v2.2's interface loads only the two model files; v3.x's constructor loads SpeechBrain's
 ECAPA encoder from ``Models/Embedding/speechbrain_speaker_embedding_ecapa`` of its working folder, so the test

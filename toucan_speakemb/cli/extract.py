@@ -1,4 +1,4 @@
-"""``toucan-speakemb extract`` and ``toucan-speakemb merge``: thin click commands over :mod:`extraction`."""
+"""``toucan-speakemb extract`` and ``toucan-speakemb merge``: thin click commands over :mod:`toucan_speakemb.extract.pipeline`."""
 
 from __future__ import annotations
 

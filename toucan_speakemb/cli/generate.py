@@ -52,7 +52,7 @@ def train(data, out, config, profile, no_progress, overrides):
 
 
 def condition_options(command):
-    """The options of conditional sampling (issue 7), shared by `sample`, `synth` and `voices add`."""
+    """The options of conditional sampling, shared by `sample`, `synth` and `voices add`."""
     options = [
         click.option("--gender", default=None, help="Conditional generators: voices of this gender (f / m)."),
         click.option("--age", default=None,
@@ -71,7 +71,7 @@ def condition_options(command):
 
 
 def slider_options(command):
-    """The slider options (issue 7), shared by `sample`, `synth` and `voices add`."""
+    """The slider options, shared by `sample`, `synth` and `voices add`."""
     options = [
         click.option("--slider", "sliders", multiple=True, metavar="NAME=VALUE",
                      help="Edit the voices, staying on the data manifold: pcK=SD (K-th principal direction, in "
@@ -118,7 +118,7 @@ def sample(generator, n, seed, out, npy, sampler, steps, gender, age, accent, ex
 
     \b
     Conditional generators (trained with model.conditions) take --gender, --age, --accent or --condition;
-    sliders (--slider) work on any generator; see README "Attribute control".
+    sliders (--slider) work on any generator; see docs/attribute-control.md.
     """
     from toucan_speakemb.generate.generator import Generator
     from toucan_speakemb.generate.sliders import parse_sliders

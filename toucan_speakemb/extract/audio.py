@@ -41,7 +41,8 @@ REASONS = {
     "encoder-failed": "the speaker encoder failed on this file",
 }
 
-# Preprocessing recipes by profile name. toucan-native is done by a Toucan checkout's own code (extract/encoders.py).
+# Preprocessing recipes by profile name. toucan-native is done by a Toucan checkout's own code
+# (toucan_speakemb/extract/encoders.py).
 PREPROCESSING = {"toucan-v2.2": "toucan-v2.2", "toucan-v3": "toucan-v3"}
 
 

@@ -49,7 +49,8 @@ class ModelConfig:
     expansion: int = 2
     time_dim: int = 128
     dropout: float = 0.0
-    # add the network to the exact prediction for a Gaussian fit of the data (see diffusion/denoisers.py)
+    # add the network to the exact prediction for a Gaussian fit of the data
+    # (see toucan_speakemb/diffusion/denoisers.py)
     gaussian_residual: bool = True
     # attributes the model learns as conditions (classifier-free guidance; see toucan_speakemb/training/conditions.py):
     # gender, age (as bands), accent, or the name of a label column of the embedding set. Empty: unconditional
@@ -62,8 +63,8 @@ class ModelConfig:
     # with gaussian_residual: which principal directions of the training rows the network sees and corrects.
     # "scaled" (default): the top k = (rows it learns from) / subspace_rows_per_dim, at least subspace_dims,
     # all d once k >= d (a narrow network learns more from a few thousand speakers, a full one more from tens
-    # of thousands: README); "full": all d; "fixed": k = subspace_dims; "auto": k by held-out PPCA likelihood
-    # (diffusion/subspace.py)
+    # of thousands: docs/benchmarks.md); "full": all d; "fixed": k = subspace_dims; "auto": k by held-out PPCA
+    # likelihood (toucan_speakemb/diffusion/subspace.py)
     subspace: str = "scaled"
     subspace_rows_per_dim: int = 16
     subspace_dims: int = 64

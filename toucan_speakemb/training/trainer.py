@@ -99,7 +99,7 @@ def subspace_dims(cfg: TrainConfig, data: "TrainingData") -> Optional[int]:
         return min(mc.subspace_dims, d)
     if mc.subspace == "scaled":
         # one direction per subspace_rows_per_dim rows the network learns from (validation speakers' excluded),
-        # at least subspace_dims: a network on a handful of directions fits the few speakers it sees (README)
+        # at least subspace_dims: a network on a handful of directions fits the few speakers it sees (docs/benchmarks.md)
         k = max(mc.subspace_dims, round(data.n_train_rows / mc.subspace_rows_per_dim))
         return None if k >= d else k
     from toucan_speakemb.diffusion.subspace import choose_subspace_dims

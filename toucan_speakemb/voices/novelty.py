@@ -145,7 +145,7 @@ class VoiceSampler:
         from toucan_speakemb.voices.bank import condition_settings, slider_settings, variant_tag, voice_id
 
         self.generator = generator
-        # conditional voices and slider edits (issue 7): refused here, before any work, when the generator
+        # conditional voices and slider edits: refused here, before any work, when the generator
         # lacks the attribute or the slider
         conditional = condition_settings(generator, conditions, guidance)
         edits = slider_settings(generator, sliders, slider_method, slider_strength)
