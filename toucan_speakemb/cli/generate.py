@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from toucan_speakemb.diffusion.samplers import SAMPLERS, sampler_names
+
 from toucan_speakemb.core.errors import SpeakEmbError
 
 log = logging.getLogger("toucan_speakemb.cli.main")
@@ -107,8 +109,8 @@ def conditions_from(gender, age, accent, extra_conditions):
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), metavar="BANK",
               help="Voice bank to write (.safetensors): ids, seeds, embeddings, provenance.")
 @click.option("--npy", "npy", type=click.Path(dir_okay=False), help="Also write the bare (N, d) float32 array.")
-@click.option("--sampler", type=click.Choice(["ddim", "ancestral"]), default=None,
-              help="ddim: fast and deterministic; ancestral: all diffusion steps. Default: the generator's.")
+@click.option("--sampler", type=click.Choice(sampler_names()), default=None,
+              help="; ".join(f"{s.name}: {s.help}" for s in SAMPLERS.values()) + ". Default: the generator's.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps (default: the generator's).")
 @condition_options
 @slider_options

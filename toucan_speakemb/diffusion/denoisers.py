@@ -17,6 +17,8 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
+from toucan_speakemb.diffusion.gaussian import gaussian_posterior_x0, prediction_from_x0
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of integer timesteps (Vaswani et al. 2017; Ho et al. 2020), shape (n, dim)."""
@@ -166,13 +168,14 @@ class GaussianResidual(nn.Module):
             return self.mean
         return self.mean + scale * sum(getattr(self, f"offset{j}")[cond[..., j]] for j in range(self.n_conditions))
 
-    def gaussian_prediction(self, x: torch.Tensor, t: torch.Tensor, mean: Optional[torch.Tensor] = None) -> torch.Tensor:
-        from toucan_speakemb.diffusion.gaussian import gaussian_posterior_x0
+    def gaussian_part(self) -> "GaussianResidual":
+        """What samplers take their exact Gaussian step from (see :func:`gaussian_part`)."""
+        return self
 
+    def gaussian_prediction(self, x: torch.Tensor, t: torch.Tensor, mean: Optional[torch.Tensor] = None) -> torch.Tensor:
         a = self.abar[t][:, None]
         x0 = gaussian_posterior_x0(x, a, self.mean if mean is None else mean, self.eigvecs, self.eigvals)
-        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
-        return eps if self.prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
+        return prediction_from_x0(self.prediction, x, a, x0)
 
     def correction(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The network's part of the prediction (in the principal subspace when there is one; ``cond``:
@@ -191,6 +194,17 @@ class GaussianResidual(nn.Module):
 
 
 DENOISERS = {"fc3": FCDenoiser, "resmlp": ResidualMLPDenoiser}
+
+
+def gaussian_part(model):
+    """The exact Gaussian part of a denoiser's prediction, or None when it has none.
+
+    A denoiser with one (:class:`GaussianResidual`, or a guided wrapper around it) answers ``gaussian_part()``
+    with an object that has ``mean``, ``eigvecs``, ``eigvals`` of N(μ, Σ) and ``correction(x, t)``, the network's
+    share of the prediction: the DDIM sampler steps the Gaussian exactly, and sliders move voices along its
+    eigenvectors. Every caller asks here instead of testing types."""
+    method = getattr(model, "gaussian_part", None)
+    return method() if callable(method) else None
 
 
 def build_denoiser(kind: str, dim: int, num_timesteps: int, options: Dict[str, Any]) -> nn.Module:

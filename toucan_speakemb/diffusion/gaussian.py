@@ -11,6 +11,12 @@ with index t = 0..T-1 standing for diffusion step t+1:
     v-prediction: the network predicts v = √ᾱ_t ε - √(1-ᾱ_t) x_0
 
 The denoiser is any callable ``model(x_t, t) -> prediction`` with t an integer tensor of shape (n,).
+
+Each piece is written once: the forward process (:meth:`GaussianDiffusion.q_sample`), prediction <-> x_0 / ε
+(:meth:`GaussianDiffusion.x0_and_eps`, :func:`prediction_from_x0`), timestep spacing
+(:meth:`GaussianDiffusion.ddim_timesteps`, also for partial paths), the exact Gaussian quantities
+(:func:`gaussian_posterior_x0`, :func:`gaussian_flow_step`, :func:`noisy_variance`) and the sampling loops;
+:mod:`toucan_speakemb.diffusion.samplers` registers the loops by name.
 """
 
 from __future__ import annotations
@@ -121,12 +127,16 @@ class GaussianDiffusion:
         return x
 
     @staticmethod
-    def ddim_timesteps(num_timesteps: int, steps: int) -> np.ndarray:
-        """A decreasing sub-sequence of ``steps`` indices from T-1 to 0 ("trailing" spacing, so the first step
-        starts from pure noise: Lin et al. 2024)."""
-        if not 1 <= steps <= num_timesteps:
-            raise ValueError(f"sampling steps must be in 1..{num_timesteps}, got {steps}")
-        ts = np.round(np.linspace(num_timesteps, 0, steps + 1))[:-1].astype(np.int64) - 1
+    def ddim_timesteps(num_timesteps: int, steps: int, start: Optional[int] = None) -> np.ndarray:
+        """A decreasing sub-sequence of ``steps`` indices from ``start`` - 1 (default T - 1: pure noise) to 0
+        ("trailing" spacing, so the first step starts where asked: Lin et al. 2024). A ``start`` below T is the
+        partial path of re-noised data (SDEdit)."""
+        start = num_timesteps if start is None else int(start)
+        if not 1 <= start <= num_timesteps:
+            raise ValueError(f"the first step must be in 1..{num_timesteps}, got {start}")
+        if not 1 <= steps <= start:
+            raise ValueError(f"sampling steps must be in 1..{start}, got {steps}")
+        ts = np.round(np.linspace(start, 0, steps + 1))[:-1].astype(np.int64) - 1
         return np.unique(np.clip(ts, 0, num_timesteps - 1))[::-1]
 
     @torch.no_grad()
@@ -195,6 +205,14 @@ class GaussianDiffusion:
                 + float(np.sqrt(a_to)) * x0_c + float(np.sqrt(1 - a_to)) * eps_c)
 
 
+def prediction_from_x0(prediction: str, xt: torch.Tensor, abar: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """The network output (``prediction`` "eps" or "v") that stands for the clean estimate ``x0`` at ``xt``,
+    noise level ``abar`` a tensor broadcastable against the rows: ε = (x_t - √ᾱ x_0) / √(1-ᾱ),
+    v = √ᾱ ε - √(1-ᾱ) x_0. The inverse of :meth:`GaussianDiffusion.x0_and_eps`."""
+    eps = (xt - abar.sqrt() * x0) / (1 - abar).sqrt()
+    return eps if prediction == "eps" else abar.sqrt() * eps - (1 - abar).sqrt() * x0
+
+
 def gaussian_posterior_x0(xt: torch.Tensor, abar: torch.Tensor, mean: torch.Tensor, eigvecs: torch.Tensor,
                           eigvals: torch.Tensor) -> torch.Tensor:
     """E[x_0 | x_t] when x_0 ~ N(mean, V diag(λ) Vᵀ), for rows with their own ᾱ (``abar`` shape (n, 1)).
@@ -222,8 +240,13 @@ def gaussian_flow_step(xt: torch.Tensor, abar_t: float, abar_s: float, mean: tor
     keeps its standardised value: c_s = √ᾱ_s m + √((ᾱ_s λ + 1 - ᾱ_s) / (ᾱ_t λ + 1 - ᾱ_t)) (c_t - √ᾱ_t m).
     """
     c = (xt - abar_t**0.5 * mean) @ eigvecs
-    scale = ((abar_s * eigvals + 1 - abar_s) / (abar_t * eigvals + 1 - abar_t)).sqrt()
+    scale = (noisy_variance(abar_s, eigvals) / noisy_variance(abar_t, eigvals)).sqrt()
     return abar_s**0.5 * mean + (c * scale) @ eigvecs.T
+
+
+def noisy_variance(abar, eigvals):
+    """ᾱλ + 1 - ᾱ: the variance at noise level ᾱ of a data coordinate of variance λ (numpy or torch)."""
+    return abar * eigvals + 1 - abar
 
 
 def gaussian_optimal_denoiser(diffusion: GaussianDiffusion, mean: torch.Tensor, cov: torch.Tensor) -> Denoiser:
@@ -242,8 +265,7 @@ def gaussian_optimal_denoiser(diffusion: GaussianDiffusion, mean: torch.Tensor, 
             a = float(diffusion.alphas_cumprod[i])
             gain = np.sqrt(a) * cov @ torch.linalg.inv(a * cov + (1 - a) * eye)
             x0 = mean + (xt[rows] - np.sqrt(a) * mean) @ gain.T
-            eps = (xt[rows] - np.sqrt(a) * x0) / np.sqrt(1 - a)
-            out[rows] = eps if diffusion.prediction == "eps" else np.sqrt(a) * eps - np.sqrt(1 - a) * x0
+            out[rows] = prediction_from_x0(diffusion.prediction, xt[rows], torch.tensor(a, dtype=xt.dtype), x0)
         return out
 
     return model

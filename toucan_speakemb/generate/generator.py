@@ -23,7 +23,8 @@ import torch
 
 from toucan_speakemb.training.conditions import ConditionSpec
 from toucan_speakemb.training.config import TrainConfig
-from toucan_speakemb.diffusion.denoisers import GaussianResidual
+from toucan_speakemb.diffusion.denoisers import gaussian_part
+from toucan_speakemb.diffusion.samplers import RENOISE_STREAM, VoiceNoise, get_sampler, sample as run_sampler
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import load_tensors
 from toucan_speakemb.core.profiles import Profile
@@ -128,12 +129,7 @@ class Generator:
     # ---- sampling ---------------------------------------------------------------------------------
     def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
         """x_T for each voice from its own seed."""
-        out = torch.empty(len(seeds), self.model_dim)
-        g = torch.Generator()
-        for i, s in enumerate(seeds):
-            g.manual_seed(int(s))
-            out[i] = torch.randn(self.model_dim, generator=g)
-        return out
+        return VoiceNoise(seeds, self.model_dim).draw()
 
     def guided(self, conditions: Optional[Mapping[str, Any]] = None, guidance: Optional[float] = None):
         """The denoiser to sample with: the model itself, or for a request of conditions the model with
@@ -170,27 +166,18 @@ class Generator:
         batch_size = sc.batch_size if batch_size is None else batch_size
         if batch_size < 1:
             raise SpeakEmbError(f"batch size must be at least 1; got {batch_size}")
-        if sampler not in ("ddim", "ancestral"):
-            raise SpeakEmbError(f"unknown sampler '{sampler}' (known: ddim, ancestral)")
-        if sampler == "ddim" and not 1 <= steps <= self.diffusion.num_timesteps:
-            raise SpeakEmbError(f"--steps must be in 1..{self.diffusion.num_timesteps}; got {steps}")
+        try:
+            method = get_sampler(sampler)
+            method.check_steps(self.diffusion, steps)
+        except ValueError as e:
+            raise SpeakEmbError(str(e)) from None
         seeds = [int(s) for s in seeds]
         out = []
         for b in range(0, len(seeds), batch_size):
-            chunk = seeds[b:b + batch_size]
-            x_T = self.initial_noise(chunk)
-            # stochastic steps draw each voice's noise from its own generator, so a voice never depends on
-            # the batch it is sampled in
-            gens = [torch.Generator().manual_seed(s ^ 0x5EED) for s in chunk]
-
-            def noise_fn() -> torch.Tensor:
-                return torch.stack([torch.randn(self.model_dim, generator=g) for g in gens])
-
-            if sampler == "ddim":
-                z = self.diffusion.ddim_sample_loop(model, x_T, steps=steps, eta=eta, gaussian=_gaussian_of(model),
-                                                    noise_fn=noise_fn)
-            else:
-                z = self.diffusion.p_sample_loop(model, x_T, noise_fn=noise_fn)
+            # x_T and the noise of stochastic steps come from each voice's own seed, so a voice never depends
+            # on the batch it is sampled in
+            z = run_sampler(method, self.diffusion, model, seeds[b:b + batch_size], self.model_dim, steps, eta,
+                            gaussian_part(model))
             out.append(self.standardizer.inverse(z.numpy()))
         x = np.concatenate(out, axis=0) if out else np.zeros((0, self.dim), np.float32)
         if sliders:
@@ -230,7 +217,7 @@ class Generator:
         sc = self.cfg.sample
         sampler = sc.sampler if sampler is None else sampler
         eta = sc.eta if eta is None else eta
-        if sampler != "ddim" or eta != 0:
+        if not get_sampler(sampler).is_deterministic(eta):
             return None, None
         return self.initial_noise(seeds), (sc.steps if steps is None else int(steps))
 
@@ -241,7 +228,7 @@ class Generator:
         model = self.guided(conditions, guidance)
         steps = self.cfg.sample.steps if steps is None else int(steps)
         z = self.diffusion.ddim_sample_loop(model, torch.as_tensor(latents, dtype=torch.float32), steps=steps,
-                                            gaussian=_gaussian_of(model))
+                                            gaussian=gaussian_part(model))
         return z.numpy()
 
     @property
@@ -258,7 +245,7 @@ class Generator:
         steps = self.inversion_steps if steps is None else int(steps)
         ts = self.diffusion.ddim_timesteps(self.diffusion.num_timesteps, steps)
         return self.diffusion.ddim_invert_loop(model, torch.as_tensor(np.asarray(z, np.float32)), timesteps=ts,
-                                               gaussian=_gaussian_of(model))
+                                               gaussian=gaussian_part(model))
 
     def slider_space(self):
         """The slider directions of this generator (:class:`toucan_speakemb.generate.sliders.SliderSpace`)."""
@@ -282,13 +269,11 @@ class Generator:
         T = self.diffusion.num_timesteps
         start = max(1, int(round(strength * T)))
         steps = steps or max(2, int(np.ceil(self.cfg.sample.steps * strength)))
-        ts = np.unique(np.clip(np.round(np.linspace(start, 0, min(steps, start) + 1))[:-1].astype(np.int64) - 1,
-                               0, T - 1))[::-1]
-        a = float(self.diffusion.alphas_cumprod[ts[0]])
-        noise = torch.stack([torch.randn(self.model_dim, generator=torch.Generator().manual_seed(int(s) ^ 0x5D1DE))
-                             for s in seeds]) if len(seeds) else torch.zeros(0, self.model_dim)
-        x_t = a ** 0.5 * torch.as_tensor(np.asarray(z, np.float32)) + (1 - a) ** 0.5 * noise
-        return self.diffusion.ddim_sample_loop(model, x_t, timesteps=ts, gaussian=_gaussian_of(model)).numpy()
+        ts = self.diffusion.ddim_timesteps(T, min(steps, start), start=start)
+        z = torch.as_tensor(np.asarray(z, np.float32))
+        x_t = self.diffusion.q_sample(z, torch.full((len(z),), int(ts[0]), dtype=torch.long),
+                                      VoiceNoise(seeds, self.model_dim, RENOISE_STREAM).draw())
+        return self.diffusion.ddim_sample_loop(model, x_t, timesteps=ts, gaussian=gaussian_part(model)).numpy()
 
     def describe(self) -> Dict:
         out = {"path": str(self.path) if self.path else None, "fingerprint": self.fingerprint,
@@ -298,13 +283,6 @@ class Generator:
         if self.conditions:
             out["conditions"] = dict(self.conditions.values)
         return out
-
-
-def _gaussian_of(model):
-    """What the DDIM sampler takes its exact Gaussian step from (None: the model has no Gaussian part)."""
-    if isinstance(model, GaussianResidual) or (isinstance(model, GuidedDenoiser) and model.residual is not None):
-        return model
-    return None
 
 
 class GuidedDenoiser:
@@ -318,13 +296,17 @@ class GuidedDenoiser:
     """
 
     def __init__(self, model: torch.nn.Module, codes: torch.Tensor, guidance: float):
-        self.residual = model if isinstance(model, GaussianResidual) else None
+        self.residual = gaussian_part(model)
         # the network part of the prediction (with a principal subspace: through it)
         self._net = model.correction if self.residual is not None else model
         self.codes, self.guidance = codes.reshape(1, -1).long(), float(guidance)
         if self.residual is not None:
             self.mean = model.condition_mean(self.codes[0], self.guidance)
             self.eigvecs, self.eigvals = model.eigvecs, model.eigvals
+
+    def gaussian_part(self):
+        """This guided denoiser, when the model has a Gaussian part (see denoisers.gaussian_part)."""
+        return self if self.residual is not None else None
 
     def correction(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The guided network part (for a Gaussian-residual model: the guided correction to its Gaussian)."""

@@ -47,8 +47,12 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from toucan_speakemb.training.conditions import ConditionSpec, attribute_column
+from toucan_speakemb.core.embedding_set import EmbeddingSet
 from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.diffusion.denoisers import gaussian_part
+from toucan_speakemb.diffusion.gaussian import noisy_variance
+from toucan_speakemb.training.conditions import ConditionSpec, attribute_column
+from toucan_speakemb.training.config import SLIDER_METHODS
 
 
 @dataclass
@@ -89,9 +93,6 @@ class SliderSpace:
         else from the generator file (principal directions of its Gaussian part; a conditional model's
         per-value means) and, for attribute sliders of an unconditional model, the run folder's training
         speakers when they are beside the generator file."""
-        from toucan_speakemb.diffusion.denoisers import GaussianResidual
-        from toucan_speakemb.core.embedding_set import EmbeddingSet
-
         if data is None and generator.path is not None:
             beside = Path(generator.path).parent / "train_speakers.safetensors"
             if beside.exists():
@@ -100,10 +101,11 @@ class SliderSpace:
         if data is not None:
             z = generator.standardizer.forward(data.embeddings)
             space = cls.from_rows(z, data, age_edges=generator.conditions.age_edges or generator.cfg.model.age_bands)
-        elif isinstance(model, GaussianResidual):
-            vals = model.eigvals.double().numpy()
+        elif gaussian_part(model) is not None:
+            part = gaussian_part(model)
+            vals = part.eigvals.double().numpy()
             order = np.argsort(vals)[::-1]
-            space = cls(model.mean.double().numpy(), model.eigvecs.double().numpy()[:, order], vals[order])
+            space = cls(part.mean.double().numpy(), part.eigvecs.double().numpy()[:, order], vals[order])
         else:
             raise SpeakEmbError("sliders need the training speakers: give data= (an EmbeddingSet), or keep "
                                 "train_speakers.safetensors beside the generator file")
@@ -289,8 +291,6 @@ def check_sliders(generator, sliders: Mapping[str, float], method: Optional[str]
 def slider_method_of(generator, method: Optional[str] = None, strength: Optional[float] = None) -> str:
     """The slider method to use (default the generator's ``sample.slider_method``); a strength is refused with
     the latent method, where it would do nothing."""
-    from toucan_speakemb.training.config import SLIDER_METHODS
-
     method = generator.cfg.sample.slider_method if method is None else method
     if method not in SLIDER_METHODS:
         raise SpeakEmbError(f"unknown slider method '{method}' (known: {', '.join(SLIDER_METHODS)})")
@@ -310,18 +310,16 @@ def latent_move(dz: np.ndarray, eigvecs: np.ndarray, eigvals: np.ndarray, abar: 
     voice decoded from moved noise is a sample of the model, so the edit follows the learnt manifold instead of
     a straight line off it."""
     lam = np.maximum(np.asarray(eigvals, np.float64), 1e-12 * max(float(np.max(eigvals)), 1e-300))
-    gain = np.sqrt((abar * lam + 1 - abar) / lam)
+    gain = np.sqrt(noisy_variance(abar, lam) / lam)
     return ((np.asarray(dz, np.float64) @ eigvecs) * gain) @ eigvecs.T
 
 
 def _covariance_of(generator, space: SliderSpace):
     """Eigen-decomposition whose flow the latent move inverts: the model's own Gaussian part when it has one
     (then a Gaussian model's edits are exact), else the training speakers' covariance."""
-    from toucan_speakemb.diffusion.denoisers import GaussianResidual
-
-    model = generator.model
-    if isinstance(model, GaussianResidual):
-        return model.eigvecs.double().numpy(), model.eigvals.double().numpy()
+    part = gaussian_part(generator.model)
+    if part is not None:
+        return part.eigvecs.double().numpy(), part.eigvals.double().numpy()
     # no Gaussian of its own: directions the speakers (nearly) do not vary along (fewer speakers than
     # dimensions) would turn a small move into a huge one in the noise; floor their variance
     return space.eigvecs, np.maximum(space.eigvals, EIGVAL_FLOOR * float(np.mean(space.eigvals)))

@@ -132,7 +132,7 @@ SLIDER_METHODS = ("latent", "renoise")
 
 @dataclass
 class SampleConfig:
-    sampler: str = "ddim"  # ddim (fast, deterministic) | ancestral
+    sampler: str = "ddim"  # a name of diffusion.samplers.SAMPLERS: ddim (fast, deterministic) | ancestral
     steps: int = 10        # ddim steps (the exact Gaussian step keeps few steps accurate)
     eta: float = 0.0
     batch_size: int = 4096
@@ -176,6 +176,7 @@ class TrainConfig:
     def check(self, source: str = "config") -> None:
         from toucan_speakemb.diffusion.denoisers import DENOISERS
         from toucan_speakemb.diffusion.gaussian import LOSSES, PREDICTIONS, VARIANCES
+        from toucan_speakemb.diffusion.samplers import sampler_names
         from toucan_speakemb.diffusion.schedules import SCHEDULES
 
         choices = [
@@ -189,7 +190,7 @@ class TrainConfig:
             ("model.subspace_rest", self.model.subspace_rest, ("full", "isotropic")),
             ("train.lr_schedule", self.train.lr_schedule, ("cosine", "constant")),
             ("normalization.transform", self.normalization.transform, ("standard", "quantile", "auto")),
-            ("sample.sampler", self.sample.sampler, ("ddim", "ancestral")),
+            ("sample.sampler", self.sample.sampler, sampler_names()),
             ("normalization.polar", self.normalization.polar, ("auto", "always", "never")),
         ]
         for key, value, allowed in choices:

@@ -29,7 +29,7 @@ import torch
 from toucan_speakemb.core.version import __version__
 from toucan_speakemb.evaluation.metrics import same_speaker_threshold
 from toucan_speakemb.training.config import TrainConfig
-from toucan_speakemb.diffusion.denoisers import GaussianResidual, build_denoiser
+from toucan_speakemb.diffusion.denoisers import GaussianResidual, build_denoiser, gaussian_part
 from toucan_speakemb.diffusion.gaussian import GaussianDiffusion
 from toucan_speakemb.diffusion.schedules import make_betas
 from toucan_speakemb.training.conditions import ConditionSpec, draw_null_mask
@@ -442,11 +442,12 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         log.info("the network models the top %d principal directions of %d; the rest is Gaussian (%s)",
                  k, dim, "the fit's own variances" if cfg.model.subspace_rest == "full" else "one pooled variance")
     model = build_model(cfg, dim, data.spec, k)
-    if isinstance(model, GaussianResidual):
+    part = gaussian_part(model)
+    if part is not None:
         w = None if data.level != "balanced" else torch.from_numpy(1.0 / np.bincount(data.row_speaker)[data.row_speaker])
-        model.fit_gaussian(torch.from_numpy(data.rows), w)
-        if model.n_conditions:
-            model.fit_condition_offsets(torch.from_numpy(data.rows), torch.from_numpy(data.codes))
+        part.fit_gaussian(torch.from_numpy(data.rows), w)
+        if part.n_conditions:
+            part.fit_condition_offsets(torch.from_numpy(data.rows), torch.from_numpy(data.codes))
     ema = build_model(cfg, dim, data.spec, k)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)

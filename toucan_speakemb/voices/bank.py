@@ -23,6 +23,7 @@ from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_bytes, check_finite, load_tensors, save_tensors
 from toucan_speakemb.core.embedding_set import EmbeddingSet
 from toucan_speakemb.core.profiles import Profile
+from toucan_speakemb.diffusion.samplers import get_sampler
 from toucan_speakemb.evaluation.report import GeneratedSet
 
 KIND = "voice-bank"
@@ -119,8 +120,7 @@ class VoiceBank:
             "generator": generator.describe(),
             "bank_seed": int(seed),
             "sampler": used,
-            # ancestral sampling always runs every diffusion step
-            "steps": (sc.steps if steps is None else steps) if used == "ddim" else generator.diffusion.num_timesteps,
+            "steps": get_sampler(used).steps_used(generator.diffusion, sc.steps if steps is None else steps),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "toucan_speakemb_version": __version__,
         }

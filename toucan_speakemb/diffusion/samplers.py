@@ -1,0 +1,106 @@
+"""Samplers: how a trained denoiser turns noise into data, registered by name (the names live here only).
+
+Each sampler is one entry of :data:`SAMPLERS`; the config check, the ``--sampler`` choice, the generator and the
+voice bank's provenance all read the registry, so a new sampler is one :func:`register` call beside the loop it
+runs (in :mod:`toucan_speakemb.diffusion.gaussian`, where every piece of the process is written once).
+
+Per-voice randomness also lives here: every random draw a voice needs (its starting noise x_T, the noise of
+stochastic steps, the noise of re-noising) comes from its own seed through :class:`VoiceNoise`, one stream per
+use, so a voice never depends on the other voices of its batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:  # torch is imported on first use: the command line reads the names without loading it
+    import torch
+
+    from toucan_speakemb.diffusion.gaussian import Denoiser, GaussianDiffusion
+
+# The noise streams of one voice seed: the seed is mixed with the stream's constant (x_T uses the seed itself).
+INITIAL_STREAM = 0
+STEP_STREAM = 0x5EED
+RENOISE_STREAM = 0x5D1DE
+
+
+class VoiceNoise:
+    """Standard normal rows, row i from its own ``torch.Generator`` seeded ``seeds[i] ^ stream``: successive
+    :meth:`draw` calls continue each row's stream, so a row is the same in any batch."""
+
+    def __init__(self, seeds: Sequence[int], dim: int, stream: int = INITIAL_STREAM):
+        import torch
+
+        self.dim = dim
+        self.generators = [torch.Generator().manual_seed(int(s) ^ stream) for s in seeds]
+
+    def draw(self) -> "torch.Tensor":
+        import torch
+
+        if not self.generators:
+            return torch.zeros(0, self.dim)
+        return torch.stack([torch.randn(self.dim, generator=g) for g in self.generators])
+
+
+# run(diffusion, model, x_T, steps, eta, gaussian, noise_fn) -> x_0
+SamplerLoop = Callable[..., "torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class Sampler:
+    name: str
+    help: str
+    run: SamplerLoop
+    takes_steps: bool  # False: it always runs every diffusion step
+
+    def steps_used(self, diffusion: "GaussianDiffusion", steps: int) -> int:
+        """The denoising steps a sample takes (what a voice bank records)."""
+        return int(steps) if self.takes_steps else diffusion.num_timesteps
+
+    def is_deterministic(self, eta: float) -> bool:
+        """True when a voice is a function of its x_T alone (then it can be decoded again from it, and edited)."""
+        return self.takes_steps and eta == 0
+
+    def check_steps(self, diffusion: "GaussianDiffusion", steps: int) -> None:
+        if self.takes_steps and not 1 <= steps <= diffusion.num_timesteps:
+            raise ValueError(f"--steps must be in 1..{diffusion.num_timesteps}; got {steps}")
+
+
+SAMPLERS: Dict[str, Sampler] = {}
+
+
+def register(sampler: Sampler) -> Sampler:
+    SAMPLERS[sampler.name] = sampler
+    return sampler
+
+
+def sampler_names() -> Tuple[str, ...]:
+    return tuple(SAMPLERS)
+
+
+def get_sampler(name: str) -> Sampler:
+    """The registered sampler of that name; ValueError naming the known ones otherwise."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler '{name}' (known: {', '.join(SAMPLERS)})")
+    return SAMPLERS[name]
+
+
+register(Sampler(
+    "ddim", "fast: DDIM on a sub-sequence of the steps (deterministic with eta = 0; the exact Gaussian step "
+            "keeps few steps accurate)",
+    lambda d, model, x_T, steps, eta, gaussian, noise_fn: d.ddim_sample_loop(
+        model, x_T, steps=steps, eta=eta, gaussian=gaussian, noise_fn=noise_fn),
+    takes_steps=True))
+register(Sampler(
+    "ancestral", "DDPM ancestral sampling through every diffusion step (stochastic, slow)",
+    lambda d, model, x_T, steps, eta, gaussian, noise_fn: d.p_sample_loop(model, x_T, noise_fn=noise_fn),
+    takes_steps=False))
+
+
+def sample(sampler: Sampler, diffusion: "GaussianDiffusion", model: "Denoiser", seeds: Sequence[int], dim: int,
+           steps: int, eta: float = 0.0, gaussian=None, x_T: Optional["torch.Tensor"] = None) -> "torch.Tensor":
+    """Data-space samples (model space) for per-voice ``seeds``: x_T from each seed (or given), stochastic
+    steps from each seed's own step stream."""
+    x_T = VoiceNoise(seeds, dim).draw() if x_T is None else x_T
+    return sampler.run(diffusion, model, x_T, steps, eta, gaussian, VoiceNoise(seeds, dim, STEP_STREAM).draw)
