@@ -7,11 +7,12 @@ import sys
 import textwrap
 
 import pytest
+import numpy as np
 import torch
 
 from conftest import SENTENCES, build_speechbrain_model_dir, speak
 from toucan_speakemb.extract.audio import load_and_preprocess
-from toucan_speakemb.extract.encoders import SpeechBrainEncoder, load_encoder, parse_encoder_dirs
+from toucan_speakemb.extract.encoders import ProfileEncoder, SpeechBrainEncoder, load_encoder, parse_encoder_dirs
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.profiles import get_profile
 
@@ -137,3 +138,21 @@ def test_hub_model_without_internet_fails_with_one_clear_line(tmp_path, run_cli,
     assert len(err) == 1, r.stderr[-2000:]
     assert "speechbrain/spkrec-ecapa-voxceleb" in err[0] and "--encoder-dir" in err[0]
     assert "Traceback" not in r.stderr
+
+
+def test_a_new_profile_is_one_registry_entry(sb_model_dirs, monkeypatch):
+    # A profile made of known SpeechBrain encoders needs nothing but its entry: `extract --profile` offers it,
+    # the encoders load from its components and the audio is preprocessed by its recipe.
+    from toucan_speakemb.core import profiles
+    from toucan_speakemb.extract.audio import preprocess
+
+    entry = profiles.Profile("xvector-only-512", 512, "x-vector alone", (("xvector", 512),),
+                             extractor="speechbrain", preprocessing="toucan-v2.2")
+    monkeypatch.setitem(profiles.KNOWN_PROFILES, entry.name, entry)
+    assert entry.name in profiles.extractable_profiles()
+    enc = load_encoder(entry.name, {"xvector": sb_model_dirs["xvector"]})
+    assert enc.dim == 512 and [e.component for e in enc.encoders] == ["xvector"]
+    wave = np.sin(np.linspace(0, 2000, 24000)) * 0.3
+    assert preprocess(wave, 24000, entry.name).shape[0] > 0
+    with pytest.raises(SpeakEmbError, match="not made from SpeechBrain encoders"):
+        ProfileEncoder("toucan-native-64")

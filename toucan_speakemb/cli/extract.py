@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from toucan_speakemb.core.profiles import DEFAULT_PROFILE, KNOWN_PROFILES, NATIVE, extractable_profiles
+
 from toucan_speakemb.core.errors import SpeakEmbError
 
 
@@ -34,11 +36,11 @@ def _shard(ctx, param, value):
                    "file's path relative to CORPUS, instead of the parent folder's name.")
 @click.option("--vctk-mic", default="mic1", show_default=True, type=click.Choice(["mic1", "mic2"]),
               help="VCTK 0.92 has every utterance from two microphones; use this one.")
-@click.option("--profile", default="toucan-v2.2", show_default=True,
-              type=click.Choice(["toucan-v2.2", "toucan-v3", "toucan-native"]),
-              help="Embedding space. toucan-v2.2: ECAPA 192 + x-vector 512 = 704 (Toucan v2.0-v2.2); "
-                   "toucan-v3: ECAPA 192 (Toucan v3.x); toucan-native: Toucan's own 64/128-dim style "
-                   "embedding made by the checkout given with --toucan-dir.")
+@click.option("--profile", default=DEFAULT_PROFILE, show_default=True, type=click.Choice(extractable_profiles()),
+              help="Embedding space. " + "; ".join(f"{p.name}: {p.description}" for p in KNOWN_PROFILES.values()
+                                                   if p.extractor == "speechbrain")
+                   + f"; {NATIVE}: Toucan's own 64/128-dim style embedding made by the checkout given with "
+                     "--toucan-dir.")
 @click.option("--encoder-dir", "encoder_dirs", multiple=True, metavar="[NAME=]DIR",
               help="Local SpeechBrain model folder(s) instead of downloading from the model hub (for "
                    "machines without internet): ecapa=DIR and/or xvector=DIR, or one DIR holding "
@@ -103,12 +105,13 @@ def extract(corpus, out, corpus_type, speaker_regex, vctk_mic, profile, encoder_
     from toucan_speakemb.extract.pipeline import extract as run_extract
     from toucan_speakemb.core.profiles import get_profile
 
-    if toucan_dir is not None and profile != "toucan-native":
-        raise SpeakEmbError("--toucan-dir is only used with --profile toucan-native")
-    if profile == "toucan-native" and toucan_dir is None:
-        raise SpeakEmbError("--profile toucan-native needs --toucan-dir (a checkout of IMS Toucan v2.3 to v2.b)")
-    if encoder_dirs and profile == "toucan-native":
-        raise SpeakEmbError("--encoder-dir is for the SpeechBrain profiles (toucan-v2.2, toucan-v3)")
+    if toucan_dir is not None and profile != NATIVE:
+        raise SpeakEmbError(f"--toucan-dir is only used with --profile {NATIVE}")
+    if profile == NATIVE and toucan_dir is None:
+        raise SpeakEmbError(f"--profile {NATIVE} needs --toucan-dir (a checkout of IMS Toucan v2.3 to v2.b)")
+    if encoder_dirs and profile == NATIVE:
+        made = [n for n in extractable_profiles() if n != NATIVE]
+        raise SpeakEmbError(f"--encoder-dir is for the SpeechBrain profiles ({', '.join(made)})")
     if shard and speaker_means:
         raise SpeakEmbError("--speaker-means needs every utterance of a speaker: give it to `merge` instead "
                             "of to a --shard run")

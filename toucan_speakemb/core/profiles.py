@@ -10,14 +10,37 @@ Toucan profiles follow the conditioning of each release (see docs/toucan-conditi
 - ``ge2e-256``: resemblyzer's GE2E d-vectors, the development data of this project (not a Toucan space).
 - ``synthetic-<d>``: data of known structure made by :mod:`toucan_speakemb.core.synthetic`.
 - anything else is a ``custom`` profile: accepted with any dimension, but never matched to a Toucan model.
+
+This module is the one registry of spaces: each entry carries its encoders (in concatenation order), how
+``extract`` makes it (``extractor``: SpeechBrain models from :data:`SPEECHBRAIN_ENCODERS`, or a Toucan
+checkout's own embedding function) and the audio preprocessing its Toucan release does (``preprocessing``).
+A new profile made from known encoders is one entry in :data:`KNOWN_PROFILES`; ``extract``, its ``--profile``
+choice and the audio preprocessing read it from here.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 from toucan_speakemb.core.errors import SpeakEmbError
+
+
+@dataclass(frozen=True)
+class SpeechBrainSource:
+    """Where a SpeechBrain encoder comes from: its model hub id, and the folder names accepted for it under a
+    parent ``--encoder-dir`` (the hub repository's name first)."""
+    hub_id: str
+    dir_names: Tuple[str, ...]
+
+
+SPEECHBRAIN_ENCODERS: Dict[str, SpeechBrainSource] = {
+    "ecapa": SpeechBrainSource("speechbrain/spkrec-ecapa-voxceleb", ("spkrec-ecapa-voxceleb", "ecapa")),
+    "xvector": SpeechBrainSource("speechbrain/spkrec-xvect-voxceleb", ("spkrec-xvect-voxceleb", "xvector", "xvect")),
+}
+
+EXTRACTORS = ("speechbrain", "toucan-native")  # how `extract` makes a profile's vectors ("" = not here)
+PREPROCESSINGS = ("toucan-v2.2", "toucan-v3")   # the audio recipes of extract/audio.py
 
 
 @dataclass(frozen=True)
@@ -28,11 +51,13 @@ class Profile:
     # (encoder name, width) in concatenation order, e.g. (("ecapa", 192), ("xvector", 512)).
     components: Tuple[Tuple[str, int], ...] = field(default_factory=tuple)
     toucan: bool = False  # True when a Toucan release is conditioned on exactly this space
+    # how `extract` makes it (not stored in files: the registry says it for every known name)
+    extractor: str = field(default="", compare=False)
+    preprocessing: str = field(default="", compare=False)
 
     def to_json(self) -> Dict:
-        d = asdict(self)
-        d["components"] = [list(c) for c in self.components]
-        return d
+        return {"name": self.name, "dim": self.dim, "description": self.description,
+                "components": [list(c) for c in self.components], "toucan": self.toucan}
 
     @classmethod
     def from_json(cls, d: Dict) -> "Profile":
@@ -59,15 +84,40 @@ KNOWN_PROFILES: Dict[str, Profile] = {
             "SpeechBrain spkrec-ecapa-voxceleb (192) + spkrec-xvect-voxceleb (512), Toucan v2.0-v2.2",
             (("ecapa", 192), ("xvector", 512)),
             True,
+            extractor="speechbrain",
+            preprocessing="toucan-v2.2",
         ),
-        Profile("toucan-v3", 192, "SpeechBrain spkrec-ecapa-voxceleb (192), Toucan v3.x", (("ecapa", 192),), True),
-        Profile("toucan-native-64", 64, "Toucan's own style embedding (v2.4-v2.b)", (("toucan-style", 64),), True),
-        Profile("toucan-native-128", 128, "Toucan's own style embedding (v2.3)", (("toucan-style", 128),), True),
+        Profile("toucan-v3", 192, "SpeechBrain spkrec-ecapa-voxceleb (192), Toucan v3.x", (("ecapa", 192),), True,
+                extractor="speechbrain", preprocessing="toucan-v3"),
+        Profile("toucan-native-64", 64, "Toucan's own style embedding (v2.4-v2.b)", (("toucan-style", 64),), True,
+                extractor="toucan-native"),
+        Profile("toucan-native-128", 128, "Toucan's own style embedding (v2.3)", (("toucan-style", 128),), True,
+                extractor="toucan-native"),
         Profile("ge2e-256", 256, "resemblyzer GE2E d-vectors (development data, not a Toucan space)", (("ge2e", 256),)),
     )
 }
 
 DEFAULT_PROFILE = "toucan-v2.2"
+NATIVE = "toucan-native"  # `extract --profile toucan-native`: -64 or -128, as the checkout's embedding is
+
+
+def extractable_profiles() -> Tuple[str, ...]:
+    """The names ``extract --profile`` takes: every SpeechBrain-made profile, and toucan-native."""
+    return tuple(n for n, p in KNOWN_PROFILES.items() if p.extractor == "speechbrain") + (NATIVE,)
+
+
+def _check_registry() -> None:
+    # a registry entry that names an encoder or recipe nobody implements fails at import, not in a user's run
+    for p in KNOWN_PROFILES.values():
+        ok = (p.extractor in EXTRACTORS + ("",) and p.preprocessing in PREPROCESSINGS + ("",)
+              and (not p.components or sum(w for _, w in p.components) == p.dim)
+              and (p.extractor != "speechbrain"
+                   or (p.preprocessing and all(c in SPEECHBRAIN_ENCODERS for c, _ in p.components))))
+        if not ok:
+            raise ValueError(f"profile registry entry {p!r} names an unknown encoder, extractor or preprocessing")
+
+
+_check_registry()
 
 
 def get_profile(name: str, dim: Optional[int] = None) -> Profile:

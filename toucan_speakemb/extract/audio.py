@@ -26,6 +26,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from toucan_speakemb.core.profiles import KNOWN_PROFILES
+
 TARGET_SR = 16000
 MIN_SECONDS = 0.5
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
@@ -41,9 +43,6 @@ REASONS = {
     "encoder-failed": "the speaker encoder failed on this file",
 }
 
-# Preprocessing recipes by profile name. toucan-native is done by a Toucan checkout's own code
-# (toucan_speakemb/extract/encoders.py).
-PREPROCESSING = {"toucan-v2.2": "toucan-v2.2", "toucan-v3": "toucan-v3"}
 
 
 class BadAudio(Exception):
@@ -160,8 +159,10 @@ def preprocess(wave: np.ndarray, sr: int, profile: str = "toucan-v2.2", min_seco
     """Samples as read from a file -> the 16 kHz float32 torch tensor a profile's encoders are given."""
     import torch
 
-    recipe = PREPROCESSING.get(profile)
-    if recipe is None:
+    # the recipe is the profile registry's (core/profiles.py); toucan-native is done by a Toucan checkout's own
+    # code (toucan_speakemb/extract/encoders.py)
+    recipe = KNOWN_PROFILES[profile].preprocessing if profile in KNOWN_PROFILES else ""
+    if not recipe:
         raise ValueError(f"no waveform preprocessing for profile {profile!r}")
     mono = to_mono(np.asarray(wave))
     if mono.dtype != np.float64:

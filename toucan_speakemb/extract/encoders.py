@@ -33,13 +33,20 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from toucan_speakemb.core.errors import SpeakEmbError
-from toucan_speakemb.core.profiles import KNOWN_PROFILES, Profile, get_profile
+from toucan_speakemb.core.profiles import (
+    KNOWN_PROFILES,
+    NATIVE,
+    SPEECHBRAIN_ENCODERS,
+    Profile,
+    extractable_profiles,
+    get_profile,
+)
 
 log = logging.getLogger(__name__)
 
-HUB_IDS = {"ecapa": "speechbrain/spkrec-ecapa-voxceleb", "xvector": "speechbrain/spkrec-xvect-voxceleb"}
-# Folder names accepted for a component under a parent --encoder-dir (the hub repository name first).
-DIR_NAMES = {"ecapa": ("spkrec-ecapa-voxceleb", "ecapa"), "xvector": ("spkrec-xvect-voxceleb", "xvector", "xvect")}
+# The SpeechBrain encoders (hub ids, accepted folder names) live in the profile registry, core/profiles.py.
+HUB_IDS = {name: src.hub_id for name, src in SPEECHBRAIN_ENCODERS.items()}
+DIR_NAMES = {name: src.dir_names for name, src in SPEECHBRAIN_ENCODERS.items()}
 SB_FILES = ("hyperparams.yaml", "embedding_model.ckpt")
 BATCH_TOLERANCE = 1e-3  # max relative L2 difference, batched vs one by one, for a model to be batched freely
 NATIVE_STYLE_MODULE = Path("TrainingInterfaces") / "Spectrogram_to_Embedding" / "StyleEmbedding.py"
@@ -353,9 +360,10 @@ class ProfileEncoder:
     def __init__(self, profile: str = "toucan-v2.2", encoder_dirs: Optional[Dict[str, Path]] = None,
                  device: str = "auto", cache_dir: Optional[Path] = None):
         self.profile = get_profile(profile)
-        if profile not in ("toucan-v2.2", "toucan-v3"):
+        if self.profile.extractor != "speechbrain":
+            made = [n for n in extractable_profiles() if n != NATIVE]
             raise SpeakEmbError(f"profile '{profile}' is not made from SpeechBrain encoders "
-                                f"(use toucan-v2.2 or toucan-v3, or toucan-native with a Toucan checkout)")
+                                f"(use {' or '.join(made)}, or {NATIVE} with a Toucan checkout)")
         self.device = resolve_device(device)
         encoder_dirs = encoder_dirs or {}
         self.encoders: List[SpeechBrainEncoder] = []
@@ -539,7 +547,7 @@ def load_encoder(profile: str = "toucan-v2.2", encoder_dirs: Optional[Dict[str, 
                  device: str = "auto", cache_dir: Optional[Path] = None, toucan_dir: Optional[Path] = None,
                  toucan_weights: Optional[Path] = None, toucan_vad: bool = True):
     """The encoder for a profile name (``toucan-native`` resolves to -64 or -128 from the checkout)."""
-    if profile.startswith("toucan-native"):
+    if profile.startswith(NATIVE):
         if toucan_dir is None:
             raise SpeakEmbError("profile toucan-native needs a Toucan checkout: pass --toucan-dir")
         enc = ToucanNativeEncoder(Path(toucan_dir), toucan_weights, device, toucan_vad)
@@ -549,7 +557,8 @@ def load_encoder(profile: str = "toucan-v2.2", encoder_dirs: Optional[Dict[str, 
         return enc
     if toucan_dir is not None:
         raise SpeakEmbError("--toucan-dir is only used by the toucan-native profile")
-    if profile not in ("toucan-v2.2", "toucan-v3"):
-        raise SpeakEmbError(f"extraction knows the profiles toucan-v2.2, toucan-v3 and toucan-native, "
+    if profile not in extractable_profiles():
+        names = extractable_profiles()
+        raise SpeakEmbError(f"extraction knows the profiles {', '.join(names[:-1])} and {names[-1]}, "
                             f"not '{profile}'")
     return ProfileEncoder(profile, encoder_dirs, device, cache_dir)
