@@ -47,7 +47,7 @@ from toucan_speakemb import EmbeddingSet, get_profile  # noqa: E402
 from toucan_speakemb.training.config import SLIDER_METHODS, TrainConfig  # noqa: E402
 from toucan_speakemb.evaluation import metrics as M  # noqa: E402
 from toucan_speakemb.evaluation.attributes import AttributeClassifier  # noqa: E402
-from toucan_speakemb.evaluation.generation import format_table  # noqa: E402
+from toucan_speakemb.evaluation.generation import format_table, precision_recall_at  # noqa: E402
 from toucan_speakemb.core.fileio import atomic_write_json  # noqa: E402
 from toucan_speakemb.generate.generator import Generator, voice_seeds  # noqa: E402
 from toucan_speakemb.core.synthetic import SyntheticPopulation  # noqa: E402
@@ -69,13 +69,10 @@ def pitch_of(speaker: str) -> str:
     return "up" if shift > 0 else "down" if shift < 0 else ""
 
 
-def precision_at(real: np.ndarray, generated: np.ndarray, size: int, draws: int = 10, seed: int = 0):
-    """Precision and recall (k = 5) of ``generated`` subsampled to ``size`` rows, averaged over draws."""
-    rng = np.random.default_rng(seed)
-    draws = draws if size < len(generated) else 1
-    out = [M.precision_recall(real, generated[rng.choice(len(generated), size, replace=False)] if size < len(generated)
-                              else generated) for _ in range(draws)]
-    return tuple(np.mean(out, axis=0))
+def precision_at(real: np.ndarray, generated: np.ndarray, size: int):
+    """Precision and recall (k = 5) of ``generated`` subsampled to ``size`` rows, averaged over 10 draws."""
+    pr = precision_recall_at(real, generated, size)
+    return pr["precision"], pr["recall"]
 
 
 def train_pair(tag, data, attribute, out: Path):

@@ -7,7 +7,7 @@ Every figure is read beside what real unseen speakers score on the same split, n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -36,13 +36,31 @@ class Reference:
         return np.concatenate([self.train, self.heldout])
 
 
-def _subsamples(x: np.ndarray, size: int, draws: int, seed: int):
+def subsamples(x: np.ndarray, size: int, draws: int, seed: int) -> Iterator[np.ndarray]:
+    """``draws`` random subsets of ``size`` rows of ``x`` (x itself, once, when it has no more rows)."""
     if size >= len(x):
         yield x
         return
     rng = np.random.default_rng(seed)
     for _ in range(draws):
         yield x[rng.choice(len(x), size, replace=False)]
+
+
+def mean_over_subsamples(x: np.ndarray, size: int, draws: int, seed: int,
+                         figures: Callable[[np.ndarray], Dict[str, float]]) -> Dict[str, float]:
+    """``figures(subset)`` averaged over :func:`subsamples`: how every sample-size dependent measure
+    (precision, recall, density, coverage, Fréchet distance) is read at a common size, so that a system and
+    the train-vs-held-out reference are compared at the same number of rows."""
+    acc = [figures(sub) for sub in subsamples(x, size, draws, seed)]
+    return {key: float(np.mean([a[key] for a in acc])) for key in acc[0]}
+
+
+def precision_recall_at(real: np.ndarray, generated: np.ndarray, size: int, draws: int = 10, seed: int = 0,
+                        k: int = 5) -> Dict[str, float]:
+    """k-NN precision and recall of ``generated`` against ``real`` at ``size`` rows (see
+    :func:`mean_over_subsamples`)."""
+    return mean_over_subsamples(np.asarray(generated), size, draws, seed, lambda sub: dict(
+        zip(("precision", "recall"), M.precision_recall(real, sub, k=k))))
 
 
 def measure(generated: np.ndarray, ref: Reference, match: Optional[int] = None, draws: int = 10,
@@ -52,15 +70,13 @@ def measure(generated: np.ndarray, ref: Reference, match: Optional[int] = None, 
     so that they compare with the train-vs-held-out reference computed at the same size."""
     g = np.asarray(generated, dtype=np.float64)
     size = match or len(ref.train)
-    prs, fds = [], []
-    for sub in _subsamples(g, size, draws, seed):
-        prs.append(M.precision_recall(ref.heldout, sub, k=ref.k))
-        fds.append(M.frechet_distance(sub, ref.heldout))
-    p, r = np.mean(prs, axis=0)
-    fd = float(np.mean(fds))
+    fid = mean_over_subsamples(g, size, draws, seed, lambda sub: {
+        **dict(zip(("precision", "recall"), M.precision_recall(ref.heldout, sub, k=ref.k))),
+        "frechet": M.frechet_distance(sub, ref.heldout)})
+    fd = fid["frechet"]
     out = {
-        "precision": float(p),
-        "recall": float(r),
+        "precision": fid["precision"],
+        "recall": fid["recall"],
         "frechet": fd,
         "variance_ratio": M.total_variance_ratio(g, ref.real),
         "memorised": M.memorised_share(g, ref.train, ref.threshold),

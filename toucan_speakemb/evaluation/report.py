@@ -26,7 +26,7 @@ from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.profiles import Profile
 from toucan_speakemb.evaluation import metrics as M
 from toucan_speakemb.evaluation.baselines import BASELINES, LABELS
-from toucan_speakemb.evaluation.generation import _subsamples
+from toucan_speakemb.evaluation.generation import mean_over_subsamples, subsamples
 
 log = logging.getLogger("toucan_speakemb.evaluate")
 
@@ -124,12 +124,8 @@ def _check_rows(x: np.ndarray, k: int, what: str) -> None:
 
 def _fidelity(x: np.ndarray, real: np.ndarray, real_sq_radii: np.ndarray, k: int, size: int, draws: int,
               seed: int) -> Dict[str, float]:
-    acc = []
-    for sub in _subsamples(x, size, draws, seed):
-        m = M.knn_measures(real, sub, k=k, real_sq_radii=real_sq_radii)
-        m["frechet"] = M.frechet_distance(sub, real)
-        acc.append(m)
-    return {key: float(np.mean([a[key] for a in acc])) for key in acc[0]}
+    return mean_over_subsamples(x, size, draws, seed, lambda sub: {
+        **M.knn_measures(real, sub, k=k, real_sq_radii=real_sq_radii), "frechet": M.frechet_distance(sub, real)})
 
 
 def _pair_cosine_sample(x: np.ndarray, seed: int) -> np.ndarray:
@@ -314,7 +310,7 @@ def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optio
         row["effective_voices"] = M.effective_voice_count(x, thr)
         # the share depends on N (more vectors, more collisions): read it at the held-out set's size
         row["effective_share"] = float(np.mean([M.effective_voice_count(sub, thr) / len(sub) for sub in
-                                                _subsamples(x, len(real_l), 5, seed)]))
+                                                subsamples(x, len(real_l), 5, seed)]))
         ev.pair_cosines[name] = _pair_cosine_sample(x, seed)
         ev.vectors[name] = x
         rows[name] = row
