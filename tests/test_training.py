@@ -18,6 +18,7 @@ import torch
 import yaml
 from safetensors.numpy import load_file
 
+from conftest import one_line
 from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.generate.generator import Generator
@@ -66,12 +67,6 @@ def assert_bitwise_equal(a: dict, b: dict):
     for k in a:
         assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
         assert a[k].tobytes() == b[k].tobytes(), f"tensor {k} differs"
-
-
-def one_line(excinfo) -> str:
-    msg = str(excinfo.value)
-    assert "\n" not in msg and msg.strip(), repr(msg)
-    return msg
 
 
 @pytest.fixture(autouse=True)
