@@ -1,6 +1,6 @@
 """Shared test fixtures and helpers: real speech made with espeak-ng / flite, SpeechBrain model folders, one
-tiny generator for the whole test run (with its run folder, its training set and a small voice bank), and the
-checks of "one clear error line".
+tiny generator for the whole test run (with its run folder and its training set), and the checks of "one clear
+error line".
 
 The model folders are in SpeechBrain's own on-disk format (``hyperparams.yaml`` + ``embedding_model.ckpt`` +
 ``mean_var_norm_emb.ckpt`` + ``classifier.ckpt`` + ``label_encoder.txt``), with the hyperparameters of the
@@ -24,8 +24,6 @@ from toucan_speakemb import EmbeddingSet, get_profile
 from toucan_speakemb.generate.generator import Generator
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.training.trainer import train
-from toucan_speakemb.voices.bank import VoiceBank
-from toucan_speakemb.voices.novelty import VoiceSampler
 
 # The part both published hparams files have in common (normalisation, modules, label encoder, pretrainer).
 _SHARED_TAIL = """\
@@ -321,7 +319,8 @@ def assert_one_error_line(result, *fragments, alone: bool = False) -> str:
 # ---- one tiny generator for the whole test run -----------------------------------------------------------
 # Training is cheap but not free: tests that only need *a* generator share these (session scope) instead of
 # training one per module. They are read-only: a test that writes next to them copies them first. Tests about
-# training itself, or needing other settings (conditions, a subspace, a custom profile), train their own.
+# training itself, or needing other settings (conditions, a subspace, a custom profile), train their own, shared
+# within their module where several tests need the same run.
 
 TINY = {"seed": 1, "model": {"hidden": 32, "blocks": 1, "time_dim": 16}, "diffusion": {"timesteps": 40},
         "train": {"steps": 10, "batch_size": 16, "threads": 1, "log_every": 5, "checkpoint_every": 10,
@@ -362,9 +361,3 @@ def tiny_generator_v22(tmp_path_factory) -> Generator:
     """The same recipe in the toucan-v2.2 space (704-dim; 30 speakers x 2): a generator of another profile."""
     return train_tiny(clustered_set("toucan-v2.2", 30, 2), tmp_path_factory.mktemp("tiny_generator_v22") / "run")
 
-
-@pytest.fixture(scope="session")
-def tiny_bank(tmp_path_factory, tiny_generator) -> Path:
-    """A voice bank file of 4 new, distinct voices of the tiny generator (draw seed 1)."""
-    bank = VoiceBank.empty(tiny_generator.profile).added(VoiceSampler(tiny_generator, seed=1).take(4), {"n": 4})
-    return bank.save(tmp_path_factory.mktemp("tiny_bank") / "voices.safetensors")
