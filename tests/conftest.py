@@ -1,4 +1,6 @@
-"""Shared test fixtures: real speech made with espeak-ng / flite, and SpeechBrain model folders.
+"""Shared test fixtures and helpers: real speech made with espeak-ng / flite, SpeechBrain model folders, one
+tiny generator for the whole test run (with its run folder and its training set), and the checks of "one clear
+error line".
 
 The model folders are in SpeechBrain's own on-disk format (``hyperparams.yaml`` + ``embedding_model.ckpt`` +
 ``mean_var_norm_emb.ckpt`` + ``classifier.ckpt`` + ``label_encoder.txt``), with the hyperparameters of the
@@ -17,6 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from toucan_speakemb import EmbeddingSet, get_profile
+from toucan_speakemb.generate.generator import Generator
+from toucan_speakemb.training.config import TrainConfig
+from toucan_speakemb.training.trainer import train
 
 # The part both published hparams files have in common (normalisation, modules, label encoder, pretrainer).
 _SHARED_TAIL = """\
@@ -276,3 +283,81 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ---- one clear error line ------------------------------------------------------------------------------
+
+def one_line(excinfo) -> str:
+    """The message of a raised error (``pytest.raises``' ExceptionInfo): one non-empty line. Returns it."""
+    msg = str(excinfo.value)
+    assert "\n" not in msg and msg.strip(), repr(msg)
+    return msg
+
+
+def assert_one_error_line(result, *fragments, alone: bool = False) -> str:
+    """A refused command as the user sees it: exit status 1, exactly one ``error: ...`` line on stderr holding
+    every fragment, no traceback. ``result`` is a click ``Result`` (CliRunner; an uncaught exception would also
+    exit with 1, so the exit must be click's own ``SystemExit``) or a finished process (``returncode``,
+    ``stdout``, ``stderr``). ``alone``: that line is all the command printed. Returns the line."""
+    code = result.exit_code if hasattr(result, "exit_code") else result.returncode
+    assert code == 1, (code, result.stdout[-2000:], result.stderr[-3000:], getattr(result, "exception", None))
+    if hasattr(result, "exception"):
+        assert isinstance(result.exception, SystemExit), f"uncaught {result.exception!r}"
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    line = errors[0]
+    assert line.startswith("error: ") and line[len("error: "):].strip(), line
+    for f in fragments:
+        assert f in line, (f, line)
+    if alone:
+        printed = [ln for ln in (result.stdout + "\n" + result.stderr).splitlines() if ln.strip()]
+        assert printed == [line], printed
+    return line
+
+
+# ---- one tiny generator for the whole test run -----------------------------------------------------------
+# Training is cheap but not free: tests that only need *a* generator share these (session scope) instead of
+# training one per module. They are read-only: a test that writes next to them copies them first. Tests about
+# training itself, or needing other settings (conditions, a subspace, a custom profile), train their own, shared
+# within their module where several tests need the same run.
+
+TINY = {"seed": 1, "model": {"hidden": 32, "blocks": 1, "time_dim": 16}, "diffusion": {"timesteps": 40},
+        "train": {"steps": 10, "batch_size": 16, "threads": 1, "log_every": 5, "checkpoint_every": 10,
+                  "warmup_steps": 2}, "sample": {"steps": 5, "batch_size": 64}}
+
+
+def clustered_set(profile: str, n_speakers=40, per=3, seed=0) -> EmbeddingSet:
+    """``per`` utterances of each of ``n_speakers`` speakers scattered around random centres, in ``profile``'s
+    space: enough structure for a same-speaker threshold and for new-voice checks."""
+    p = get_profile(profile)
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (n_speakers, p.dim))
+    x = np.repeat(centres, per, axis=0) + 0.5 * rng.normal(size=(n_speakers * per, p.dim))
+    return EmbeddingSet(x.astype(np.float32), [f"s{i // per}" for i in range(n_speakers * per)], p)
+
+
+def train_tiny(es: EmbeddingSet, out: Path) -> Generator:
+    """Train the TINY config on ``es`` into the run folder ``out``; return the loaded generator."""
+    train(es, out, TrainConfig.from_dict(TINY), progress=False)
+    return Generator.load(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_embeddings() -> EmbeddingSet:
+    """The tiny generator's training set: 40 speakers x 3 utterances in the toucan-v3 space (192-dim)."""
+    return clustered_set("toucan-v3")
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tmp_path_factory, tiny_embeddings) -> Generator:
+    """A toucan-v3 generator of the TINY config, trained once per test run; ``.path.parent`` is its run folder
+    (generator.safetensors, train_speakers.safetensors, summary.json...)."""
+    return train_tiny(tiny_embeddings, tmp_path_factory.mktemp("tiny_generator") / "run")
+
+
+@pytest.fixture(scope="session")
+def tiny_generator_v22(tmp_path_factory) -> Generator:
+    """The same recipe in the toucan-v2.2 space (704-dim; 30 speakers x 2): a generator of another profile."""
+    return train_tiny(clustered_set("toucan-v2.2", 30, 2), tmp_path_factory.mktemp("tiny_generator_v22") / "run")
+

@@ -7,6 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import assert_one_error_line as cli_error, one_line
 from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
 from toucan_speakemb.cli.main import main
 from toucan_speakemb.training.conditions import ConditionSpec, age_band_names, age_to_band, draw_null_mask
@@ -27,12 +28,6 @@ TINY = {"seed": 2, "model": {"hidden": 48, "blocks": 2, "time_dim": 16, "dropout
         "sample": {"steps": 8, "batch_size": 512}}
 # unconditional runs here only need their files and directions: a few steps
 SHORT = {**TINY, "train": {**TINY["train"], "steps": 40, "checkpoint_every": 40}}
-
-
-def one_line(excinfo) -> str:
-    msg = str(excinfo.value)
-    assert "\n" not in msg and msg.strip(), repr(msg)
-    return msg
 
 
 def labelled_set(n_speakers=60, per=2, seed=0) -> EmbeddingSet:
@@ -84,14 +79,6 @@ def uncond_run(tmp_path_factory, data):
 
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def cli_error(result) -> str:
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 # ---- the conditioning math ------------------------------------------------------------------------------

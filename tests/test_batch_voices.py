@@ -16,7 +16,6 @@ import pytest
 import soundfile as sf
 
 import toucan_standin as standin
-from test_toucan_adapter import clustered_set, train_tiny
 from toucan_speakemb import SpeakEmbError
 from toucan_speakemb.adapters import ToucanAdapter
 from toucan_speakemb.adapters.batch_voices import BatchConfig, run_batch
@@ -28,8 +27,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def gen(tmp_path_factory):
-    return train_tiny(clustered_set("toucan-v3"), tmp_path_factory.mktemp("bgen") / "run")
+def gen(tiny_generator):
+    return tiny_generator
 
 
 @pytest.fixture

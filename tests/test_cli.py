@@ -13,6 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import assert_one_error_line as assert_error  # exit 1, one 'error: ...' line, no traceback
 from toucan_speakemb import EmbeddingSet, get_profile
 from toucan_speakemb.cli.main import main
 from toucan_speakemb.training.config import TrainConfig
@@ -35,18 +36,6 @@ def make_set(n_speakers=10, per=2, dim=DIM, seed=0) -> EmbeddingSet:
     x = np.repeat(rng.normal(0, 2, (n_speakers, dim)), per, axis=0) + 0.3 * rng.normal(size=(n_speakers * per, dim))
     return EmbeddingSet(x.astype(np.float32), [f"s{i // per}" for i in range(n_speakers * per)],
                         get_profile("custom-cli", dim))
-
-
-def assert_error(result, *words):
-    """A user error: exit 1, exactly one 'error: ...' line on stderr naming the problem, no traceback."""
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), f"uncaught {result.exception!r}"
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    for w in words:
-        assert w in errors[0], errors[0]
-    return errors[0]
 
 
 def assert_usage_error(result, *words):

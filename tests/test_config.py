@@ -7,14 +7,9 @@ import dataclasses
 import pytest
 import yaml
 
+from conftest import one_line
 from toucan_speakemb import SpeakEmbError
 from toucan_speakemb.training.config import TrainConfig, apply_overrides
-
-
-def one_line(excinfo) -> str:
-    msg = str(excinfo.value)
-    assert "\n" not in msg and msg.strip(), repr(msg)
-    return msg
 
 
 def write_yaml(tmp_path, text: str):

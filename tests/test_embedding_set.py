@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import one_line as one_line_error
 from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
 from toucan_speakemb.core import fileio
 from toucan_speakemb.core.fileio import META_KEY, save_tensors
@@ -32,13 +33,6 @@ def make_set(n_speakers=3, per=(2, 3, 1), dim=5, seed=0, with_attributes=True) -
             provenance={"corpus": "unit-test", "encoder": {"name": "ecapa", "sr": 16000}, "n": n},
         )
     return EmbeddingSet(rng.normal(size=(n, dim)).astype(np.float32), ids, get_profile("custom-test", dim), **kw)
-
-
-def one_line_error(excinfo) -> str:
-    msg = str(excinfo.value)
-    assert "\n" not in msg, f"error message spans several lines: {msg!r}"
-    assert msg.strip(), "empty error message"
-    return msg
 
 
 def safetensors_header(path: Path) -> dict:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import assert_one_error_line
 from toucan_speakemb import EmbeddingSet, get_profile
 from toucan_speakemb.cli.main import main
 from toucan_speakemb.core.errors import SpeakEmbError
@@ -267,11 +268,7 @@ def test_the_loss_curve_shows_the_validation_scores_and_the_selected_step(files,
 
 
 def _one_error_line(r, *fragments):
-    assert r.exit_code == 1, r.output
-    lines = [l for l in r.output.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
-    for f in fragments:
-        assert f in lines[0], lines[0]
+    return assert_one_error_line(r, *fragments, alone=True)  # the error line is all that is printed
 
 
 def test_cli_refuses_a_bank_from_another_space(files):

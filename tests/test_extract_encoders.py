@@ -10,7 +10,7 @@ import pytest
 import numpy as np
 import torch
 
-from conftest import SENTENCES, build_speechbrain_model_dir, speak
+from conftest import SENTENCES, assert_one_error_line, build_speechbrain_model_dir, speak
 from toucan_speakemb.extract.audio import load_and_preprocess
 from toucan_speakemb.extract.encoders import ProfileEncoder, SpeechBrainEncoder, load_encoder, parse_encoder_dirs
 from toucan_speakemb.core.errors import SpeakEmbError
@@ -133,11 +133,7 @@ def test_encoder_dir_forms(sb_models_root, sb_model_dirs):
 def test_hub_model_without_internet_fails_with_one_clear_line(tmp_path, run_cli, speech_folder):
     r = run_cli("extract", speech_folder, "-o", tmp_path / "x.safetensors", "--profile", "toucan-v3",
                 "--no-progress", env={"HF_HUB_OFFLINE": "1", "TOUCAN_SPEAKEMB_CACHE": str(tmp_path / "c")})
-    assert r.returncode == 1
-    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(err) == 1, r.stderr[-2000:]
-    assert "speechbrain/spkrec-ecapa-voxceleb" in err[0] and "--encoder-dir" in err[0]
-    assert "Traceback" not in r.stderr
+    assert_one_error_line(r, "speechbrain/spkrec-ecapa-voxceleb", "--encoder-dir")
 
 
 def test_a_new_profile_is_one_registry_entry(sb_model_dirs, monkeypatch):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import one_line
 from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.core.fileio import save_tensors
@@ -16,12 +17,6 @@ from toucan_speakemb.training.trainer import train
 from toucan_speakemb.voices.bank import VoiceBank, voice_id
 
 DIM = 5
-
-
-def one_line(excinfo) -> str:
-    msg = str(excinfo.value)
-    assert "\n" not in msg and msg.strip(), repr(msg)
-    return msg
 
 
 @pytest.fixture(scope="module")

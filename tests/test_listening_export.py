@@ -12,7 +12,7 @@ import soundfile as sf
 import yaml
 from click.testing import CliRunner
 
-from conftest import speak, write_audio
+from conftest import assert_one_error_line as assert_error, speak, write_audio
 from listening_helpers import make_audio_tree
 from toucan_speakemb.cli.main import main
 from toucan_speakemb.core.errors import SpeakEmbError
@@ -28,16 +28,6 @@ def tree(tmp_path_factory):
 
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_error(result, *words):
-    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), f"uncaught {result.exception!r}"
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-    for w in words:
-        assert w in errors[0], errors[0]
-    return errors[0]
 
 
 # --- where systems and voices come from ----------------------------------------------------------------------

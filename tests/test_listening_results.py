@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats
 
+from conftest import assert_one_error_line
 from toucan_speakemb.cli.main import main
 from toucan_speakemb.listening.results import listening_results, wilson_interval
 
@@ -145,10 +146,7 @@ def test_ratings_and_counts_that_are_not_numbers_are_one_error_line(tmp_path, fm
     s = mos_session("ana", {"generated": [4, 3]})
     s["responses"][1][field] = value
     path = write(tmp_path / f"a.{fmt}", s)
-    r = invoke("listening-results", path)
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert r.exit_code == 1 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
-    assert words in errors[0] and str(path) in errors[0], errors[0]
+    assert_one_error_line(invoke("listening-results", path), words, str(path))
 
 
 def test_incomplete_answers_are_refused(tmp_path):
@@ -277,10 +275,8 @@ def test_with_the_test_folder_an_answers_file_must_answer_every_trial(exported, 
     t = exported[kind]
     assert listening_results([write(tmp_path / "full.json", page_answers(t))], test=t.out)["sessions"] == 1
     path = write(tmp_path / "part.csv", page_answers(t, skip=1))
-    r = invoke("listening-results", path, "--test", t.out)
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert r.exit_code == 1 and len(errors) == 1, r.stderr
-    assert f"answers {t.n_trials - 1} of {t.n_trials} trials" in errors[0] and "incomplete" in errors[0], errors[0]
+    assert_one_error_line(invoke("listening-results", path, "--test", t.out),
+                          f"answers {t.n_trials - 1} of {t.n_trials} trials", "incomplete")
     twice = page_answers(t)
     twice["responses"].append(dict(twice["responses"][0]))
     r = invoke("listening-results", write(tmp_path / "twice.json", twice), "--test", t.out)

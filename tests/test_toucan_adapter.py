@@ -15,7 +15,8 @@ import soundfile as sf
 import torch
 
 import toucan_standin as standin
-from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
+from conftest import TINY, assert_one_error_line, clustered_set, one_line, train_tiny
+from toucan_speakemb import EmbeddingSet, SpeakEmbError
 from toucan_speakemb.adapters import ToucanAdapter, ToucanModels, random_voices
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.evaluation.metrics import same_speaker_threshold
@@ -27,43 +28,19 @@ from toucan_speakemb.voices.bank import VoiceBank
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def one_line(excinfo) -> str:
-    msg = str(excinfo.value)
-    assert "\n" not in msg and msg.strip(), repr(msg)
-    return msg
-
-
-def clustered_set(profile: str, n_speakers=40, per=3, seed=0) -> EmbeddingSet:
-    p = get_profile(profile)
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 1, (n_speakers, p.dim))
-    x = np.repeat(centres, per, axis=0) + 0.5 * rng.normal(size=(n_speakers * per, p.dim))
-    return EmbeddingSet(x.astype(np.float32), [f"s{i // per}" for i in range(n_speakers * per)], p)
-
-
-TINY = {"seed": 1, "model": {"hidden": 32, "blocks": 1, "time_dim": 16}, "diffusion": {"timesteps": 40},
-        "train": {"steps": 10, "batch_size": 16, "threads": 1, "log_every": 5, "checkpoint_every": 10,
-                  "warmup_steps": 2}, "sample": {"steps": 5, "batch_size": 64}}
-
-
-def train_tiny(es, out) -> Generator:
-    train(es, out, TrainConfig.from_dict(TINY), progress=False)
-    return Generator.load(out)
+@pytest.fixture(scope="module")
+def es_v3(tiny_embeddings):
+    return tiny_embeddings
 
 
 @pytest.fixture(scope="module")
-def es_v3():
-    return clustered_set("toucan-v3")
+def gen_v3(tiny_generator):
+    return tiny_generator
 
 
 @pytest.fixture(scope="module")
-def gen_v3(tmp_path_factory, es_v3):
-    return train_tiny(es_v3, tmp_path_factory.mktemp("g3") / "run")
-
-
-@pytest.fixture(scope="module")
-def gen_v22(tmp_path_factory):
-    return train_tiny(clustered_set("toucan-v2.2", 30, 2), tmp_path_factory.mktemp("g22") / "run")
+def gen_v22(tiny_generator_v22):
+    return tiny_generator_v22
 
 
 @pytest.fixture
@@ -360,8 +337,7 @@ def test_synth_without_toucan_says_what_is_missing_and_where_to_get_it(run_cli, 
     out = tmp_path / "o.wav"
     env = {"TOUCAN_DIR": ""}
     r = run_cli("synth", "Hi.", "--random-speaker", "--generator", gen_v3.path, "-o", out, env=env)
-    assert r.returncode == 1 and "--toucan-dir" in r.stderr and "github.com/DigitalPhonetics/IMS-Toucan" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    assert_one_error_line(r, "--toucan-dir", "github.com/DigitalPhonetics/IMS-Toucan", alone=True)
     r = run_cli("synth", "Hi.", "--random-speaker", "--generator", gen_v3.path, "--toucan-dir", tmp_path / "nope",
                 "-o", out)
     assert r.returncode == 1 and "does not exist" in r.stderr and "git clone" in r.stderr

@@ -41,7 +41,6 @@ import pytest
 import soundfile as sf
 
 from test_extract_toucan import checkout
-from test_toucan_adapter import clustered_set, train_tiny
 
 SCRIPT = """
 import json, sys, numpy as np, torch
@@ -90,22 +89,23 @@ def run_py(code: str, cwd: Path, **values):
     assert r.returncode == 0, r.stderr[-4000:]
 
 
-def prepared(family: str, tmp_path: Path, sb_small_root: Path):
+def prepared(family: str, tmp_path: Path, sb_small_root: Path, request):
+    # the shared tiny generators (conftest) are asked for after the checkout: no training for a skipped test
     if family == "v2.2":
         root = checkout("TOUCAN_V22_DIR", "v2.2")
-        gen = train_tiny(clustered_set("toucan-v2.2", 30, 2), tmp_path / "gen")
+        gen = request.getfixturevalue("tiny_generator_v22")
     else:
         from toucan_speakemb.adapters.random_toucan import offline_v3_checkout
 
         root = offline_v3_checkout(checkout("TOUCAN_V3_DIR", "v3.1.2"), tmp_path / "toucan",
                                    sb_small_root / "spkrec-ecapa-voxceleb")
-        gen = train_tiny(clustered_set("toucan-v3"), tmp_path / "gen")
+        gen = request.getfixturevalue("tiny_generator")
     return root, gen
 
 
 @pytest.mark.parametrize("family,sr,dim", [("v2.2", 48000, 704), ("v3", 24000, 192)])
-def test_generated_voices_reach_the_real_toucan_model(family, sr, dim, tmp_path, sb_small_root):
-    root, gen = prepared(family, tmp_path, sb_small_root)
+def test_generated_voices_reach_the_real_toucan_model(family, sr, dim, tmp_path, sb_small_root, request):
+    root, gen = prepared(family, tmp_path, sb_small_root, request)
     run_py(SCRIPT, tmp_path, CHECKOUT=str(root), FAMILY=family, WORK=str(tmp_path), GENERATOR=str(gen.path))
     out = np.load(tmp_path / "out.npz")
     info = json.loads((tmp_path / "out.json").read_text())
@@ -131,8 +131,8 @@ def test_generated_voices_reach_the_real_toucan_model(family, sr, dim, tmp_path,
 
 
 @pytest.mark.parametrize("family,sr", [("v2.2", 48000), ("v3", 24000)])
-def test_synth_command_on_the_real_toucan_interface(family, sr, tmp_path, sb_small_root):
-    root, gen = prepared(family, tmp_path, sb_small_root)
+def test_synth_command_on_the_real_toucan_interface(family, sr, tmp_path, sb_small_root, request):
+    root, gen = prepared(family, tmp_path, sb_small_root, request)
     run_py("""
         import sys
         sys.path.insert(0, CHECKOUT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -18,6 +19,7 @@ import torch
 import yaml
 from safetensors.numpy import load_file
 
+from conftest import one_line
 from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.generate.generator import Generator
@@ -66,12 +68,6 @@ def assert_bitwise_equal(a: dict, b: dict):
     for k in a:
         assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
         assert a[k].tobytes() == b[k].tobytes(), f"tensor {k} differs"
-
-
-def one_line(excinfo) -> str:
-    msg = str(excinfo.value)
-    assert "\n" not in msg and msg.strip(), repr(msg)
-    return msg
 
 
 @pytest.fixture(autouse=True)
@@ -225,9 +221,22 @@ def test_a_killed_cli_training_resumes_to_bitwise_the_same_generator(tmp_path):
 
 # ---- refused resumes ------------------------------------------------------------------------------------
 
-def test_resuming_with_a_different_model_config_is_refused_naming_the_key(tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory):
+    """The TINY config on make_data() stopped after 10 of its 30 steps: a checkpoint, no generator yet."""
+    out = tmp_path_factory.mktemp("interrupted") / "run"
     train(make_data(), out, tiny(), progress=False, max_steps=10)
+    return out
+
+
+@pytest.fixture
+def stopped_run(interrupted_run, tmp_path):
+    """This test's own copy of the interrupted run (the tests resume it, or damage it, in place)."""
+    return Path(shutil.copytree(interrupted_run, tmp_path / "run"))
+
+
+def test_resuming_with_a_different_model_config_is_refused_naming_the_key(stopped_run):
+    out = stopped_run
     before = (out / "config.yaml").read_text()
     with pytest.raises(SpeakEmbError) as ei:
         train(make_data(), out, tiny(model={"hidden": 64}), progress=False)
@@ -236,35 +245,31 @@ def test_resuming_with_a_different_model_config_is_refused_naming_the_key(tmp_pa
     assert (out / "config.yaml").read_text() == before
 
 
-def test_resuming_with_another_number_of_steps_is_refused_since_the_lr_schedule_depends_on_it(tmp_path):
-    out = tmp_path / "run"
-    train(make_data(), out, tiny(), progress=False, max_steps=10)
+def test_resuming_with_another_number_of_steps_is_refused_since_the_lr_schedule_depends_on_it(stopped_run):
+    out = stopped_run
     with pytest.raises(SpeakEmbError) as ei:
         train(make_data(), out, tiny(train={"steps": 12}), progress=False)
     assert "train.steps" in one_line(ei)
     assert not (out / "generator.safetensors").exists()
 
 
-def test_resuming_on_data_of_another_dimension_is_refused_naming_both(tmp_path):
-    out = tmp_path / "run"
-    train(make_data(dim=6), out, tiny(), progress=False, max_steps=10)
+def test_resuming_on_data_of_another_dimension_is_refused_naming_both(stopped_run):
+    out = stopped_run  # make_data(): 6-dim
     with pytest.raises(SpeakEmbError) as ei:
         train(make_data(dim=5), out, tiny(), progress=False)
     msg = one_line(ei)
     assert "6-dim" in msg and "5-dim" in msg
 
 
-def test_resuming_on_other_data_of_the_same_dimension_is_refused(tmp_path):
-    out = tmp_path / "run"
-    train(make_data(seed=0), out, tiny(), progress=False, max_steps=10)
+def test_resuming_on_other_data_of_the_same_dimension_is_refused(stopped_run):
+    out = stopped_run  # make_data(): seed 0
     with pytest.raises(SpeakEmbError) as ei:
         train(make_data(seed=1), out, tiny(), progress=False)
     assert "different data" in one_line(ei)
 
 
-def test_a_damaged_checkpoint_is_a_clear_error_not_a_traceback(tmp_path):
-    out = tmp_path / "run"
-    train(make_data(), out, tiny(), progress=False, max_steps=10)
+def test_a_damaged_checkpoint_is_a_clear_error_not_a_traceback(stopped_run):
+    out = stopped_run
     (ckpt,) = (out / "checkpoints").glob("step_*.safetensors")
     raw = ckpt.read_bytes()
     ckpt.write_bytes(raw[: len(raw) // 2])
@@ -274,9 +279,8 @@ def test_a_damaged_checkpoint_is_a_clear_error_not_a_traceback(tmp_path):
     assert "damaged" in msg and ckpt.name in msg
 
 
-def test_a_checkpoint_with_a_damaged_header_length_is_a_clear_error(tmp_path):
-    out = tmp_path / "run"
-    train(make_data(), out, tiny(), progress=False, max_steps=10)
+def test_a_checkpoint_with_a_damaged_header_length_is_a_clear_error(stopped_run):
+    out = stopped_run
     (ckpt,) = (out / "checkpoints").glob("step_*.safetensors")
     raw = bytearray(ckpt.read_bytes())
     raw[:8] = struct.pack("<Q", 10**12)
@@ -484,9 +488,28 @@ def test_validation_loss_is_the_same_for_the_same_weights_and_differs_for_others
     assert validation_loss(build_diffusion(cfg), model, data.rows, seed=1) != a
 
 
-def test_the_generator_keeps_the_weights_of_the_best_validation_score(tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def validated_run(tmp_path_factory):
+    """An uninterrupted run of the TINY config with validation speakers and model selection."""
+    out = tmp_path_factory.mktemp("validated") / "run"
     train(make_data(), out, tiny(train=VALIDATED), progress=False)
+    return out
+
+
+# lr 50 ruins the network at once; the EMA of decay 0.95 needs 20 steps to reflect it
+PATIENT = {**VALIDATED, "lr": 50.0, "grad_clip": 0.0, "patience": 2, "ema_decay": 0.95, "steps": 60}
+
+
+@pytest.fixture(scope="module")
+def patient_run(tmp_path_factory):
+    """An uninterrupted run with patience that stops early (PATIENT)."""
+    out = tmp_path_factory.mktemp("patient") / "run"
+    train(make_data(), out, tiny(train=PATIENT), progress=False)
+    return out
+
+
+def test_the_generator_keeps_the_weights_of_the_best_validation_score(validated_run):
+    out = validated_run
     scores = np.loadtxt(out / "validation.csv", delimiter=",", skiprows=1)
     assert scores[:, 0].tolist() == [0, 5, 10, 15, 20, 25, 30]
     best = int(scores[np.argmin(scores[:, 1]), 0])
@@ -516,12 +539,10 @@ def test_patience_stops_training_and_the_stopped_run_is_finished(tmp_path):
     assert_bitwise_equal(tensors(out / "generator.safetensors"), first)
 
 
-def test_patience_waits_for_the_ema_to_catch_up_before_stopping(tmp_path):
+def test_patience_waits_for_the_ema_to_catch_up_before_stopping(patient_run):
     # The EMA of decay 0.95 needs 20 steps to reflect the network: a run with patience 2 (10 steps) keeps
     # going until 20 steps after its best score, then stops.
-    out = tmp_path / "run"
-    cfg = tiny(train={**VALIDATED, "lr": 50.0, "grad_clip": 0.0, "patience": 2, "ema_decay": 0.95, "steps": 60})
-    train(make_data(), out, cfg, progress=False)
+    out = patient_run
     summary = json.loads((out / "summary.json").read_text())
     assert summary["selected_step"] == 0 and summary["stopped_early"] and summary["steps"] == 20
 
@@ -548,27 +569,23 @@ def test_validation_loss_builds_no_autograd_graph():
     assert seen and not any(seen)
 
 
-def test_a_run_stopped_by_patience_resumes_to_bitwise_the_same_generator(tmp_path):
-    cfg = tiny(train={**VALIDATED, "lr": 50.0, "grad_clip": 0.0, "patience": 2, "ema_decay": 0.95, "steps": 60})
-    train(make_data(), tmp_path / "ref", cfg, progress=False)
+def test_a_run_stopped_by_patience_resumes_to_bitwise_the_same_generator(patient_run, tmp_path):
+    cfg, ref = tiny(train=PATIENT), patient_run
     train(make_data(), tmp_path / "run", cfg, progress=False, max_steps=15)
     train(make_data(), tmp_path / "run", cfg, progress=False)
-    for run in ("ref", "run"):
-        assert json.loads((tmp_path / run / "summary.json").read_text())["steps"] == 20
-    assert_bitwise_equal(tensors(tmp_path / "run" / "generator.safetensors"),
-                         tensors(tmp_path / "ref" / "generator.safetensors"))
+    for run in (ref, tmp_path / "run"):
+        assert json.loads((run / "summary.json").read_text())["steps"] == 20
+    assert_bitwise_equal(tensors(tmp_path / "run" / "generator.safetensors"), tensors(ref / "generator.safetensors"))
 
 
 @pytest.mark.parametrize("stops", [(7,), (10, 3)], ids=["between-checkpoints", "twice"])
-def test_a_validated_run_resumes_to_bitwise_the_same_generator(tmp_path, stops):
-    cfg = tiny(train=VALIDATED)
-    train(make_data(), tmp_path / "ref", cfg, progress=False)
+def test_a_validated_run_resumes_to_bitwise_the_same_generator(validated_run, tmp_path, stops):
+    cfg, ref = tiny(train=VALIDATED), validated_run
     for k in stops:
         train(make_data(), tmp_path / "run", cfg, progress=False, max_steps=k)
     train(make_data(), tmp_path / "run", cfg, progress=False)
-    assert_bitwise_equal(tensors(tmp_path / "run" / "generator.safetensors"),
-                         tensors(tmp_path / "ref" / "generator.safetensors"))
-    assert (tmp_path / "run" / "validation.csv").read_text() == (tmp_path / "ref" / "validation.csv").read_text()
+    assert_bitwise_equal(tensors(tmp_path / "run" / "generator.safetensors"), tensors(ref / "generator.safetensors"))
+    assert (tmp_path / "run" / "validation.csv").read_text() == (ref / "validation.csv").read_text()
 
 
 # ---- transforms chosen from the training data -----------------------------------------------------------
