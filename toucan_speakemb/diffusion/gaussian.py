@@ -241,7 +241,9 @@ def gaussian_flow_step(xt: torch.Tensor, abar_t: float, abar_s: float, mean: tor
     """
     c = (xt - abar_t**0.5 * mean) @ eigvecs
     scale = (noisy_variance(abar_s, eigvals) / noisy_variance(abar_t, eigvals)).sqrt()
-    return abar_s**0.5 * mean + (c * scale) @ eigvecs.T
+    # a contiguous transpose: with a transposed operand narrower than 8 columns the matrix kernel's result for a
+    # row depends on its position in the batch, and a voice must not depend on its batch (samplers.in_blocks)
+    return abar_s**0.5 * mean + (c * scale) @ eigvecs.T.contiguous()
 
 
 def noisy_variance(abar, eigvals):

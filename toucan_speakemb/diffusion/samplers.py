@@ -4,9 +4,12 @@ Each sampler is one entry of :data:`SAMPLERS`; the config check, the ``--sampler
 voice bank's provenance all read the registry, so a new sampler is one :func:`register` call beside the loop it
 runs (in :mod:`toucan_speakemb.diffusion.gaussian`, where every piece of the process is written once).
 
-Per-voice randomness also lives here: every random draw a voice needs (its starting noise x_T, the noise of
-stochastic steps, the noise of re-noising) comes from its own seed through :class:`VoiceNoise`, one stream per
-use, so a voice never depends on the other voices of its batch.
+Per-voice randomness and arithmetic also live here, so that a voice never depends on the other voices of its
+batch, bit for bit: every random draw a voice needs (its starting noise x_T, the noise of stochastic steps, the
+noise of re-noising) comes from its own seed through :class:`VoiceNoise`, one stream per use; and every
+computation on voices runs in blocks of exactly :data:`BLOCK_ROWS` rows (:func:`in_blocks`), the last one
+padded, because matrix kernels choose their algorithm (and so their rounding) by the shape of the batch: a
+voice re-made alone from its seed is then the very same vector as in a bank of thousands.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
 
+import numpy as np
+
 if TYPE_CHECKING:  # torch is imported on first use: the command line reads the names without loading it
     import torch
 
     from toucan_speakemb.diffusion.gaussian import Denoiser, GaussianDiffusion
+
+BLOCK_ROWS = 256  # rows of every block a sampler, decoder or inverter computes (see the module's docstring)
 
 # The noise streams of one voice seed: the seed is mixed with the stream's constant (x_T uses the seed itself).
 INITIAL_STREAM = 0
@@ -98,9 +105,41 @@ register(Sampler(
     takes_steps=False))
 
 
+def _padded(x, rows: int):
+    """``x`` (a torch tensor or numpy array) with zero rows appended up to ``rows`` rows."""
+    if len(x) == rows:
+        return x
+    if isinstance(x, np.ndarray):
+        return np.concatenate([x, np.zeros((rows - len(x), *x.shape[1:]), x.dtype)])
+    import torch
+
+    return torch.cat([x, x.new_zeros(rows - len(x), *x.shape[1:])])
+
+
+def in_blocks(fn: Callable, x, rows: int = BLOCK_ROWS):
+    """``fn`` (rows -> rows, torch or numpy) applied to ``x`` in blocks of exactly ``rows`` rows, the last one
+    padded with zeros (their results are dropped): each row's result is bitwise independent of the other rows."""
+    out = [fn(_padded(x[b:b + rows], rows))[:len(x[b:b + rows])] for b in range(0, len(x), rows)]
+    if not out:
+        return fn(_padded(x[:0], rows))[:0]
+    if isinstance(out[0], np.ndarray):
+        return np.concatenate(out)
+    import torch
+
+    return torch.cat(out)
+
+
 def sample(sampler: Sampler, diffusion: "GaussianDiffusion", model: "Denoiser", seeds: Sequence[int], dim: int,
-           steps: int, eta: float = 0.0, gaussian=None, x_T: Optional["torch.Tensor"] = None) -> "torch.Tensor":
-    """Data-space samples (model space) for per-voice ``seeds``: x_T from each seed (or given), stochastic
-    steps from each seed's own step stream."""
-    x_T = VoiceNoise(seeds, dim).draw() if x_T is None else x_T
-    return sampler.run(diffusion, model, x_T, steps, eta, gaussian, VoiceNoise(seeds, dim, STEP_STREAM).draw)
+           steps: int, eta: float = 0.0, gaussian=None, rows: int = BLOCK_ROWS) -> "torch.Tensor":
+    """Samples (model space) for per-voice ``seeds``: x_T from each seed, stochastic steps from each seed's own
+    step stream, in blocks of ``rows`` rows (see :func:`in_blocks`)."""
+    import torch
+
+    out = []
+    for b in range(0, len(seeds), rows):
+        block = seeds[b:b + rows]
+        step_noise = VoiceNoise(block, dim, STEP_STREAM)
+        z = sampler.run(diffusion, model, _padded(VoiceNoise(block, dim).draw(), rows), steps, eta, gaussian,
+                        lambda: _padded(step_noise.draw(), rows))
+        out.append(z[:len(block)])
+    return torch.cat(out) if out else torch.zeros(0, dim)

@@ -1,8 +1,9 @@
 """Generator: a trained run, loaded for sampling new voices.
 
-Each voice has its own 63-bit seed; with the deterministic DDIM sampler (eta = 0) a voice depends only on
-its seed and the generator's weights, so it can be re-made alone, in any batch, by id (equal up to float
-rounding, ~1e-5). Stochastic samplers draw each voice's noise from its own seed too.
+Each voice has its own 63-bit seed and depends only on it and the generator's weights: it can be re-made
+alone, in any batch, by id, bit for bit (its noise comes from its own seed and every computation runs in
+blocks of one fixed shape: :mod:`toucan_speakemb.diffusion.samplers`). Stochastic samplers draw each voice's
+noise from its own seed too.
 
 A generator trained with conditions (``model.conditions``) samples unconditionally as before, or with
 ``conditions={"gender": "f"}`` and classifier-free guidance ``guidance`` w (Ho & Salimans 2022):
@@ -24,7 +25,7 @@ import torch
 from toucan_speakemb.training.conditions import ConditionSpec
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.diffusion.denoisers import gaussian_part
-from toucan_speakemb.diffusion.samplers import RENOISE_STREAM, VoiceNoise, get_sampler, sample as run_sampler
+from toucan_speakemb.diffusion.samplers import RENOISE_STREAM, VoiceNoise, get_sampler, in_blocks, sample as run_sampler
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import load_tensors
 from toucan_speakemb.core.profiles import Profile
@@ -227,9 +228,8 @@ class Generator:
         """Deterministic DDIM from noise ``latents`` (n, model_dim) to voices in the model's space."""
         model = self.guided(conditions, guidance)
         steps = self.cfg.sample.steps if steps is None else int(steps)
-        z = self.diffusion.ddim_sample_loop(model, torch.as_tensor(latents, dtype=torch.float32), steps=steps,
-                                            gaussian=gaussian_part(model))
-        return z.numpy()
+        return in_blocks(lambda x: self.diffusion.ddim_sample_loop(model, x, steps=steps, gaussian=gaussian_part(model)),
+                         torch.as_tensor(latents, dtype=torch.float32)).numpy()
 
     @property
     def inversion_steps(self) -> int:
@@ -244,8 +244,8 @@ class Generator:
         model = self.guided(conditions, guidance)
         steps = self.inversion_steps if steps is None else int(steps)
         ts = self.diffusion.ddim_timesteps(self.diffusion.num_timesteps, steps)
-        return self.diffusion.ddim_invert_loop(model, torch.as_tensor(np.asarray(z, np.float32)), timesteps=ts,
-                                               gaussian=gaussian_part(model))
+        return in_blocks(lambda x: self.diffusion.ddim_invert_loop(model, x, timesteps=ts, gaussian=gaussian_part(model)),
+                         torch.as_tensor(np.asarray(z, np.float32)))
 
     def slider_space(self):
         """The slider directions of this generator (:class:`toucan_speakemb.generate.sliders.SliderSpace`)."""
@@ -273,7 +273,8 @@ class Generator:
         z = torch.as_tensor(np.asarray(z, np.float32))
         x_t = self.diffusion.q_sample(z, torch.full((len(z),), int(ts[0]), dtype=torch.long),
                                       VoiceNoise(seeds, self.model_dim, RENOISE_STREAM).draw())
-        return self.diffusion.ddim_sample_loop(model, x_t, timesteps=ts, gaussian=gaussian_part(model)).numpy()
+        return in_blocks(lambda x: self.diffusion.ddim_sample_loop(model, x, timesteps=ts, gaussian=gaussian_part(model)),
+                         x_t).numpy()
 
     def describe(self) -> Dict:
         out = {"path": str(self.path) if self.path else None, "fingerprint": self.fingerprint,

@@ -51,6 +51,7 @@ from toucan_speakemb.core.embedding_set import EmbeddingSet
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.diffusion.denoisers import gaussian_part
 from toucan_speakemb.diffusion.gaussian import noisy_variance
+from toucan_speakemb.diffusion.samplers import in_blocks
 from toucan_speakemb.training.conditions import ConditionSpec, attribute_column
 from toucan_speakemb.training.config import SLIDER_METHODS
 
@@ -276,7 +277,7 @@ def apply_sliders(generator, voices: np.ndarray, seeds: Sequence[int], sliders: 
         residual = z - back
     start = float(generator.diffusion.alphas_cumprod[generator.diffusion.ddim_timesteps(T, int(steps))[0]])
     eigvecs, eigvals = _covariance_of(generator, space)
-    lat = np.asarray(latents, np.float64) + latent_move(moved - z, eigvecs, eigvals, start)
+    lat = np.asarray(latents, np.float64) + in_blocks(lambda dz: latent_move(dz, eigvecs, eigvals, start), moved - z)
     out = generator.decode(lat, int(steps), conditions=conditions, guidance=guidance) + residual
     return generator.standardizer.inverse(out.astype(np.float32))
 
@@ -311,7 +312,7 @@ def latent_move(dz: np.ndarray, eigvecs: np.ndarray, eigvals: np.ndarray, abar: 
     a straight line off it."""
     lam = np.maximum(np.asarray(eigvals, np.float64), 1e-12 * max(float(np.max(eigvals)), 1e-300))
     gain = np.sqrt(noisy_variance(abar, lam) / lam)
-    return ((np.asarray(dz, np.float64) @ eigvecs) * gain) @ eigvecs.T
+    return ((np.asarray(dz, np.float64) @ eigvecs) * gain) @ np.ascontiguousarray(eigvecs.T)  # see gaussian_flow_step
 
 
 def _covariance_of(generator, space: SliderSpace):
