@@ -105,7 +105,7 @@ def test_doctor_reports_versions_and_torchaudio_state():
 
 
 def test_torchaudio_repair_is_a_no_op_when_torchaudio_imports():
-    from toucan_speakemb.cli.main import doctor
+    from toucan_speakemb.cli import doctor  # the module (cli.main.doctor is the click command)
 
     if doctor.torchaudio_import_error() is not None:
         pytest.skip("torchaudio does not import here; the repair itself runs in scripts/install.sh")
@@ -114,7 +114,7 @@ def test_torchaudio_repair_is_a_no_op_when_torchaudio_imports():
 
 
 def test_torchaudio_repair_disables_an_extension_that_cannot_load_and_undo_restores_it(tmp_path, monkeypatch):
-    from toucan_speakemb.cli.main import doctor
+    from toucan_speakemb.cli import doctor  # the module (cli.main.doctor is the click command)
 
     lib = tmp_path / "torchaudio" / "lib"
     lib.mkdir(parents=True)
@@ -130,7 +130,7 @@ def test_torchaudio_repair_disables_an_extension_that_cannot_load_and_undo_resto
 
 
 def test_torchaudio_repair_puts_files_back_when_it_does_not_help(tmp_path, monkeypatch):
-    from toucan_speakemb.cli.main import doctor
+    from toucan_speakemb.cli import doctor  # the module (cli.main.doctor is the click command)
 
     lib = tmp_path / "lib"
     lib.mkdir()

@@ -1,0 +1,229 @@
+"""Every command refuses bad input with one line before any work starts, and writes its outputs by one rule:
+the extension matches what is written, an existing file is replaced only with --overwrite, the folder must
+exist (or is made where the help says so), and nothing half-written is ever left behind."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_cli import TINY, assert_error, invoke, make_set, work  # noqa: F401 (work: a fixture)
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.fileio import StreamedNpy, load_tensors
+from toucan_speakemb.generate.generator import Generator
+from toucan_speakemb.voices import bank as bank_module
+from toucan_speakemb.voices.bank import MAX_BANK_VOICES, SamplingPlan, VoiceBank
+
+
+@pytest.fixture(scope="module")
+def run(work):
+    """A tiny trained generator (test_cli's) and its training set."""
+    _, data, gen = work
+    return gen, data
+
+
+def snapshot(folder: Path):
+    """Every file under ``folder`` with its bytes: what a refused command must leave as it was."""
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---- profiles are checked by the registry -----------------------------------------------------------------
+
+def test_train_refuses_an_unknown_profile_before_making_the_run_folder(tmp_path):
+    data = make_set().save(tmp_path / "d.npz")
+    line = assert_error(invoke("train", "--data", data, "--out", tmp_path / "r", "--profile", "bogus", *TINY),
+                        "bogus", "unknown profile", "toucan-v2.2")
+    assert "custom-<name>" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_refuses_an_unknown_profile(tmp_path, run):
+    _, data = run
+    assert_error(invoke("evaluate", "--real", data, "--generated", data, "--out", tmp_path / "rep",
+                        "--profile", "bogus"), "bogus", "unknown profile")
+    assert not (tmp_path / "rep").exists()
+
+
+def test_a_builtin_set_asked_for_in_another_profile_is_refused(tmp_path):
+    assert_error(invoke("train", "--data", "builtin:synthetic-small", "--profile", "toucan-v3",
+                        "--out", tmp_path / "r", *TINY), "toucan-v3")
+    assert not (tmp_path / "r").exists()
+
+
+# ---- sample: counts, memory, streaming ----------------------------------------------------------------------
+
+def test_sample_refuses_a_count_above_the_maximum_at_once(tmp_path, run):
+    gen, _ = run
+    out = tmp_path / "v.safetensors"
+    assert_error(invoke("sample", "--generator", gen, "-n", 1_000_000_000, "--out", out), "1,000,000", "-n")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_sample_refuses_a_count_whose_ids_do_not_fit_in_memory(tmp_path, run, monkeypatch):
+    gen, _ = run
+    monkeypatch.setattr(bank_module, "available_memory", lambda: 10 * 2**20)
+    assert_error(invoke("sample", "--generator", gen, "-n", MAX_BANK_VOICES, "--out", tmp_path / "v.safetensors"),
+                 "MB of memory")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_streams_chunks_to_disk_into_the_same_bank(tmp_path, run, capsys):
+    gen = Generator.load(run[0])
+    plan = SamplingPlan(gen, 10, 5)
+    plan.write(tmp_path / "v.safetensors", tmp_path / "v.npy", chunk=3, progress=True)
+    assert "sampling" in capsys.readouterr().err  # a progress bar when there is more than one chunk
+    streamed = VoiceBank.load(tmp_path / "v.safetensors")
+    whole = VoiceBank.from_generator(gen, 10, 5)
+    assert streamed.ids == whole.ids and np.array_equal(streamed.seeds, whole.seeds)
+    assert streamed.provenance["bank_seed"] == 5 and streamed.profile == whole.profile
+    # equal up to the float rounding of batch sizes (bit-for-bit batch independence is the generator's part)
+    np.testing.assert_allclose(streamed.embeddings, whole.embeddings, rtol=0, atol=1e-5)
+    assert np.array_equal(np.load(tmp_path / "v.npy"), streamed.embeddings)
+
+
+def test_a_stream_that_fails_midway_leaves_no_file(tmp_path):
+    with pytest.raises(RuntimeError):
+        with StreamedNpy(tmp_path / "a.npy", (4, 2), np.float32) as f:
+            f.rows(np.zeros((2, 2), np.float32))
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_refuses_a_folder_that_does_not_exist_and_does_not_make_it(tmp_path, run):
+    gen, _ = run
+    out = tmp_path / "nonexistent_dir" / "v.safetensors"
+    assert_error(invoke("sample", "--generator", gen, "-n", 2, "--out", out), "does not exist")
+    assert not out.parent.exists()
+
+
+def test_sample_refuses_to_replace_a_bank_without_overwrite(tmp_path, run):
+    gen, _ = run
+    out = tmp_path / "v.safetensors"
+    assert invoke("sample", "--generator", gen, "-n", 2, "--seed", 1, "--out", out).exit_code == 0
+    before = out.read_bytes()
+    assert_error(invoke("sample", "--generator", gen, "-n", 3, "--seed", 2, "--out", out), "exists", "--overwrite")
+    assert out.read_bytes() == before
+    r = invoke("sample", "--generator", gen, "-n", 3, "--seed", 2, "--out", out, "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert len(VoiceBank.load(out)) == 3
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--out", "v.npy"], ["v.npy", ".safetensors"]),
+    (["--out", "v.safetensors", "--npy", "v.txt"], ["v.txt", ".npy"]),
+    (["--out", "v.safetensors", "--npy", "v.safetensors.npy", "--steps", "999"], ["999"]),
+])
+def test_sample_refuses_names_that_do_not_match_what_is_written(tmp_path, run, args, words):
+    gen, _ = run
+    args = [tmp_path / a if a.startswith("v.") else a for a in args]
+    assert_error(invoke("sample", "--generator", gen, "-n", 2, *args), *words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_logging_options_work_after_the_sub_command(tmp_path, run):
+    gen, _ = run
+    r = invoke("sample", "--generator", gen, "-n", 2, "--out", tmp_path / "v.safetensors", "-q")
+    assert r.exit_code == 0, r.output
+    assert logging.getLogger().level == logging.WARNING
+    r = invoke("sample", "--generator", gen, "-n", 2, "--out", tmp_path / "w.safetensors", "-vv")
+    assert r.exit_code == 0, r.output
+    assert logging.getLogger().level == logging.DEBUG
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+# ---- extract, merge, voices export ---------------------------------------------------------------------------
+
+def test_extract_refuses_an_output_name_that_is_not_an_embedding_set_before_reading_the_corpus(tmp_path):
+    # the corpus does not even exist: the output is checked first
+    assert_error(invoke("extract", tmp_path / "no-corpus", "-o", tmp_path / "x.txt"), "x.txt", ".safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_extract_refuses_an_existing_rejects_file_without_overwrite(tmp_path):
+    (tmp_path / "emb.rejects.csv").write_text("keep me")
+    assert_error(invoke("extract", tmp_path / "no-corpus", "-o", tmp_path / "emb.safetensors"),
+                 "emb.rejects.csv", "--overwrite")
+    assert (tmp_path / "emb.rejects.csv").read_text() == "keep me"
+
+
+def test_merge_refuses_a_missing_folder_and_a_wrong_extension(tmp_path, run):
+    _, data = run
+    assert_error(invoke("merge", data, "-o", tmp_path / "new" / "m.safetensors"), "does not exist")
+    assert_error(invoke("merge", data, "-o", tmp_path / "m.csv"), "m.csv")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_voices_export_refuses_to_replace_a_file_without_overwrite(tmp_path, run):
+    gen, _ = run
+    bank = tmp_path / "v.safetensors"
+    assert invoke("sample", "--generator", gen, "-n", 2, "--out", bank).exit_code == 0
+    out = tmp_path / "v.csv"
+    out.write_text("precious")
+    assert_error(invoke("voices", "export", bank, "-o", out), "exists", "--overwrite")
+    assert out.read_text() == "precious"
+    assert invoke("voices", "export", bank, "-o", out, "--overwrite").exit_code == 0
+    assert out.read_text().startswith("voice_id")
+    assert_error(invoke("voices", "export", bank, "-o", tmp_path / "v.wav"), ".npy")
+
+
+# ---- folders of outputs -----------------------------------------------------------------------------------
+
+def test_evaluate_refuses_a_report_folder_holding_a_report_and_says_nothing_of_pickles(tmp_path, run):
+    _, data = run
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "report.md").write_text("old report")
+    line = assert_error(invoke("evaluate", "--real", data, "--generated", data, "--out", rep, "--no-tsne"),
+                        "report.md", "--overwrite")
+    assert (rep / "report.md").read_text() == "old report" and line
+    corrupt = tmp_path / "corrupt.npy"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(400))
+    line = assert_error(invoke("evaluate", "--real", data, "--generated", corrupt, "--out", tmp_path / "r2"),
+                        "corrupt.npy")
+    assert "pickle" not in line.lower()
+    obj = tmp_path / "obj.npy"
+    np.save(obj, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    line = assert_error(invoke("evaluate", "--real", data, "--generated", obj, "--out", tmp_path / "r3"), "obj.npy")
+    assert "allow_pickle" not in line
+
+
+def test_listening_commands_refuse_to_replace_their_outputs_without_overwrite(tmp_path):
+    out = tmp_path / "test"
+    out.mkdir()
+    (out / "test.json").write_text("{}")
+    assert_error(invoke("export-listening-test", "--audio", tmp_path / "none", "--out", out), "test.json",
+                 "--overwrite")
+    assert_error(invoke("export-listening-test", "--audio", tmp_path / "none", "--out", tmp_path / "a" / "b"),
+                 "does not exist")
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / "results.json").write_text("{}")
+    assert_error(invoke("listening-results", tmp_path / "answers.json", "--out", res), "results.json")
+    assert snapshot(tmp_path) == {out / "test.json": b"{}", res / "results.json": b"{}"}
+
+
+def test_the_batch_recipe_refuses_a_folder_of_other_files_before_loading_anything(tmp_path):
+    from toucan_speakemb.adapters.batch_voices import BatchConfig, run_batch
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    cfg = BatchConfig(generator=str(tmp_path / "no-generator"), sentences=str(tmp_path / "none.txt"), out=str(out))
+    with pytest.raises(SpeakEmbError, match="other files"):
+        run_batch(cfg)
+    cfg.out = str(tmp_path / "a" / "b")
+    with pytest.raises(SpeakEmbError, match="does not exist"):
+        run_batch(cfg)
+    assert snapshot(tmp_path) == {out / "notes.txt": b"mine"}
+
+
+# ---- run summaries ---------------------------------------------------------------------------------------
+
+def test_the_run_summary_names_the_data_file_it_trained_on(run):
+    gen, data = run
+    summary = json.loads((gen / "summary.json").read_text())
+    assert summary["data"] == str(Path(data).resolve())
