@@ -227,3 +227,52 @@ def test_the_run_summary_names_the_data_file_it_trained_on(run):
     gen, data = run
     summary = json.loads((gen / "summary.json").read_text())
     assert summary["data"] == str(Path(data).resolve())
+
+
+# ---- the model hub, offline -------------------------------------------------------------------------------
+
+@pytest.fixture
+def hub_unreachable(monkeypatch):
+    """No network: every connection fails at once, and the hub client would retry if it were asked."""
+    import socket
+
+    from toucan_speakemb.extract import encoders
+
+    tries = []
+
+    def refuse(*a, **k):
+        tries.append(a)
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(encoders, "_HUB_STATE", None)
+    monkeypatch.setattr(encoders, "_WARNED", set())
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return tries
+
+
+def test_an_unreachable_hub_is_tried_once_and_fails_fast_without_a_cached_model(tmp_path, hub_unreachable):
+    import time
+
+    from toucan_speakemb.extract.encoders import SpeechBrainEncoder
+
+    t0 = time.monotonic()
+    for _ in range(2):  # ecapa and x-vector of one run: the hub is asked once
+        with pytest.raises(SpeakEmbError, match="Network is unreachable.*not in the cache.*--encoder-dir"):
+            SpeechBrainEncoder("ecapa", "speechbrain/spkrec-ecapa-voxceleb", False, cache_dir=tmp_path)
+    assert len(hub_unreachable) == 1 and time.monotonic() - t0 < 5
+
+
+def test_an_unreachable_hub_uses_the_cached_model_with_one_warning(tmp_path, hub_unreachable, caplog, sb_small_root):
+    import shutil
+
+    from toucan_speakemb.extract.encoders import SpeechBrainEncoder
+
+    cached = tmp_path / "speechbrain" / "speechbrain--spkrec-ecapa-voxceleb"
+    shutil.copytree(sb_small_root / "spkrec-ecapa-voxceleb", cached)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            enc = SpeechBrainEncoder("ecapa", "speechbrain/spkrec-ecapa-voxceleb", False, cache_dir=tmp_path)
+    assert enc.dim == 192 and enc.identity() == {"source": "speechbrain/spkrec-ecapa-voxceleb"}
+    warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(warnings) == 1 and len(hub_unreachable) == 1

@@ -77,6 +77,60 @@ def _quiet_speechbrain():
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _load_folder(loader, folder: Path, run_opts: Dict[str, Any]):
+    """A SpeechBrain model from a folder in its own format, fetching nothing."""
+    if not folder.is_dir():
+        raise SpeakEmbError(f"encoder folder not found: {folder}")
+    missing = [f for f in SB_FILES if not (folder / f).exists()]
+    if missing:
+        raise SpeakEmbError(f"{folder} is not a SpeechBrain model folder (missing {', '.join(missing)})")
+    overrides = {}
+    hp_text = (folder / "hyperparams.yaml").read_text(encoding="utf-8", errors="replace")
+    if any(line.startswith("pretrained_path:") for line in hp_text.splitlines()):
+        overrides["pretrained_path"] = str(folder.resolve())
+    # SpeechBrain links the files into savedir; a private temporary one keeps read-only model folders
+    # and concurrent jobs apart. The weights are in memory once from_hparams returns.
+    with tempfile.TemporaryDirectory(prefix="speakemb-sb-") as savedir:
+        try:
+            return loader.from_hparams(source=str(folder.resolve()), savedir=savedir, overrides=overrides,
+                                       run_opts=run_opts)
+        except Exception as e:
+            raise SpeakEmbError(f"could not load the SpeechBrain model in {folder} "
+                                f"({type(e).__name__}: {_first_line(e)})") from None
+
+
+_WARNED: set = set()
+_HUB_STATE: Optional[str] = None  # why the hub is unreachable ("" when it is reachable), once asked
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
+
+
+def hub_unreachable(timeout: float = 5.0) -> Optional[str]:
+    """Why the model hub cannot be reached (one connection attempt), or None when it can.
+
+    ``HF_HUB_OFFLINE=1`` counts as unreachable without trying. The answer is kept for the process: a run
+    loading two encoders asks once."""
+    global _HUB_STATE
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    if _HUB_STATE is None:
+        import socket
+        from urllib.parse import urlparse
+
+        url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+        host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            _HUB_STATE = ""
+        except OSError as e:
+            _HUB_STATE = f"{host}: {e.strerror or type(e).__name__}"
+    return _HUB_STATE or None
+
+
 # ---- exact padded batches --------------------------------------------------------------------------------
 
 
@@ -203,26 +257,16 @@ class SpeechBrainEncoder:
         _quiet_speechbrain()
         run_opts = {"device": self.device}
         if self.local:
-            folder = Path(self.source)
-            if not folder.is_dir():
-                raise SpeakEmbError(f"encoder folder not found: {folder}")
-            missing = [f for f in SB_FILES if not (folder / f).exists()]
-            if missing:
-                raise SpeakEmbError(f"{folder} is not a SpeechBrain model folder (missing {', '.join(missing)})")
-            overrides = {}
-            hp_text = (folder / "hyperparams.yaml").read_text(encoding="utf-8", errors="replace")
-            if any(line.startswith("pretrained_path:") for line in hp_text.splitlines()):
-                overrides["pretrained_path"] = str(folder.resolve())
-            # SpeechBrain links the files into savedir; a private temporary one keeps read-only model folders
-            # and concurrent jobs apart. The weights are in memory once from_hparams returns.
-            with tempfile.TemporaryDirectory(prefix="speakemb-sb-") as savedir:
-                try:
-                    return EncoderClassifier.from_hparams(source=str(folder.resolve()), savedir=savedir,
-                                                          overrides=overrides, run_opts=run_opts)
-                except Exception as e:
-                    raise SpeakEmbError(f"could not load the SpeechBrain model in {folder} "
-                                        f"({type(e).__name__}: {_first_line(e)})") from None
+            return _load_folder(EncoderClassifier, Path(self.source), run_opts)
         cache = Path(self.cache_dir or default_cache_dir()) / "speechbrain" / self.source.replace("/", "--")
+        unreachable = hub_unreachable()
+        if unreachable is not None:  # one quick try instead of the hub client's retries with back-off
+            if not all((cache / f).exists() for f in SB_FILES):
+                raise SpeakEmbError(f"could not get {self.source} from the model hub ({unreachable}) and it is not "
+                                    f"in the cache {cache}; on a machine without internet copy the model folder "
+                                    f"there and pass --encoder-dir")
+            _warn_once(f"the model hub is unreachable ({unreachable}); using the cached copies of its models")
+            return _load_folder(EncoderClassifier, cache, run_opts)
         try:
             return EncoderClassifier.from_hparams(source=self.source, savedir=str(cache), run_opts=run_opts)
         except Exception as e:
