@@ -276,3 +276,59 @@ def test_an_unreachable_hub_uses_the_cached_model_with_one_warning(tmp_path, hub
     assert enc.dim == 192 and enc.identity() == {"source": "speechbrain/spkrec-ecapa-voxceleb"}
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1 and len(hub_unreachable) == 1
+
+
+# ---- a killed extract leaves no worker behind -----------------------------------------------------------------
+
+def _children(pid: int):
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if int(text.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_the_decoding_worker_of_a_killed_extract_dies_with_it(tmp_path, sb_small_root):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "corpus" / "spk").mkdir(parents=True)
+    for i in range(200):
+        sf.write(tmp_path / "corpus" / "spk" / f"u{i}.wav", (0.1 * rng.normal(size=48000)).astype(np.float32), 16000)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, "-m", "toucan_speakemb.cli", "extract", tmp_path / "corpus", "-o",
+                          tmp_path / "e.safetensors", "--profile", "toucan-v3", "--encoder-dir",
+                          sb_small_root / "spkrec-ecapa-voxceleb", "--workers", "1", "--no-progress"],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        workers = []
+        while not workers and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            workers = _children(p.pid)
+        assert workers, "the extraction never started a decoding worker"
+        # the parent stops taking batches, so the worker fills its queue and waits (PyTorch's own check of its
+        # parent runs every 5 s); then the parent is killed
+        p.send_signal(signal.SIGSTOP)
+        time.sleep(1.0)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        time.sleep(0.5)
+        alive = [w for w in workers if Path(f"/proc/{w}").exists()
+                 and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+        assert alive == []
+    finally:
+        p.kill()
+        for w in _children(p.pid):
+            os.kill(w, signal.SIGKILL)
