@@ -332,3 +332,39 @@ def test_the_decoding_worker_of_a_killed_extract_dies_with_it(tmp_path, sb_small
         p.kill()
         for w in _children(p.pid):
             os.kill(w, signal.SIGKILL)
+
+
+# ---- extraction is reproducible run to run ----------------------------------------------------------------------
+
+def test_extraction_on_cpu_is_bit_for_bit_reproducible_run_to_run_and_after_a_resume(tmp_path, sb_small_root):
+    """SpeechBrain's x-vector pooling adds random noise on every call; it is drawn from a generator seeded
+    alike on every call, so an utterance's embedding depends on its audio alone (same thread count)."""
+    import soundfile as sf
+    import torch
+
+    from toucan_speakemb.extract.corpora import load_corpus
+    from toucan_speakemb.extract.encoders import load_encoder
+    from toucan_speakemb.extract.pipeline import ExtractConfig, extract
+    from toucan_speakemb.core.embedding_set import EmbeddingSet
+
+    rng = np.random.default_rng(3)
+    for s in range(2):
+        (tmp_path / "c" / f"s{s}").mkdir(parents=True)
+        for i in range(3):
+            n = int(rng.uniform(1, 2.5) * 16000)
+            wave = 0.3 * np.sin(2 * np.pi * (110 + 50 * s) * np.arange(n) / 16000) + 0.05 * rng.normal(size=n)
+            sf.write(tmp_path / "c" / f"s{s}" / f"u{i}.wav", wave.astype(np.float32), 16000)
+    utts = load_corpus(tmp_path / "c")[1]
+    enc = load_encoder("toucan-v2.2", {"ecapa": sb_small_root / "spkrec-ecapa-voxceleb",
+                                       "xvector": sb_small_root / "spkrec-xvect-voxceleb"}, "cpu")
+    runs = []
+    for k, chunk in enumerate((512, 2, 1)):  # chunk files of other sizes: as after a resume
+        torch.manual_seed(100 + k)  # another global random state each time
+        cfg = ExtractConfig(workers=0, progress=False, batch_size=1, chunk_size=chunk)
+        runs.append(EmbeddingSet.load(extract(utts, tmp_path / f"r{k}.safetensors", cfg, encoder=enc).output))
+    for other in runs[1:]:
+        assert other.utterance_ids == runs[0].utterance_ids
+        assert np.array_equal(other.embeddings, runs[0].embeddings)
+    state = torch.random.get_rng_state()
+    enc.encoders[1]._encode_single(torch.zeros(16000))
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is left as it was

@@ -41,6 +41,7 @@ HUB_IDS = {"ecapa": "speechbrain/spkrec-ecapa-voxceleb", "xvector": "speechbrain
 # Folder names accepted for a component under a parent --encoder-dir (the hub repository name first).
 DIR_NAMES = {"ecapa": ("spkrec-ecapa-voxceleb", "ecapa"), "xvector": ("spkrec-xvect-voxceleb", "xvector", "xvect")}
 SB_FILES = ("hyperparams.yaml", "embedding_model.ckpt")
+POOLING_NOISE_SEED = 0  # of the x-vector's pooling noise (_seed_pooling_noise)
 BATCH_TOLERANCE = 1e-3  # max relative L2 difference, batched vs one by one, for a model to be batched freely
 NATIVE_STYLE_MODULE = Path("TrainingInterfaces") / "Spectrogram_to_Embedding" / "StyleEmbedding.py"
 NATIVE_DEFAULT_WEIGHTS = Path("Models") / "Embedding" / "embedding_function.pt"
@@ -97,6 +98,32 @@ def _load_folder(loader, folder: Path, run_opts: Dict[str, Any]):
         except Exception as e:
             raise SpeakEmbError(f"could not load the SpeechBrain model in {folder} "
                                 f"({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _seed_pooling_noise(model) -> None:
+    """Make the one random draw of SpeechBrain's x-vector reproducible.
+
+    Its statistics pooling adds noise of 1e-5 to 9e-5 to the pooled mean on every call, in eval mode too
+    (``StatisticsPooling._get_gauss_noise``, ``torch.randn`` from the global generator), so the same
+    utterance got another x-vector each time (measured: up to 4e-5, run to run) and a resumed extraction
+    differed from an uninterrupted one. Here each row gets the noise a seeded draw gives, scaled to the same
+    range, the same for every row and every call: the model's computation and noise level are kept, and an
+    embedding is a function of its audio alone (on CPU bit for bit run to run, in any order, after a resume,
+    for the same intra-op thread count; another count sums in another order, ~4e-7). The global random
+    state is not touched. ECAPA's attentive pooling draws nothing."""
+    import torch
+
+    for module in model.modules():
+        if not hasattr(module, "_get_gauss_noise"):
+            continue
+        eps = float(getattr(module, "eps", 1e-5))
+
+        def noise(shape, device="cpu", eps=eps):
+            row = torch.randn(int(shape[-1]), generator=torch.Generator().manual_seed(POOLING_NOISE_SEED))
+            row = (row - row.min()) / (row - row.min()).max()
+            return (eps * (9 - 8 * row)).expand(tuple(shape)).to(device).clone()
+
+        module._get_gauss_noise = noise
 
 
 _WARNED: set = set()
@@ -235,6 +262,7 @@ class SpeechBrainEncoder:
 
     def __post_init__(self):
         self.model = self._load()
+        _seed_pooling_noise(self.model.mods.embedding_model)
         stft = self.model.mods.compute_features.compute_STFT
         self.hop = int(stft.hop_length)
         self.center = bool(getattr(stft, "center", True))
