@@ -368,3 +368,18 @@ def test_extraction_on_cpu_is_bit_for_bit_reproducible_run_to_run_and_after_a_re
     state = torch.random.get_rng_state()
     enc.encoders[1]._encode_single(torch.zeros(16000))
     assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is left as it was
+
+
+def test_extract_without_the_hub_or_a_device_says_one_line_before_reading_the_corpus(tmp_path, run_cli,
+                                                                                     speech_folder):
+    import torch
+
+    r = run_cli("extract", speech_folder, "-o", tmp_path / "x.safetensors", "--no-progress",
+                env={"HF_HUB_OFFLINE": "1", "TOUCAN_SPEAKEMB_CACHE": str(tmp_path / "c")})
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: could not get"), r.stderr
+    if not torch.cuda.is_available():
+        r = run_cli("extract", speech_folder, "-o", tmp_path / "x.safetensors", "--device", "cuda")
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 1 and len(lines) == 1 and "cuda" in lines[0], r.stderr
+    assert list(tmp_path.iterdir()) == []

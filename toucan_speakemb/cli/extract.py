@@ -99,7 +99,7 @@ def extract(corpus, out, corpus_type, speaker_regex, vctk_mic, profile, encoder_
       toucan-speakemb extract clips.csv -o clips.safetensors --profile toucan-v3
     """
     from toucan_speakemb.extract.corpora import load_corpus
-    from toucan_speakemb.extract.encoders import parse_encoder_dirs
+    from toucan_speakemb.extract.encoders import HUB_IDS, offline_copy, parse_encoder_dirs, resolve_device
     from toucan_speakemb.extract.pipeline import ExtractConfig, shard_output
     from toucan_speakemb.extract.pipeline import extract as run_extract
     from toucan_speakemb.core.profiles import get_profile
@@ -115,6 +115,10 @@ def extract(corpus, out, corpus_type, speaker_regex, vctk_mic, profile, encoder_
                             "of to a --shard run")
     check_outputs(shard_output(out, *shard) if shard else out, overwrite, speaker_means)
     dirs = parse_encoder_dirs(encoder_dirs, get_profile(profile)) if encoder_dirs else {}
+    resolve_device(device)  # a device this torch cannot use, and an unreachable hub, fail before any work
+    for comp, _ in get_profile(profile).components if profile != "toucan-native" else ():
+        if comp not in dirs:
+            offline_copy(HUB_IDS[comp], model_cache)
     ctype, utts = load_corpus(corpus, corpus_type, speaker_regex, vctk_mic)
     click.echo(f"{len(utts)} utterances of {len(set(u.speaker_id for u in utts))} speakers ({ctype} corpus "
                f"{corpus})", err=True)

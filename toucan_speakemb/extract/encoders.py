@@ -136,6 +136,26 @@ def _warn_once(message: str) -> None:
         log.warning(message)
 
 
+def hub_cache_folder(source: str, cache_dir: Optional[Path] = None) -> Path:
+    """Where a hub model is downloaded to (and read from when the hub is unreachable)."""
+    return Path(cache_dir or default_cache_dir()) / "speechbrain" / source.replace("/", "--")
+
+
+def offline_copy(source: str, cache_dir: Optional[Path] = None) -> Optional[Path]:
+    """None when the model hub is reachable; when it is not (one quick try instead of the hub client's
+    retries with back-off), the cached copy of ``source`` with one warning, or one SpeakEmbError line."""
+    unreachable = hub_unreachable()
+    if unreachable is None:
+        return None
+    cache = hub_cache_folder(source, cache_dir)
+    if not all((cache / f).exists() for f in SB_FILES):
+        raise SpeakEmbError(f"could not get {source} from the model hub ({unreachable}) and it is not in the "
+                            f"cache {cache}; on a machine without internet copy the model folder there and pass "
+                            f"--encoder-dir")
+    _warn_once(f"the model hub is unreachable ({unreachable}); using the cached copies of its models")
+    return cache
+
+
 def hub_unreachable(timeout: float = 5.0) -> Optional[str]:
     """Why the model hub cannot be reached (one connection attempt), or None when it can.
 
@@ -286,14 +306,8 @@ class SpeechBrainEncoder:
         run_opts = {"device": self.device}
         if self.local:
             return _load_folder(EncoderClassifier, Path(self.source), run_opts)
-        cache = Path(self.cache_dir or default_cache_dir()) / "speechbrain" / self.source.replace("/", "--")
-        unreachable = hub_unreachable()
-        if unreachable is not None:  # one quick try instead of the hub client's retries with back-off
-            if not all((cache / f).exists() for f in SB_FILES):
-                raise SpeakEmbError(f"could not get {self.source} from the model hub ({unreachable}) and it is not "
-                                    f"in the cache {cache}; on a machine without internet copy the model folder "
-                                    f"there and pass --encoder-dir")
-            _warn_once(f"the model hub is unreachable ({unreachable}); using the cached copies of its models")
+        cache = hub_cache_folder(self.source, self.cache_dir)
+        if offline_copy(self.source, self.cache_dir) is not None:
             return _load_folder(EncoderClassifier, cache, run_opts)
         try:
             return EncoderClassifier.from_hparams(source=self.source, savedir=str(cache), run_opts=run_opts)
