@@ -17,8 +17,8 @@ log = logging.getLogger("toucan_speakemb.cli.main")
               help="Training embeddings: an embedding set (.safetensors), an interchange .npz, or "
                    "'builtin:synthetic' (embedded data of known structure). Default: data.path of the config.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), metavar="RUN_DIR",
-              help="Run folder: config, log, checkpoints, loss plot and the finished generator. Re-running the "
-                   "same command resumes from the newest checkpoint.")
+              help="Run folder (made with any missing parent folders): config, log, checkpoints, loss plot and "
+                   "the finished generator. Re-running the same command resumes from the newest checkpoint.")
 @click.option("--config", "config", type=click.Path(dir_okay=False), metavar="YAML",
               help="Recipe YAML (e.g. recipes/default/hparams.yaml). Keys not given keep the defaults.")
 @click.option("--profile", default=None,
@@ -174,7 +174,8 @@ def parse_sliders_like(items):
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--out", "out", default="demo_out", type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--out", "out", default="demo_out", type=click.Path(file_okay=False),
+              help="Output folder (made with any missing parent folders).")
 @click.option("--steps", type=click.IntRange(min=10), default=None,
               help="Training steps (default: the default recipe's, train.steps).")
 @click.option("--voices", type=click.IntRange(min=20), default=500, help="Voices to sample.")
