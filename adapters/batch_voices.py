@@ -31,7 +31,7 @@ import numpy as np
 
 from toucan_speakemb.core.version import __version__
 from toucan_speakemb.core.errors import SpeakEmbError
-from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, read_json
+from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, check_output_folder, read_json
 
 log = logging.getLogger("toucan_speakemb.batch")
 
@@ -127,6 +127,7 @@ def run_batch(cfg: BatchConfig, adapter=None, progress: bool = True, stop_after:
     from toucan_speakemb.voices.novelty import NoveltyCheck, VoiceSampler, resolve_threshold
     from toucan_speakemb.voices.bank import VoiceBank
 
+    check_output_folder(cfg.out, option="out", resume_marker="batch.json")  # before any work
     gen = Generator.load(cfg.generator)
     sentences = read_sentences(cfg.sentences)
     models = None

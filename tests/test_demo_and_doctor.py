@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from toucan_speakemb.cli.main import main
@@ -105,7 +106,7 @@ def test_doctor_reports_versions_and_torchaudio_state():
 
 
 def test_torchaudio_repair_is_a_no_op_when_torchaudio_imports():
-    from toucan_speakemb.cli import doctor
+    from toucan_speakemb.cli import doctor  # the module (cli.main.doctor is the click command)
 
     if doctor.torchaudio_import_error() is not None:
         pytest.skip("torchaudio does not import here; the repair itself runs in scripts/install.sh")
@@ -114,7 +115,7 @@ def test_torchaudio_repair_is_a_no_op_when_torchaudio_imports():
 
 
 def test_torchaudio_repair_disables_an_extension_that_cannot_load_and_undo_restores_it(tmp_path, monkeypatch):
-    from toucan_speakemb.cli import doctor
+    from toucan_speakemb.cli import doctor  # the module (cli.main.doctor is the click command)
 
     lib = tmp_path / "torchaudio" / "lib"
     lib.mkdir(parents=True)
@@ -130,7 +131,7 @@ def test_torchaudio_repair_disables_an_extension_that_cannot_load_and_undo_resto
 
 
 def test_torchaudio_repair_puts_files_back_when_it_does_not_help(tmp_path, monkeypatch):
-    from toucan_speakemb.cli import doctor
+    from toucan_speakemb.cli import doctor  # the module (cli.main.doctor is the click command)
 
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -145,3 +146,29 @@ def test_built_in_defaults_are_the_default_recipe():
     recipe = TrainConfig.from_yaml(ROOT / "recipes" / "default" / "hparams.yaml").to_dict()
     recipe["data"]["path"] = None
     assert recipe == TrainConfig().to_dict()
+
+
+def test_doctor_flags_a_cuda_built_torchaudio_beside_a_cpu_torch(tmp_path, monkeypatch):
+    import importlib.metadata as md
+
+    from toucan_speakemb.cli import doctor
+
+    lib = tmp_path / "torchaudio" / "lib"
+    lib.mkdir(parents=True)
+    (lib / "libtorchaudio.so").write_bytes(b"\x7fELF...NEEDED libc10_cuda.so...")
+    monkeypatch.setattr(doctor, "_torchaudio_lib_dir", lambda: lib)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(md, "version", lambda name: torch.__version__.split("+")[0])
+    note = doctor.torchaudio_build_note()
+    assert "built for CUDA, beside a CPU-only torch" in note and "--repair-torchaudio" in note
+    (lib / "libtorchaudio.so").rename(lib / "libtorchaudio.so.disabled")
+    assert "disabled by --repair-torchaudio" in doctor.torchaudio_build_note()
+    (lib / "libtorchaudio.so.disabled").write_bytes(b"\x7fELF...NEEDED libc10.so...")  # a CPU build: fine
+    assert doctor.torchaudio_build_note() is None
+
+
+def test_doctor_prints_versions_not_speechbrain_log_lines():
+    r = subprocess.run([sys.executable, "-m", "toucan_speakemb.cli", "doctor"], capture_output=True, text=True,
+                       timeout=300)
+    assert "speechbrain" in r.stdout
+    assert "INFO" not in r.stdout + r.stderr, r.stderr

@@ -65,7 +65,41 @@ def repair_torchaudio(undo: bool = False) -> Tuple[str, List[Path]]:
             f"torchaudio now imports as pure Python", moved)
 
 
+def torchaudio_build_note() -> str | None:
+    """What is wrong with the torchaudio beside this torch, read from its files without importing it: an
+    extension built against CUDA beside a CPU-only torch, or a release made for another torch."""
+    lib = _torchaudio_lib_dir()
+    if lib is None:
+        return None
+    try:
+        import importlib.metadata as md
+
+        import torch
+
+        ta_version = md.version("torchaudio")
+    except Exception:  # a diagnostic: what cannot be read is not reported
+        return None
+    notes = []
+    cuda_built = "+cu" in ta_version or any(b"libc10_cuda.so" in f.read_bytes()
+                                            for f in sorted(lib.glob("*.so*")) if f.is_file())
+    if cuda_built and torch.version.cuda is None:
+        disabled = any(lib.glob("*.so" + DISABLED_SUFFIX)) and not any(lib.glob("*.so"))
+        notes.append("its compiled extension is built for CUDA, beside a CPU-only torch "
+                     + ("(disabled by --repair-torchaudio: pure Python in use)" if disabled
+                        else "(run: toucan-speakemb doctor --repair-torchaudio)"))
+    ta_minor = ta_version.split("+")[0].split(".")[:2]
+    torch_minor = torch.__version__.split("+")[0].split(".")[:2]
+    if ta_minor != torch_minor:
+        notes.append(f"it is the release for torch {'.'.join(ta_minor)}, not {'.'.join(torch_minor)}")
+    return "; ".join(notes) or None
+
+
 def report() -> List[Tuple[str, str]]:
+    import logging
+
+    # SpeechBrain logs INFO lines on import ("Applied quirks ..."); a report shows versions only
+    for name in ("speechbrain", "speechbrain.utils.quirks"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     rows = [("python", sys.version.split()[0])]
     for mod in ("torch", "torchaudio", "speechbrain", "numpy", "safetensors", "soundfile"):
         if mod == "torchaudio":
@@ -75,7 +109,9 @@ def report() -> List[Tuple[str, str]]:
                 continue
         try:
             m = importlib.import_module(mod)
-            rows.append((mod, getattr(m, "__version__", "?")))
+            version = getattr(m, "__version__", "?")
+            note = torchaudio_build_note() if mod == "torchaudio" else None
+            rows.append((mod, version + (f"  WARNING: {note}" if note else "")))
         except Exception as e:  # report, don't crash: this is a diagnostic
             rows.append((mod, f"FAILS TO IMPORT: {type(e).__name__}: {e}"))
     return rows

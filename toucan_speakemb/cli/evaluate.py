@@ -29,7 +29,8 @@ def _split_named(value: str):
               help="Generated voices: a voice bank, an embedding set, an .npz or a bare (N, d) .npy array. "
                    "Repeat to compare several generators (e.g. Toucan's GAN) in one report.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), metavar="DIR",
-              help="Report folder: report.md, report.html, metrics.json and the plots.")
+              help="Report folder: report.md, report.html, metrics.json and the plots. Made if missing (its "
+                   "parent must exist); a report already there is replaced only with --overwrite.")
 @click.option("--run", "run", type=click.Path(file_okay=False, exists=True), metavar="RUN_DIR",
               help="The generator's run folder: adds its loss curve (and its training speakers if --train is "
                    "not given).")
@@ -41,11 +42,14 @@ def _split_named(value: str):
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, help="Neighbours of the k-NN measures.")
 @click.option("--threshold", type=click.FloatRange(-1, 1), default=None,
               help="Same-speaker cosine threshold. Default: the equal-error point on the real utterances.")
-@click.option("--profile", default=None, help="Profile of interchange .npz inputs (default: guessed from width).")
+@click.option("--profile", default=None,
+              help="Profile of interchange .npz inputs (default: guessed from width): a known profile, "
+                   "synthetic-<dim> or custom-<name>.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0,
               help="Seed of baselines, subsamples and t-SNE (same seed, same report).")
 @click.option("--no-tsne", is_flag=True, help="Skip the t-SNE plot (the slowest part on large sets).")
-def evaluate(real, train, generated, out, run, level, baselines, k, threshold, profile, seed, no_tsne):
+@click.option("--overwrite", is_flag=True, help="Replace a report already in --out.")
+def evaluate(real, train, generated, out, run, level, baselines, k, threshold, profile, seed, no_tsne, overwrite):
     """Judge generated voices against real held-out speakers: are they realistic, new and distinct?
 
     Writes report.md, a self-contained report.html, metrics.json and PNG plots (t-SNE, PCA, novelty and
@@ -58,11 +62,17 @@ def evaluate(real, train, generated, out, run, level, baselines, k, threshold, p
       toucan-speakemb evaluate --real heldout.safetensors --train train.safetensors \\
           --generated voices.safetensors --run runs/default --out report/
     """
+    from toucan_speakemb.core.fileio import check_output_folder
+    from toucan_speakemb.core.profiles import check_profile_name
+    from toucan_speakemb.evaluation.report import REPORT_FILES
     from toucan_speakemb.evaluation.report import evaluate as run_evaluation
     from toucan_speakemb.evaluation.report import write_report
     from toucan_speakemb.voices.bank import load_generated
     from toucan_speakemb.training.trainer import load_training_set
 
+    if profile is not None:
+        check_profile_name(profile)
+    check_output_folder(out, REPORT_FILES, overwrite=overwrite)
     chosen = [] if baselines.strip().lower() == "none" else [b.strip() for b in baselines.split(",") if b.strip()]
     real_set = load_training_set(real, profile=profile)
     if train is None and run is not None:

@@ -25,8 +25,9 @@ def _shard(ctx, param, value):
 @click.command(context_settings={"max_content_width": 100})
 @click.argument("corpus", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Embedding set to write (.safetensors). The rejects file goes beside it "
-                   "(OUT minus suffix + .rejects.csv), and while running, the work folder OUT.work/.")
+              help="Embedding set to write (.safetensors, or .npz for the interchange format). The rejects file "
+                   "goes beside it (OUT minus suffix + .rejects.csv), and while running, the work folder "
+                   "OUT.work/. Its folder must exist; existing outputs are replaced only with --overwrite.")
 @click.option("--corpus-type", type=click.Choice(["auto", "librispeech", "vctk", "folder", "manifest"]),
               default="auto", show_default=True,
               help="How to read CORPUS. auto: a .csv is a manifest, a folder with speaker-info.txt is VCTK, "
@@ -100,8 +101,8 @@ def extract(corpus, out, corpus_type, speaker_regex, vctk_mic, profile, encoder_
       toucan-speakemb extract clips.csv -o clips.safetensors --profile toucan-v3
     """
     from toucan_speakemb.extract.corpora import load_corpus
-    from toucan_speakemb.extract.encoders import parse_encoder_dirs
-    from toucan_speakemb.extract.pipeline import ExtractConfig
+    from toucan_speakemb.extract.encoders import HUB_IDS, offline_copy, parse_encoder_dirs, resolve_device
+    from toucan_speakemb.extract.pipeline import ExtractConfig, shard_output
     from toucan_speakemb.extract.pipeline import extract as run_extract
     from toucan_speakemb.core.profiles import get_profile
 
@@ -115,7 +116,12 @@ def extract(corpus, out, corpus_type, speaker_regex, vctk_mic, profile, encoder_
     if shard and speaker_means:
         raise SpeakEmbError("--speaker-means needs every utterance of a speaker: give it to `merge` instead "
                             "of to a --shard run")
+    check_outputs(shard_output(out, *shard) if shard else out, overwrite, speaker_means)
     dirs = parse_encoder_dirs(encoder_dirs, get_profile(profile)) if encoder_dirs else {}
+    resolve_device(device)  # a device this torch cannot use, and an unreachable hub, fail before any work
+    for comp, _ in get_profile(profile).components if profile != "toucan-native" else ():
+        if comp not in dirs:
+            offline_copy(HUB_IDS[comp], model_cache)
     ctype, utts = load_corpus(corpus, corpus_type, speaker_regex, vctk_mic)
     click.echo(f"{len(utts)} utterances of {len(set(u.speaker_id for u in utts))} speakers ({ctype} corpus "
                f"{corpus})", err=True)
@@ -138,7 +144,8 @@ def extract(corpus, out, corpus_type, speaker_regex, vctk_mic, profile, encoder_
 @click.command(context_settings={"max_content_width": 100})
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The joined embedding set (.safetensors); the joined rejects file goes beside it.")
+              help="The joined embedding set (.safetensors or .npz); the joined rejects file goes beside it. "
+                   "Its folder must exist; existing outputs are replaced only with --overwrite.")
 @click.option("--speaker-means", is_flag=True, help="Also write one mean embedding per speaker.")
 @click.option("--allow-partial", is_flag=True, help="Merge shards even when some of the N are missing.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
@@ -155,8 +162,19 @@ def merge(inputs, out, speaker_means, allow_partial, overwrite):
     """
     from toucan_speakemb.extract.pipeline import merge as run_merge
 
+    check_outputs(out, overwrite, speaker_means)
     res = run_merge(list(inputs), out, speaker_means=speaker_means, overwrite=overwrite, allow_partial=allow_partial)
     click.echo(res.summary())
+
+
+def check_outputs(out: Path, overwrite: bool, speaker_means: bool) -> None:
+    """The embedding set, its rejects file and (on request) its speaker means: checked before any work."""
+    from toucan_speakemb.core.fileio import check_output
+    from toucan_speakemb.extract.pipeline import rejects_path, speaker_means_path
+
+    companions = [rejects_path(out)] + ([speaker_means_path(out)] if speaker_means else [])
+    check_output(out, (".safetensors", ".npz"), overwrite=overwrite, option="-o", what="an embedding set",
+                 companions=companions)
 
 
 def register(group: click.Group) -> None:

@@ -19,11 +19,13 @@ log = logging.getLogger("toucan_speakemb.cli.main")
               help="Training embeddings: an embedding set (.safetensors), an interchange .npz, or "
                    "'builtin:synthetic' (embedded data of known structure). Default: data.path of the config.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), metavar="RUN_DIR",
-              help="Run folder: config, log, checkpoints, loss plot and the finished generator. Re-running the "
-                   "same command resumes from the newest checkpoint.")
+              help="Run folder (made with any missing parent folders): config, log, checkpoints, loss plot and "
+                   "the finished generator. Re-running the same command resumes from the newest checkpoint.")
 @click.option("--config", "config", type=click.Path(dir_okay=False), metavar="YAML",
               help="Recipe YAML (e.g. recipes/default/hparams.yaml). Keys not given keep the defaults.")
-@click.option("--profile", default=None, help="Profile of an interchange .npz (default: guessed from its width).")
+@click.option("--profile", default=None,
+              help="Profile of an interchange .npz (default: guessed from its width): a known profile, "
+                   "synthetic-<dim> or custom-<name>.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 def train(data, out, config, profile, no_progress, overrides):
@@ -37,10 +39,13 @@ def train(data, out, config, profile, no_progress, overrides):
       balanced   utterances drawn so that every speaker weighs the same
       utterance  every utterance once (the source presentation's setting)
     """
+    from toucan_speakemb.core.profiles import check_profile_name
     from toucan_speakemb.training.config import TrainConfig, apply_overrides
     from toucan_speakemb.training.trainer import load_training_set
     from toucan_speakemb.training.trainer import train as run_training
 
+    if profile is not None:
+        check_profile_name(profile)
     cfg = TrainConfig.from_yaml(config, overrides) if config else TrainConfig.from_dict(
         apply_overrides({}, overrides), "overrides")
     source = data or cfg.data.path
@@ -48,7 +53,8 @@ def train(data, out, config, profile, no_progress, overrides):
         raise SpeakEmbError("no training data: give --data SET (or data.path in the config)")
     es = load_training_set(source, profile=profile)
     click.echo(f"training on {es.summary()} ({cfg.data.level} level) -> {out}")
-    path = run_training(es, out, cfg, progress=not no_progress)
+    path = run_training(es, out, cfg, progress=not no_progress,
+                        data_name=source if str(source).startswith("builtin:") else str(Path(source).resolve()))
     if path.exists():
         click.echo(f"generator written: {path}")
 
@@ -103,46 +109,58 @@ def conditions_from(gender, age, accent, extra_conditions):
 @click.command(context_settings={"show_default": True})
 @click.option("--generator", "generator", required=True, type=click.Path(), metavar="RUN_DIR",
               help="A run folder from `train` (or its generator.safetensors).")
-@click.option("-n", "n", type=click.IntRange(min=1), default=100, help="Number of voices.")
+@click.option("-n", "n", type=click.IntRange(min=1), default=100,
+              help="Number of voices (at most 1,000,000 per bank; checked against memory and disk first).")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0,
               help="Bank seed: the same seed gives the same voices.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), metavar="BANK",
-              help="Voice bank to write (.safetensors): ids, seeds, embeddings, provenance.")
-@click.option("--npy", "npy", type=click.Path(dir_okay=False), help="Also write the bare (N, d) float32 array.")
+              help="Voice bank to write (.safetensors): ids, seeds, embeddings, provenance. Its folder must "
+                   "exist; an existing file is replaced only with --overwrite.")
+@click.option("--npy", "npy", type=click.Path(dir_okay=False), help="Also write the bare (N, d) float32 array (.npy).")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--sampler", type=click.Choice(sampler_names()), default=None,
               help="; ".join(f"{s.name}: {s.help}" for s in SAMPLERS.values()) + ". Default: the generator's.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps (default: the generator's).")
+@click.option("--no-progress", is_flag=True, help="No progress bar (shown for more than 4096 voices).")
 @condition_options
 @slider_options
-def sample(generator, n, seed, out, npy, sampler, steps, gender, age, accent, extra_conditions, guidance, sliders,
-           slider_method, slider_strength):
+def sample(generator, n, seed, out, npy, overwrite, sampler, steps, no_progress, gender, age, accent,
+           extra_conditions, guidance, sliders, slider_method, slider_strength):
     """Sample new voices from a trained generator into a voice bank.
+
+    The voices are sampled in chunks and streamed to disk, so memory holds one chunk (and the ids), and the
+    files appear complete or not at all.
 
     \b
     Conditional generators (trained with model.conditions) take --gender, --age, --accent or --condition;
     sliders (--slider) work on any generator; see docs/attribute-control.md.
     """
+    from toucan_speakemb.core.fileio import check_output
     from toucan_speakemb.generate.generator import Generator
     from toucan_speakemb.generate.sliders import parse_sliders
-    from toucan_speakemb.voices.bank import VoiceBank
-
-    from toucan_speakemb.core.fileio import check_writable
+    from toucan_speakemb.voices.bank import MAX_BANK_VOICES, SamplingPlan, check_sample_request
 
     conditions = conditions_from(gender, age, accent, extra_conditions)
     slider_values = parse_sliders(sliders)
-    for target in filter(None, (out, npy)):  # fail before anything is written, so nothing is half-replaced
-        check_writable(target)
-    gen = Generator.load(generator)
-    bank = VoiceBank.from_generator(gen, n, seed, sampler=sampler, steps=steps, conditions=conditions,
-                                    guidance=guidance, sliders=slider_values, slider_strength=slider_strength,
-                                    slider_method=slider_method)
-    if "conditions" in bank.provenance:
-        click.echo("conditions: " + ", ".join(f"{k}={v}" for k, v in bank.provenance["conditions"].items())
-                   + f" (guidance {bank.provenance['guidance']:g})")
-    bank.save(out)
-    click.echo(f"{len(bank)} voices ({gen.profile.name}, {gen.dim}-dim) written to {out}")
+    if n > MAX_BANK_VOICES:  # before loading anything
+        check_sample_request(n, 1, out)
+    # fail before anything is written, so nothing is half-replaced
+    check_output(out, (".safetensors",), overwrite=overwrite, what="a voice bank")
     if npy:
-        bank.save_npy(npy)
+        check_output(npy, (".npy",), overwrite=overwrite, option="--npy", what="the bare array")
+        if Path(npy).resolve() == Path(out).resolve():
+            raise SpeakEmbError("--npy and --out name the same file")
+    gen = Generator.load(generator)
+    check_sample_request(n, gen.dim, out, npy)
+    plan = SamplingPlan(gen, n, seed, sampler=sampler, steps=steps, conditions=conditions, guidance=guidance,
+                        sliders=slider_values, slider_strength=slider_strength, slider_method=slider_method)
+    prov = plan.provenance
+    if "conditions" in prov:
+        click.echo("conditions: " + ", ".join(f"{k}={v}" for k, v in prov["conditions"].items())
+                   + f" (guidance {prov['guidance']:g})")
+    plan.write(out, npy, progress=not no_progress)
+    click.echo(f"{n} voices ({gen.profile.name}, {gen.dim}-dim) written to {out}")
+    if npy:
         click.echo(f"array written to {npy}")
 
 
@@ -158,7 +176,8 @@ def parse_sliders_like(items):
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--out", "out", default="demo_out", type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--out", "out", default="demo_out", type=click.Path(file_okay=False),
+              help="Output folder (made with any missing parent folders).")
 @click.option("--steps", type=click.IntRange(min=10), default=None,
               help="Training steps (default: the default recipe's, train.steps).")
 @click.option("--voices", type=click.IntRange(min=20), default=500, help="Voices to sample.")

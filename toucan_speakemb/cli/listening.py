@@ -13,7 +13,9 @@ from toucan_speakemb.listening.stimuli import DEFAULT_VOICE_PATTERN
               help="Folder of audio to test. Each sub-folder is a system (generated/, baseline_gaussian/, ...); "
                    "files directly in it form one system named after the folder. A metadata.csv (file, "
                    "system, voice_id, text) or x.json sidecars may name systems and voices.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=str), help="Output folder.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=str),
+              help="Output folder, made if missing (its parent must exist). A test already there is replaced "
+                   "(its old audio removed) only with --overwrite.")
 @click.option("--kind", type=click.Choice(KINDS), default="mos", show_default=True,
               help="mos: naturalness 1-5 per stimulus; mushra: each item's systems rated 0-100 against a real "
                    "reference (needs --reference); ab-speaker: 'same or different speaker?' for pairs.")
@@ -38,8 +40,9 @@ from toucan_speakemb.listening.stimuli import DEFAULT_VOICE_PATTERN
               help="Regular expression taking the voice from a file name when no sidecar, metadata.csv or "
                    "<system>/<voice>/ folder gives it (group 'voice', or the first group).")
 @click.option("--no-webmushra", is_flag=True, help="Do not write the webMUSHRA configuration.")
+@click.option("--overwrite", is_flag=True, help="Replace a test already in --out.")
 def export_listening_test_cmd(audio_dir, out_dir, kind, reference_dir, seed, title, embed, sample_rate,
-                              max_per_system, pairs_per_type, voice_pattern, no_webmushra):
+                              max_per_system, pairs_per_type, voice_pattern, no_webmushra, overwrite):
     """Write a listening test: a web page listeners open in a browser, and a webMUSHRA configuration.
 
     \b
@@ -56,8 +59,10 @@ def export_listening_test_cmd(audio_dir, out_dir, kind, reference_dir, seed, tit
     Files at another sample rate are resampled for the test and listed.
     Summarise the answers with:  toucan-speakemb listening-results answers_*.json --test OUT
     """
-    from toucan_speakemb.listening.export import export_listening_test
+    from toucan_speakemb.core.fileio import check_output_folder
+    from toucan_speakemb.listening.export import PAGE_NAME, export_listening_test
 
+    check_output_folder(out_dir, ("test.json", PAGE_NAME, "stimuli.csv"), overwrite=overwrite)
     t = export_listening_test(audio_dir, out_dir, kind=kind, reference_dir=reference_dir, seed=seed, title=title,
                               embed=embed, sample_rate=sample_rate, max_per_system=max_per_system,
                               pairs_per_type=pairs_per_type, voice_pattern=voice_pattern, webmushra=not no_webmushra)
@@ -73,8 +78,10 @@ def export_listening_test_cmd(audio_dir, out_dir, kind, reference_dir, seed, tit
               help="The exported test folder (or its test.json): answers from another test, or that leave a "
                    "trial unanswered, are refused; systems, pairs and truths are taken from it.")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
-              help="Also write results.json and results.png (the plot) into this folder.")
-def listening_results_cmd(answers, test, out_dir):
+              help="Also write results.json and results.png (the plot) into this folder, made if missing "
+                   "(its parent must exist); results already there are replaced only with --overwrite.")
+@click.option("--overwrite", is_flag=True, help="Replace results already in --out.")
+def listening_results_cmd(answers, test, out_dir, overwrite):
     """Summarise answers files downloaded from a listening test page (JSON or CSV), or webMUSHRA's result
     CSVs (results/<test id>/lss.csv, mushra.csv; these need --test).
 
@@ -84,8 +91,11 @@ def listening_results_cmd(answers, test, out_dir):
                   vs reference) with a 95% Wilson interval.
     All files must come from one test; a session given twice (its JSON and its CSV) counts once.
     """
+    from toucan_speakemb.core.fileio import check_output_folder
     from toucan_speakemb.listening.results import format_table, listening_results
 
+    if out_dir:
+        check_output_folder(out_dir, ("results.json", "results.png"), overwrite=overwrite)
     summary = listening_results(list(answers), test=test, out=out_dir)
     click.echo(format_table(summary), nl=False)
     if out_dir:

@@ -45,10 +45,39 @@ def main(verbose: int, quiet: bool):
       toucan-speakemb sample --generator runs/default -n 100 --seed 0 --out voices.safetensors
     Try everything without data:  toucan-speakemb demo --out demo_out
     """
+    _set_log_level(verbose, quiet)
+
+
+def _set_log_level(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger().setLevel(level)
     for handler in logging.getLogger().handlers:  # the run's log file may lower a logger's level; not the console's
         handler.setLevel(level)
+
+
+def _log_option_callback(ctx, param, value):
+    """-v / -q given after a sub-command: the same as before it (the later word wins)."""
+    if value:
+        _set_log_level(value if param.name == "verbose" else 0, param.name == "quiet")
+
+
+def _logging_options_everywhere(command: click.Command) -> None:
+    """Every (sub-)command also takes -v / -q, so they work anywhere on the command line."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _logging_options_everywhere(sub)
+        if command is main:
+            return
+    taken = {o for p in command.params for o in getattr(p, "opts", [])}
+    if not taken & {"-v", "--verbose"}:
+        command.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False, is_eager=True,
+                                           show_default=False, callback=_log_option_callback,
+                                           help="More log output (-vv for debug)."))
+    if not taken & {"-q", "--quiet"}:
+        command.params.append(click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, is_eager=True,
+                                           show_default=False, callback=_log_option_callback,
+                                           help="Only warnings and errors."))
 
 
 @main.command()
@@ -89,6 +118,7 @@ cli_listening.register(main)
 from toucan_speakemb.cli import synth as cli_synth  # noqa: E402
 cli_synth.register(main)
 
+_logging_options_everywhere(main)
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ import numpy as np
 
 from toucan_speakemb.core.version import __version__
 from toucan_speakemb.core.errors import SpeakEmbError
-from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, check_writable
+from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, check_output, check_writable
 from toucan_speakemb.cli.generate import condition_options, conditions_from, slider_options
 
 log = logging.getLogger("toucan_speakemb.cli.main")
@@ -289,16 +289,17 @@ def voices_remove(bank, voice_ids):
 @click.argument("bank", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False),
               help=".npy (the bare (n, d) float32 array), .npz (interchange: embeddings, speaker_ids = voice ids) "
-                   "or .csv (id, seed, figures).")
+                   "or .csv (id, seed, figures). Its folder must exist.")
 @click.option("--ids", "ids", multiple=True, metavar="ID", help="Only these voices (repeatable).")
-def voices_export(bank, out, ids):
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+def voices_export(bank, out, ids, overwrite):
     """Write BANK's voices for other tools."""
+    check_output(out, (".npy", ".npz", ".csv"), overwrite=overwrite, option="-o", what="an export")
     b = _load_bank(bank)
     if ids:
         for v in ids:
             b.index(v)  # an unknown id is an error, not an empty export
         b = b.without([v for v in b.ids if v not in set(ids)])
-    check_writable(out)
     suffix = Path(out).suffix.lower()
     if suffix == ".npy":
         b.save_npy(out)
@@ -313,8 +314,6 @@ def voices_export(bank, out, ids):
         for vid, s, n, d in _rows(b):
             w.writerow([vid, s, "" if np.isnan(n) else f"{n:.6f}", "" if np.isnan(d) else f"{d:.6f}"])
         atomic_write_text(out, buf.getvalue())
-    else:
-        raise SpeakEmbError(f"-o {out}: export to .npy, .npz or .csv")
     click.echo(f"{len(b)} voices written to {out}")
 
 

@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -25,22 +25,115 @@ def _umask() -> int:
     return mask
 
 
+class AtomicFile:
+    """A file written in place of ``path`` all at once: bytes go to a temporary file in the same folder, which
+    is renamed over ``path`` when the ``with`` block ends without an error (and removed when it fails), so a
+    killed process leaves either the old file or the complete new one."""
+
+    def __init__(self, path: os.PathLike | str):
+        self.path = Path(path)
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; written files get the usual mode
+            self.file = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            os.unlink(self.tmp)
+            raise
+        return self
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+
+    def finish(self) -> None:
+        """Called before the rename; streamed writers check there that everything promised was written."""
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self.finish()
+                self.file.flush()
+                os.fsync(self.file.fileno())
+            self.file.close()
+            if exc_type is None:
+                os.replace(self.tmp, self.path)
+        finally:
+            if os.path.exists(self.tmp):
+                os.unlink(self.tmp)
+        return False
+
+
 def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; written files get the usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with AtomicFile(path) as f:
+        f.write(data)
+    return Path(path)
+
+
+class _StreamedRows(AtomicFile):
+    """An atomic file whose last (or only) array, of ``rows`` rows, arrives in chunks through :meth:`rows`."""
+
+    def __init__(self, path, n_rows: int, row_bytes: int):
+        super().__init__(path)
+        self.n_rows, self.row_bytes, self.done = int(n_rows), int(row_bytes), 0
+
+    def rows(self, x: np.ndarray) -> None:
+        x = np.ascontiguousarray(x)
+        if x.nbytes != len(x) * self.row_bytes or self.done + len(x) > self.n_rows:
+            raise ValueError(f"{self.path}: rows of {x.nbytes // max(len(x), 1)} bytes, or more than {self.n_rows}")
+        self.write(x.tobytes())
+        self.done += len(x)
+
+    def finish(self) -> None:
+        if self.done != self.n_rows:
+            raise ValueError(f"{self.path}: {self.done} of {self.n_rows} rows written")
+
+
+class StreamedTensors(_StreamedRows):
+    """A :func:`save_tensors` file written chunk by chunk: ``fixed`` arrays (in memory) first, then the
+    ``name`` array of ``shape`` and ``dtype`` row block by row block (:meth:`rows`), so a large file never has
+    to be in memory at once. Read back with :func:`load_tensors` like any other."""
+
+    _DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64", np.dtype(np.float64): "F64",
+               np.dtype(np.int32): "I32"}
+
+    def __init__(self, path, fixed: Mapping[str, np.ndarray], name: str, shape: Tuple[int, ...], dtype,
+                 meta: Mapping[str, Any]):
+        dtype = np.dtype(dtype)
+        super().__init__(path, shape[0], int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+        header: Dict[str, Any] = {"__metadata__": {META_KEY: json.dumps(meta)}}
+        self.fixed = {k: np.ascontiguousarray(v) for k, v in fixed.items()}
+        start = 0
+        for key, arr in [*self.fixed.items(), (name, np.empty((0,), dtype))]:
+            size = arr.nbytes if key != name else self.n_rows * self.row_bytes
+            header[key] = {"dtype": self._DTYPES[arr.dtype], "shape": list(arr.shape if key != name else shape),
+                           "data_offsets": [start, start + size]}
+            start += size
+        text = json.dumps(header, separators=(",", ":")).encode()
+        self.header = text + b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+
+    def __enter__(self):
+        super().__enter__()
+        self.write(len(self.header).to_bytes(8, "little") + self.header)
+        for arr in self.fixed.values():
+            self.write(arr.tobytes())
+        return self
+
+
+class StreamedNpy(_StreamedRows):
+    """A bare ``.npy`` array of ``shape`` and ``dtype`` written chunk by chunk (:meth:`rows`), atomically."""
+
+    def __init__(self, path, shape: Tuple[int, ...], dtype):
+        dtype = np.dtype(dtype)
+        super().__init__(path, shape[0], int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+        self.header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+
+    def __enter__(self):
+        super().__enter__()
+        np.lib.format.write_array_header_1_0(self.file, self.header)
+        return self
 
 
 def check_writable(path: os.PathLike | str) -> None:
@@ -55,6 +148,57 @@ def check_writable(path: os.PathLike | str) -> None:
             if not os.access(parent, os.W_OK):
                 raise SpeakEmbError(f"cannot write {path}: {parent} is not writable")
             return
+
+
+def check_output(path: os.PathLike | str, suffixes: Sequence[str], *, overwrite: bool = False,
+                 option: str = "--out", what: str = "output", make_parent: bool = False,
+                 companions: Iterable[os.PathLike | str] = ()) -> Path:
+    """The one rule for a file a command writes, checked before any work starts (one line on failure).
+
+    - its name ends in one of ``suffixes`` (what is written decides the extension, never the other way);
+    - it does not exist yet, nor do its ``companions`` (files written beside it), unless ``overwrite``;
+    - its folder exists (``make_parent``: is created, only where a command's help says so);
+    - it can be written (no file where a folder must be, a writable folder).
+    The write itself then goes through :func:`atomic_write_bytes`."""
+    path = Path(path)
+    name = path.name.lower()
+    if not any(name.endswith(s) for s in suffixes) or any(name == s for s in suffixes):
+        raise SpeakEmbError(f"{option} {path}: {what} is written as {' or '.join(suffixes)}; "
+                            f"name it e.g. {path.stem or 'out'}{suffixes[0]}")
+    check_writable(path)
+    if not overwrite:
+        for p in (path, *map(Path, companions)):
+            if p.exists():
+                raise SpeakEmbError(f"{p} exists; pass --overwrite to replace it")
+    if not path.parent.is_dir() and not make_parent:
+        raise SpeakEmbError(f"{option} {path}: folder {path.parent} does not exist (make it first)")
+    return path
+
+
+def check_output_folder(path: os.PathLike | str, files: Iterable[str] = (), *, overwrite: bool = False,
+                        option: str = "--out", resume_marker: Optional[str] = None) -> Path:
+    """The same rule for a command's output folder: it is made if missing, but its parent must exist; the
+    ``files`` the command writes in it must not exist yet unless ``overwrite``. ``resume_marker``: a folder
+    holding that file is the command's own, to be continued (its documented resume mode); any other non-empty
+    folder is refused, so a command never mixes its files into someone else's."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SpeakEmbError(f"{option} {path} is a file, expected a folder")
+    check_writable(path / "_")
+    if not path.exists():
+        if not path.parent.is_dir():
+            raise SpeakEmbError(f"{option} {path}: folder {path.parent} does not exist (make it first)")
+        return path
+    if resume_marker is not None:
+        if not (path / resume_marker).exists() and any(path.iterdir()):
+            raise SpeakEmbError(f"{option} {path} is a folder of other files (no {resume_marker}); "
+                                f"give a new or empty folder")
+        return path
+    if not overwrite:
+        for f in files:
+            if (path / f).exists():
+                raise SpeakEmbError(f"{path / f} exists; pass --overwrite to replace it")
+    return path
 
 
 def atomic_write_text(path: os.PathLike | str, text: str) -> Path:

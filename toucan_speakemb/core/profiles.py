@@ -143,6 +143,20 @@ def get_profile(name: str, dim: Optional[int] = None) -> Profile:
     return Profile(name, int(dim), "custom profile")
 
 
+def check_profile_name(name: str, option: str = "--profile") -> str:
+    """Refuse, before any work, a profile a user asks for that the registry does not know: a known profile,
+    ``synthetic-<dim>``, or ``custom-<name>`` for a space of the user's own (a typo is never a new space)."""
+    if name in KNOWN_PROFILES:
+        return name
+    if name.startswith("synthetic-"):
+        get_profile(name)
+        return name
+    if name.startswith("custom-") and len(name) > len("custom-") and not any(c.isspace() for c in name):
+        return name
+    raise SpeakEmbError(f"{option} {name!r}: unknown profile (known: {', '.join(sorted(KNOWN_PROFILES))}, "
+                        f"synthetic-<dim>, or custom-<name> for a space of your own)")
+
+
 def guess_profile(dim: int) -> Profile:
     """The profile a bare array of this width most likely belongs to (used for .npz imports without one)."""
     for p in KNOWN_PROFILES.values():

@@ -32,6 +32,8 @@ log = logging.getLogger("toucan_speakemb.evaluate")
 
 LEVELS = ("speaker", "utterance")
 REAL_HELDOUT = "real held-out speakers"
+# what marks a folder as holding a report (replaced only on request)
+REPORT_FILES = ("report.md", "report.html", "metrics.json")
 REAL_TRAIN = "real training speakers"
 PAIR_SAMPLE = 20_000  # pairs drawn for the distinctness histogram (the share itself counts every pair)
 

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 HUB_IDS = {name: src.hub_id for name, src in SPEECHBRAIN_ENCODERS.items()}
 DIR_NAMES = {name: src.dir_names for name, src in SPEECHBRAIN_ENCODERS.items()}
 SB_FILES = ("hyperparams.yaml", "embedding_model.ckpt")
+POOLING_NOISE_SEED = 0  # of the x-vector's pooling noise (_seed_pooling_noise)
 BATCH_TOLERANCE = 1e-3  # max relative L2 difference, batched vs one by one, for a model to be batched freely
 NATIVE_STYLE_MODULE = Path("TrainingInterfaces") / "Spectrogram_to_Embedding" / "StyleEmbedding.py"
 NATIVE_DEFAULT_WEIGHTS = Path("Models") / "Embedding" / "embedding_function.pt"
@@ -82,6 +83,106 @@ def _quiet_speechbrain():
     for name in ("speechbrain", "speechbrain.utils.fetching", "speechbrain.utils.parameter_transfer",
                  "speechbrain.utils.quirks"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _load_folder(loader, folder: Path, run_opts: Dict[str, Any]):
+    """A SpeechBrain model from a folder in its own format, fetching nothing."""
+    if not folder.is_dir():
+        raise SpeakEmbError(f"encoder folder not found: {folder}")
+    missing = [f for f in SB_FILES if not (folder / f).exists()]
+    if missing:
+        raise SpeakEmbError(f"{folder} is not a SpeechBrain model folder (missing {', '.join(missing)})")
+    overrides = {}
+    hp_text = (folder / "hyperparams.yaml").read_text(encoding="utf-8", errors="replace")
+    if any(line.startswith("pretrained_path:") for line in hp_text.splitlines()):
+        overrides["pretrained_path"] = str(folder.resolve())
+    # SpeechBrain links the files into savedir; a private temporary one keeps read-only model folders
+    # and concurrent jobs apart. The weights are in memory once from_hparams returns.
+    with tempfile.TemporaryDirectory(prefix="speakemb-sb-") as savedir:
+        try:
+            return loader.from_hparams(source=str(folder.resolve()), savedir=savedir, overrides=overrides,
+                                       run_opts=run_opts)
+        except Exception as e:
+            raise SpeakEmbError(f"could not load the SpeechBrain model in {folder} "
+                                f"({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _seed_pooling_noise(model) -> None:
+    """Make the one random draw of SpeechBrain's x-vector reproducible.
+
+    Its statistics pooling adds noise of 1e-5 to 9e-5 to the pooled mean on every call, in eval mode too
+    (``StatisticsPooling._get_gauss_noise``, ``torch.randn`` from the global generator), so the same
+    utterance got another x-vector each time (measured: up to 4e-5, run to run) and a resumed extraction
+    differed from an uninterrupted one. Here each row gets the noise a seeded draw gives, scaled to the same
+    range, the same for every row and every call: the model's computation and noise level are kept, and an
+    embedding is a function of its audio alone (on CPU bit for bit run to run, in any order, after a resume,
+    for the same intra-op thread count; another count sums in another order, ~4e-7). The global random
+    state is not touched. ECAPA's attentive pooling draws nothing."""
+    import torch
+
+    for module in model.modules():
+        if not hasattr(module, "_get_gauss_noise"):
+            continue
+        eps = float(getattr(module, "eps", 1e-5))
+
+        def noise(shape, device="cpu", eps=eps):
+            row = torch.randn(int(shape[-1]), generator=torch.Generator().manual_seed(POOLING_NOISE_SEED))
+            row = (row - row.min()) / (row - row.min()).max()
+            return (eps * (9 - 8 * row)).expand(tuple(shape)).to(device).clone()
+
+        module._get_gauss_noise = noise
+
+
+_WARNED: set = set()
+_HUB_STATE: Optional[str] = None  # why the hub is unreachable ("" when it is reachable), once asked
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
+
+
+def hub_cache_folder(source: str, cache_dir: Optional[Path] = None) -> Path:
+    """Where a hub model is downloaded to (and read from when the hub is unreachable)."""
+    return Path(cache_dir or default_cache_dir()) / "speechbrain" / source.replace("/", "--")
+
+
+def offline_copy(source: str, cache_dir: Optional[Path] = None) -> Optional[Path]:
+    """None when the model hub is reachable; when it is not (one quick try instead of the hub client's
+    retries with back-off), the cached copy of ``source`` with one warning, or one SpeakEmbError line."""
+    unreachable = hub_unreachable()
+    if unreachable is None:
+        return None
+    cache = hub_cache_folder(source, cache_dir)
+    if not all((cache / f).exists() for f in SB_FILES):
+        raise SpeakEmbError(f"could not get {source} from the model hub ({unreachable}) and it is not in the "
+                            f"cache {cache}; on a machine without internet copy the model folder there and pass "
+                            f"--encoder-dir")
+    _warn_once(f"the model hub is unreachable ({unreachable}); using the cached copies of its models")
+    return cache
+
+
+def hub_unreachable(timeout: float = 5.0) -> Optional[str]:
+    """Why the model hub cannot be reached (one connection attempt), or None when it can.
+
+    ``HF_HUB_OFFLINE=1`` counts as unreachable without trying. The answer is kept for the process: a run
+    loading two encoders asks once."""
+    global _HUB_STATE
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    if _HUB_STATE is None:
+        import socket
+        from urllib.parse import urlparse
+
+        url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+        host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            _HUB_STATE = ""
+        except OSError as e:
+            _HUB_STATE = f"{host}: {e.strerror or type(e).__name__}"
+    return _HUB_STATE or None
 
 
 # ---- exact padded batches --------------------------------------------------------------------------------
@@ -188,6 +289,7 @@ class SpeechBrainEncoder:
 
     def __post_init__(self):
         self.model = self._load()
+        _seed_pooling_noise(self.model.mods.embedding_model)
         stft = self.model.mods.compute_features.compute_STFT
         self.hop = int(stft.hop_length)
         self.center = bool(getattr(stft, "center", True))
@@ -210,26 +312,10 @@ class SpeechBrainEncoder:
         _quiet_speechbrain()
         run_opts = {"device": self.device}
         if self.local:
-            folder = Path(self.source)
-            if not folder.is_dir():
-                raise SpeakEmbError(f"encoder folder not found: {folder}")
-            missing = [f for f in SB_FILES if not (folder / f).exists()]
-            if missing:
-                raise SpeakEmbError(f"{folder} is not a SpeechBrain model folder (missing {', '.join(missing)})")
-            overrides = {}
-            hp_text = (folder / "hyperparams.yaml").read_text(encoding="utf-8", errors="replace")
-            if any(line.startswith("pretrained_path:") for line in hp_text.splitlines()):
-                overrides["pretrained_path"] = str(folder.resolve())
-            # SpeechBrain links the files into savedir; a private temporary one keeps read-only model folders
-            # and concurrent jobs apart. The weights are in memory once from_hparams returns.
-            with tempfile.TemporaryDirectory(prefix="speakemb-sb-") as savedir:
-                try:
-                    return EncoderClassifier.from_hparams(source=str(folder.resolve()), savedir=savedir,
-                                                          overrides=overrides, run_opts=run_opts)
-                except Exception as e:
-                    raise SpeakEmbError(f"could not load the SpeechBrain model in {folder} "
-                                        f"({type(e).__name__}: {_first_line(e)})") from None
-        cache = Path(self.cache_dir or default_cache_dir()) / "speechbrain" / self.source.replace("/", "--")
+            return _load_folder(EncoderClassifier, Path(self.source), run_opts)
+        cache = hub_cache_folder(self.source, self.cache_dir)
+        if offline_copy(self.source, self.cache_dir) is not None:
+            return _load_folder(EncoderClassifier, cache, run_opts)
         try:
             return EncoderClassifier.from_hparams(source=self.source, savedir=str(cache), run_opts=run_opts)
         except Exception as e:

@@ -25,6 +25,7 @@ a barrier (gloo on CPU, NCCL on GPUs), so a multi-process run gives the same sin
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import logging
@@ -272,10 +273,32 @@ def _collate(items):
     return [j for j, _ in ok], feats, lengths, bad
 
 
-def _worker_init(_):
+def _worker_init(_, parent: Optional[int] = None):
     import torch
 
     torch.set_num_threads(1)
+    if parent is not None:
+        _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this decoding worker the moment its parent dies (a killed `extract` leaves no
+    worker behind; without this, DataLoader workers notice only at their next status check, seconds later)."""
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
 
 
 def plan_batches(seconds: Sequence[float], batch_size: int, max_batch_seconds: float) -> List[List[int]]:
@@ -534,7 +557,7 @@ def _run(encoder, utts: Sequence[Utterance], mine: List[int], wd: Path, cfg: Ext
     workers = _resolve_workers(cfg)
     ds = _FileDataset([utts[i].path for i in usable], encoder.frontend(cfg.min_seconds))
     loader = DataLoader(ds, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
-                        worker_init_fn=_worker_init if workers else None,
+                        worker_init_fn=functools.partial(_worker_init, parent=os.getpid()) if workers else None,
                         prefetch_factor=4 if workers else None, persistent_workers=False,
                         pin_memory=str(getattr(encoder, "device", "cpu")).startswith("cuda"))
     pbar = None

@@ -386,13 +386,18 @@ def load_training_set(data: Union[str, Path, EmbeddingSet], profile: Optional[st
     if str(data).startswith("builtin:"):
         from toucan_speakemb.core.synthetic import builtin_set
 
-        return builtin_set(str(data))
+        es = builtin_set(str(data))
+        if profile is not None and profile != es.profile.name:
+            raise SpeakEmbError(f"{data} is in profile '{es.profile.name}', not '{profile}'")
+        return es
     return EmbeddingSet.load(data, profile=profile)
 
 
 def train(data: Union[str, Path, EmbeddingSet], out: Union[str, Path], cfg: Optional[TrainConfig] = None,
-          progress: bool = True, max_steps: Optional[int] = None) -> Path:
+          progress: bool = True, max_steps: Optional[int] = None, data_name: Optional[str] = None) -> Path:
     """Train (or resume) a generator in ``out``; returns the path of ``generator.safetensors``.
+
+    ``data_name``: where ``data`` came from, for summary.json (given by the CLI, which loads the set itself).
 
     ``max_steps`` stops early after that many steps of this call (a stand-in for a kill in tests and
     benchmarks); the run can then be resumed with the same call.
@@ -406,7 +411,7 @@ def train(data: Union[str, Path, EmbeddingSet], out: Union[str, Path], cfg: Opti
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _attach_log_file(run_dir)
     try:
-        return _train(es, prepared, run_dir, cfg, progress, max_steps, data)
+        return _train(es, prepared, run_dir, cfg, progress, max_steps, data if data_name is None else data_name)
     finally:
         logging.getLogger("toucan_speakemb").removeHandler(handler)
         handler.close()

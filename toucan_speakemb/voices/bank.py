@@ -68,6 +68,115 @@ def variant_tag(settings: Dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:6]
 
 
+# A bank's ids live in its file's JSON header, which safetensors reads up to 100 MB: at ~40 bytes an id, a
+# bank holds at most this many voices (sample several banks, with other seeds, for more).
+MAX_BANK_VOICES = 1_000_000
+# Memory a streamed sample holds per voice besides the chunk being sampled: its id (a Python string, and
+# twice in the JSON header), its seed.
+_BYTES_PER_VOICE = 240
+SAMPLE_CHUNK = 4096  # voices sampled and written per step of `sample`
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to a new allocation (MemAvailable), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_sample_request(n: int, dim: int, out: Union[str, Path], npy: Optional[Union[str, Path]] = None) -> None:
+    """Refuse, before any sampling, a count above :data:`MAX_BANK_VOICES`, or one whose ids and chunk do not
+    fit the available memory or whose files do not fit the free disk space."""
+    import shutil
+
+    if not 1 <= n <= MAX_BANK_VOICES:
+        raise SpeakEmbError(f"-n {n}: a voice bank holds 1 to {MAX_BANK_VOICES:,} voices (their ids live in the "
+                            f"file's header); sample several banks with different --seed for more")
+    need = n * _BYTES_PER_VOICE + min(n, SAMPLE_CHUNK) * dim * 4 * 8
+    avail = available_memory()
+    if avail is not None and need > avail:
+        raise SpeakEmbError(f"-n {n} needs about {need / 2**20:.0f} MB of memory; {avail / 2**20:.0f} MB "
+                            f"are available")
+    for path, size in ((out, n * (dim * 4 + 8 + 45)), (npy, n * dim * 4)):
+        if path is None:
+            continue
+        free = shutil.disk_usage(Path(path).resolve().parent).free
+        if size > free:
+            raise SpeakEmbError(f"-n {n}: {path} would take about {size / 2**20:.0f} MB; the disk has "
+                                f"{free / 2**20:.0f} MB free")
+
+
+class SamplingPlan:
+    """What sampling n voices from a bank seed will make, known before any sampling: the voices' seeds, ids
+    and provenance; :meth:`sample` makes the voices of any run of those seeds (bad conditions and slider
+    settings are refused when the plan is made)."""
+
+    def __init__(self, generator, n: int, seed: int, sampler: Optional[str] = None, steps: Optional[int] = None,
+                 conditions: Optional[Dict[str, Any]] = None, guidance: Optional[float] = None,
+                 sliders: Optional[Dict[str, float]] = None, slider_strength: Optional[float] = None,
+                 slider_method: Optional[str] = None):
+        from toucan_speakemb.generate.generator import voice_seeds
+
+        self.generator = generator
+        self.kwargs = dict(sampler=sampler, steps=steps, conditions=conditions, guidance=guidance, sliders=sliders,
+                           slider_method=slider_method, slider_strength=slider_strength)
+        self.seeds = voice_seeds(seed, n)
+        edits = slider_settings(generator, sliders, slider_method, slider_strength)
+        settings = {**condition_settings(generator, conditions, guidance), **edits}
+        sc = generator.cfg.sample
+        variant = variant_tag(settings)
+        used = sc.sampler if sampler is None else sampler
+        self.provenance = {
+            "generator": generator.describe(),
+            "bank_seed": int(seed),
+            "sampler": used,
+            "steps": get_sampler(used).steps_used(generator.diffusion, sc.steps if steps is None else steps),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "toucan_speakemb_version": __version__,
+        }
+        if settings:
+            self.provenance.update(settings, variant=variant)
+        self.ids = [voice_id(generator.fingerprint, s, variant) for s in self.seeds]
+        # sampler, steps, conditions and guidance are checked here, before any file is opened
+        generator.sample_seeds([], sampler=sampler, steps=steps, conditions=conditions, guidance=guidance)
+
+    def sample(self, seeds) -> np.ndarray:
+        return self.generator.sample_seeds(seeds, **self.kwargs)
+
+    def write(self, out: Union[str, Path], npy: Optional[Union[str, Path]] = None, chunk: int = SAMPLE_CHUNK,
+              progress: bool = True) -> int:
+        """Sample the voices chunk by chunk straight into the bank file ``out`` (and the bare array ``npy``):
+        memory holds the ids and one chunk, never the whole bank. Both files appear complete or not at all."""
+        from contextlib import ExitStack
+
+        from tqdm import tqdm
+
+        from toucan_speakemb.core.fileio import StreamedNpy, StreamedTensors
+
+        n, dim = len(self.seeds), self.generator.dim
+        meta = {"kind": KIND, "format_version": FORMAT_VERSION, "profile": self.generator.profile.to_json(),
+                "ids": self.ids, "provenance": self.provenance}
+        with ExitStack() as stack:
+            files = [stack.enter_context(StreamedTensors(out, {"seeds": self.seeds}, "embeddings", (n, dim),
+                                                         np.float32, meta))]
+            if npy is not None:
+                files.append(stack.enter_context(StreamedNpy(npy, (n, dim), np.float32)))
+            bar = stack.enter_context(tqdm(total=n, unit="voice", desc="sampling", dynamic_ncols=True,
+                                           disable=not progress or n <= chunk))
+            for start in range(0, n, chunk):
+                x = np.asarray(self.sample(self.seeds[start:start + chunk]), dtype=np.float32)
+                check_finite(x, "sampled voices")
+                for f in files:
+                    f.rows(x)
+                bar.update(len(x))
+        return n
+
+
 @dataclass
 class VoiceBank:
     embeddings: np.ndarray
@@ -106,27 +215,9 @@ class VoiceBank:
         """n voices from a bank seed; ``conditions`` (e.g. {"gender": "f"}) with ``guidance``, and
         ``sliders`` (e.g. {"pc1": 2}) with ``slider_method`` and ``slider_strength``, as in
         :meth:`Generator.sample`."""
-        from toucan_speakemb.generate.generator import voice_seeds
-
-        seeds = voice_seeds(seed, n)
-        edits = slider_settings(generator, sliders, slider_method, slider_strength)
-        x = generator.sample_seeds(seeds, sampler=sampler, steps=steps, conditions=conditions, guidance=guidance,
-                                   sliders=sliders, slider_method=slider_method, slider_strength=slider_strength)
-        settings = {**condition_settings(generator, conditions, guidance), **edits}
-        sc = generator.cfg.sample
-        variant = variant_tag(settings)
-        used = sc.sampler if sampler is None else sampler
-        prov = {
-            "generator": generator.describe(),
-            "bank_seed": int(seed),
-            "sampler": used,
-            "steps": get_sampler(used).steps_used(generator.diffusion, sc.steps if steps is None else steps),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "toucan_speakemb_version": __version__,
-        }
-        if settings:
-            prov.update(settings, variant=variant)
-        return cls(x, seeds, [voice_id(generator.fingerprint, s, variant) for s in seeds], generator.profile, prov)
+        plan = SamplingPlan(generator, n, seed, sampler, steps, conditions, guidance, sliders, slider_strength,
+                            slider_method)
+        return cls(plan.sample(plan.seeds), plan.seeds, plan.ids, generator.profile, plan.provenance)
 
     @classmethod
     def empty(cls, profile: Profile, provenance: Optional[Dict[str, Any]] = None) -> "VoiceBank":
@@ -196,10 +287,16 @@ def load_generated(path: str | Path, name: Optional[str] = None) -> GeneratedSet
     if not path.exists():
         raise SpeakEmbError(f"generated set not found: {path}")
     if path.suffix == ".npy":
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise SpeakEmbError(f"{path} is not a .npy array (no .npy header)")
         try:
             x = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise SpeakEmbError(f"{path} is not a readable .npy array ({str(e).splitlines()[0]})") from None
+        except (ValueError, OSError, EOFError) as e:
+            # numpy's own text would suggest allow_pickle for object arrays; nothing here is ever unpickled
+            why = "it holds Python objects, which are never read" if "pickle" in str(e).lower() else \
+                "damaged or truncated"
+            raise SpeakEmbError(f"{path} is not a readable .npy array ({why})") from None
         if x.ndim != 2 or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
             raise SpeakEmbError(f"{path}: expected a numeric (N, d) array, got {x.dtype} of shape {x.shape}")
         x = x.astype(np.float32)
