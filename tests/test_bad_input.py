@@ -254,13 +254,16 @@ def hub_unreachable(monkeypatch):
 def test_an_unreachable_hub_is_tried_once_and_fails_fast_without_a_cached_model(tmp_path, hub_unreachable):
     import time
 
+    import speechbrain.inference  # noqa: F401  (imported before the clock starts: a loaded machine takes seconds)
+
     from toucan_speakemb.extract.encoders import SpeechBrainEncoder
 
     t0 = time.monotonic()
     for _ in range(2):  # ecapa and x-vector of one run: the hub is asked once
         with pytest.raises(SpeakEmbError, match="Network is unreachable.*not in the cache.*--encoder-dir"):
             SpeechBrainEncoder("ecapa", "speechbrain/spkrec-ecapa-voxceleb", False, cache_dir=tmp_path)
-    assert len(hub_unreachable) == 1 and time.monotonic() - t0 < 5
+    # the hub client's own five retries with back-off took about 30 s
+    assert len(hub_unreachable) == 1 and time.monotonic() - t0 < 10
 
 
 def test_an_unreachable_hub_uses_the_cached_model_with_one_warning(tmp_path, hub_unreachable, caplog, sb_small_root):
