@@ -161,8 +161,9 @@ def test_a_voice_is_remade_from_its_id_and_a_foreign_id_is_refused(gen_v3, gen_v
 
 def test_the_interface_kind_and_space_are_detected_not_configured(v3, v22):
     a3, a22 = ToucanAdapter(v3), ToucanAdapter(v22)
-    assert (a3.family, a3.dim, a3.profile.name) == ("v3", 192, "toucan-v3")
-    assert (a22.family, a22.dim, a22.profile.name) == ("v2.2", 704, "toucan-v2.2")
+    # the stand-ins mirror the signatures of v3.1.2 and v2.2
+    assert (a3.release.name, a3.family, a3.dim, a3.profile.name) == ("v3.1.2", "v3", 192, "toucan-v3")
+    assert (a22.release.name, a22.family, a22.dim, a22.profile.name) == ("v2.2", "v2", 704, "toucan-v2.2")
 
 
 def test_a_checkpoint_of_another_space_or_a_non_interface_is_refused(v3, tmp_path):
@@ -462,7 +463,7 @@ def test_synth_builds_a_v22_interface_from_its_fixed_model_places(gen_v22, tmp_p
                        env=dict(os.environ, PYTHONWARNINGS="ignore"), timeout=600, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr[-3000:]
     car = json.loads((tmp_path / "h.json").read_text())
-    assert car["sample_rate"] == 48000 and car["toucan"]["family"] == "v2.2" and car["profile"] == "toucan-v2.2"
+    assert car["sample_rate"] == 48000 and car["toucan"]["release"] == "v2.2" and car["profile"] == "toucan-v2.2"
     assert sf.read(tmp_path / "h.wav")[1] == 48000
 
 

@@ -215,14 +215,14 @@ class ToucanTTSInterface(_Common):
 
 
 def make_checkout(root, family: str) -> Path:
-    """A folder laid out like a Toucan checkout whose interface module is this stand-in (for CLI tests)."""
+    """A folder laid out like a Toucan checkout whose interface module is this stand-in (for CLI tests): the
+    module's source, so that the release is recognised from the interface file as in a real checkout."""
     root = Path(root)
     pkg = root / "InferenceInterfaces"
     pkg.mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text("")
-    here = str(Path(__file__).parent)
     name = "InferenceFastSpeech2" if family == "v2.2" else "ToucanTTSInterface"
-    (pkg / f"{name}.py").write_text(f"import sys\nsys.path.insert(0, {here!r})\nfrom toucan_standin import {name}\n")
+    (pkg / f"{name}.py").write_text(Path(__file__).read_text(encoding="utf-8"), encoding="utf-8")
     if family == "v3":
         (root / "Modules").mkdir(exist_ok=True)
     return root
