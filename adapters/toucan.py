@@ -24,11 +24,9 @@ from toucan_speakemb.core.profiles import Profile, get_profile
 
 from toucan_speakemb.adapters.releases import CLONE_HINT, Release, release_of_checkout, release_of_interface
 
-def checkpoint_embedding_dim(checkpoint: Union[str, os.PathLike, Dict[str, Any], int]) -> int:
-    """Length of ``checkpoint["default_emb"]``: the space the Toucan model was trained in (an int is that
-    length, already read)."""
-    if isinstance(checkpoint, (int, np.integer)):
-        return int(checkpoint)
+def checkpoint_default_embedding(checkpoint: Union[str, os.PathLike, Dict[str, Any]]) -> np.ndarray:
+    """``checkpoint["default_emb"]`` as a flat float32 array: the embedding the Toucan model speaks with when
+    given none (its space is the one the model was trained in)."""
     what = "the Toucan checkpoint"
     if not isinstance(checkpoint, dict):
         path = Path(checkpoint)
@@ -43,7 +41,15 @@ def checkpoint_embedding_dim(checkpoint: Union[str, os.PathLike, Dict[str, Any],
             raise SpeakEmbError(f"{what} cannot be read as weights ({str(e).strip().splitlines()[0][:160]})") from None
     if not isinstance(checkpoint, dict) or "default_emb" not in checkpoint:
         raise SpeakEmbError(f"{what} has no 'default_emb' (is it a vocoder, or not a Toucan TTS model?)")
-    return int(np.prod(tuple(checkpoint["default_emb"].shape)))
+    return np.asarray(checkpoint["default_emb"].detach().cpu().float().numpy(), dtype=np.float32).reshape(-1)
+
+
+def checkpoint_embedding_dim(checkpoint: Union[str, os.PathLike, Dict[str, Any], int]) -> int:
+    """Length of ``checkpoint["default_emb"]``: the space the Toucan model was trained in (an int is that
+    length, already read)."""
+    if isinstance(checkpoint, (int, np.integer)):
+        return int(checkpoint)
+    return int(checkpoint_default_embedding(checkpoint).size)
 
 
 class ToucanAdapter:
