@@ -148,6 +148,10 @@ class Release:
         """The checkout's own interface on these model files (the checkout is on ``sys.path``)."""
         raise NotImplementedError
 
+    def environment_problem(self) -> Optional[str]:
+        """Why this release cannot run in this Python environment (None: it can); checked before any work."""
+        return None
+
     def build_failure_hint(self, root: Path) -> str:
         """What to add to the error line when building the interface failed (e.g. a model Toucan downloads)."""
         return ""

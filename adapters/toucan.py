@@ -64,6 +64,9 @@ class ToucanAdapter:
                  release: Optional[Release] = None, source: Optional[Dict[str, Any]] = None):
         self.interface = interface
         self.release = release or release_of_interface(interface)
+        problem = self.release.environment_problem()
+        if problem:
+            raise SpeakEmbError(problem)
         self.source = dict(source or {})
         current = int(np.prod(tuple(interface.default_utterance_embedding.shape)))
         self.dim = checkpoint_embedding_dim(checkpoint) if checkpoint is not None else current
@@ -157,6 +160,9 @@ class ToucanModels:
         if not root.is_dir():
             raise SpeakEmbError(f"Toucan checkout {root} does not exist; {CLONE_HINT.replace('IMS-Toucan`', f'IMS-Toucan {root}`')}")
         self.root, self.release = root, release_of_checkout(root)
+        problem = self.release.environment_problem()
+        if problem:
+            raise SpeakEmbError(problem)
         d_tts, d_voc = self.release.default_models(root)
         self.tts = Path(tts_model).expanduser().resolve() if tts_model else d_tts
         self.vocoder = Path(vocoder).expanduser().resolve() if vocoder else d_voc

@@ -110,6 +110,16 @@ class ToucanV3(Release):
 class ToucanV30(ToucanV3):
     classes = "Architectures"
 
+    def environment_problem(self) -> Optional[str]:
+        import numpy
+
+        if int(numpy.__version__.split(".")[0]) < 2:
+            return None
+        return (f"Toucan v3.0 cannot run with NumPy >= 2 (this environment has {numpy.__version__}): its loudness "
+                f"normalisation then returns float64 audio, which its AudioSeal watermark refuses, so every "
+                f"utterance longer than 0.4 s fails inside Toucan; v3.0 pins numpy~=1.23.4: use an environment "
+                f"with numpy<2, or Toucan v3.1 or later")
+
     def small_sizes(self):
         return dict(SMALL, **SMALL_GLOW)
 

@@ -330,6 +330,18 @@ def test_a_release_of_another_space_is_refused_with_its_real_reason(marker, word
     assert words in one_line(e) and "style embedding" in str(e.value) and "v3.1.2" in str(e.value)
 
 
+def test_v30_is_refused_under_numpy_2_with_the_reason_before_anything_else(tmp_path, monkeypatch):
+    root = fake_checkout(tmp_path / "t", "v3.0")
+    monkeypatch.setattr(np, "__version__", "2.1.0")
+    with pytest.raises(SpeakEmbError) as e:
+        ToucanModels(root)
+    assert "NumPy >= 2" in one_line(e) and "numpy<2" in str(e.value) and "v3.1" in str(e.value)
+    monkeypatch.setattr(np, "__version__", "1.26.4")
+    with pytest.raises(SpeakEmbError) as e:  # then the next check: the model files
+        ToucanModels(root)
+    assert "no TTS model" in one_line(e)
+
+
 def test_v31_models_are_found_where_its_downloader_puts_them(tmp_path):
     root = fake_checkout(tmp_path / "t", "v3.1")
     with pytest.raises(SpeakEmbError) as e:
