@@ -64,7 +64,7 @@ class VoiceSession:
 
 NOISE_REDUCE_REFUSED = (
     "the interface has noise_reduce on: Toucan makes a noise profile for every new voice by synthesising 200 "
-    "pause symbols in it (several times the cost of a sentence), and the hook gives every call a new voice; "
+    "pause symbols in it (measured at v2.2: 11x the cost of a short sentence), and the hook gives every call a new voice; "
     "build the interface with noise_reduce=False, or give several utterances one voice with "
     "ToucanAdapter.voice() (its noise profile is then made once)")
 

@@ -61,7 +61,8 @@ class ToucanV2(Release):
     def inject(self, interface, embedding, noise_profiles: dict) -> None:
         """Set the embedding as ``set_utterance_embedding`` does after computing one; with ``noise_reduce`` on,
         the voice's noise profile (Toucan's ``update_noise_profile``: 200 pause symbols synthesised in that
-        voice, several times the cost of a sentence) is made once per voice and kept in ``noise_profiles``."""
+        voice, 11x the cost of a short sentence in benchmarks/bench_synth_overhead.py) is made once per voice
+        and kept in ``noise_profiles``."""
         interface.default_utterance_embedding = embedding.to(interface.device)
         if getattr(interface, "noise_reduce", False):
             key = embedding.detach().cpu().numpy().tobytes()
