@@ -29,9 +29,15 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from toucan_speakemb.core.version import __version__
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, check_output_folder, read_json
+from toucan_speakemb.core.version import __version__
+from toucan_speakemb.generate.generator import Generator
+from toucan_speakemb.voices.bank import VoiceBank
+from toucan_speakemb.voices.novelty import NoveltyCheck, VoiceSampler, resolve_threshold
+
+from toucan_speakemb.adapters.synthesis import Synthesis
+from toucan_speakemb.adapters.toucan import ToucanModels
 
 log = logging.getLogger("toucan_speakemb.batch")
 
@@ -122,11 +128,6 @@ def run_batch(cfg: BatchConfig, adapter=None, progress: bool = True, stop_after:
     from ``toucan_dir`` / ``tts_model`` / ``vocoder``, and only if there is something left to synthesise.
     ``stop_after`` stops after that many new utterances (a stand-in for a kill in tests).
     """
-    from toucan_speakemb.adapters import ToucanModels, write_wav
-    from toucan_speakemb.generate.generator import Generator
-    from toucan_speakemb.voices.novelty import NoveltyCheck, VoiceSampler, resolve_threshold
-    from toucan_speakemb.voices.bank import VoiceBank
-
     check_output_folder(cfg.out, option="out", resume_marker="batch.json")  # before any work
     gen = Generator.load(cfg.generator)
     sentences = read_sentences(cfg.sentences)
@@ -182,7 +183,7 @@ def run_batch(cfg: BatchConfig, adapter=None, progress: bool = True, stop_after:
     log.info("utterances: %d of %d done, %d to make", len(jobs) - len(todo), len(jobs), len(todo))
     if todo and adapter is None:
         adapter = models.load(cfg.device, cfg.language)
-        adapter.check_generator(gen)
+    synthesis = Synthesis(adapter, gen, cfg.seed, distinctness_against="the other voices of the batch") if todo else None
     skipped: List[Dict] = []
     left = np.bincount([j[0] for j in todo], minlength=cfg.voices)
     done_voice = {i: cfg.utterances_per_voice - int(left[i]) for i in range(cfg.voices)}
@@ -194,23 +195,12 @@ def run_batch(cfg: BatchConfig, adapter=None, progress: bool = True, stop_after:
                 log.info("stopped after %d utterances (run again to finish)", made)
                 break
             try:
-                with adapter.voice(v.embedding):
-                    wave, sr = adapter.synthesize(text)
-                if len(wave) == 0 or not np.isfinite(wave).all():
-                    raise ValueError("Toucan returned empty or non-finite audio")
+                synthesis.speak(v, text, wav, speaker_id=v.id)
             except Exception as e:  # batch work: one bad utterance is logged and skipped, the rest go on
                 reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
                 log.warning("skipped %s (%r): %s", wav.name, text, reason)
                 skipped.append({"file": str(wav.relative_to(out)), "voice_id": v.id, "text": text, "reason": reason})
             else:
-                write_wav(wav, wave, sr)
-                atomic_write_json(wav.with_suffix(".json"), {
-                    "wav": wav.name, "text": text, "sample_rate": sr, "duration_s": round(len(wave) / sr, 3),
-                    "voice_id": v.id, "seed": v.seed, "draw_seed": cfg.seed, "speaker_id": v.id,
-                    "generator": {"path": str(gen.path), "fingerprint": gen.fingerprint}, "profile": gen.profile.name,
-                    **v.figures(), "distinctness_against": "the other voices of the batch",
-                    "toucan": models.describe() if models else adapter.describe(),
-                    "toucan_speakemb_version": __version__})
                 made += 1
             bars.utterance()
             done_voice[i] += 1

@@ -7,7 +7,9 @@
 
 Inside the block, each top-level call of the interface's ``forward`` (also ``tts(text)``) or ``read_to_file``
 draws the next voice from the generator (novelty- and distinctness-checked, see :mod:`toucan_speakemb.voices.novelty`),
-conditions that call on it, and records the voice id, seed and figures. Calls made from inside such a call
+conditions that call on it with Toucan's randomness seeded from the voice and the text (the one synthesis
+path, :mod:`.synthesis`: the same draw seed and texts give the same audio), and records the voice id, seeds
+and figures in the sidecar form of `synth`. Calls made from inside such a call
 (``read_to_file`` synthesises each sentence with ``forward``) keep the voice of the outer call. On leaving
 the block the interface is as before: its methods and its embedding are restored.
 """
@@ -19,10 +21,13 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from toucan_speakemb.core.version import __version__
+from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_json
+from toucan_speakemb.core.version import __version__
+from toucan_speakemb.generate.generator import Generator
 from toucan_speakemb.voices.novelty import DEFAULT_MAX_DRAWS, Voice, VoiceSampler
 
+from toucan_speakemb.adapters.synthesis import Synthesis
 from toucan_speakemb.adapters.toucan import ToucanAdapter
 
 HOOKED = ("forward", "read_to_file")
@@ -31,33 +36,37 @@ HOOKED = ("forward", "read_to_file")
 class VoiceSession:
     """What a ``random_voices`` block did: one record per conditioned call."""
 
-    def __init__(self, adapter: ToucanAdapter, sampler: VoiceSampler):
-        self.adapter, self.sampler = adapter, sampler
+    def __init__(self, synthesis: Synthesis, sampler: VoiceSampler):
+        self.synthesis, self.sampler = synthesis, sampler
+        self.adapter = synthesis.adapter
         self.records: List[Dict[str, Any]] = []
         self.voices: List[Voice] = []
         self._depth = 0
 
-    def _record(self, method: str, args, kwargs, voice: Voice) -> None:
-        rec: Dict[str, Any] = {"call": method, "voice_id": voice.id, "seed": voice.seed}
+    @staticmethod
+    def call_fields(method: str, args, kwargs) -> Dict[str, Any]:
         if method == "read_to_file":
-            rec["texts"] = list(args[0] if args else kwargs.get("text_list", []))
-            rec["file"] = str(args[1] if len(args) > 1 else kwargs.get("file_location"))
-        else:
-            rec["text"] = args[0] if args else kwargs.get("text")
-        rec.update(voice.figures())
-        self.records.append(rec)
-        self.voices.append(voice)
+            return {"call": method, "texts": list(args[0] if args else kwargs.get("text_list", [])),
+                    "file": str(args[1] if len(args) > 1 else kwargs.get("file_location"))}
+        return {"call": method, "text": args[0] if args else kwargs.get("text")}
 
     def describe(self) -> Dict[str, Any]:
         g = self.sampler.generator
         return {"generator": {"path": str(g.path), "fingerprint": g.fingerprint}, "profile": g.profile.name,
-                "toucan": self.adapter.describe(), "sampling": self.sampler.provenance(),
+                "toucan": self.adapter.info(), "sampling": self.sampler.provenance(),
                 "toucan_speakemb_version": __version__,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
     def save(self, path: Union[str, Path]) -> Path:
         """The session as JSON: generator, draw seed, threshold, and one record per call."""
         return atomic_write_json(path, dict(self.describe(), calls=self.records))
+
+
+NOISE_REDUCE_REFUSED = (
+    "the interface has noise_reduce on: Toucan makes a noise profile for every new voice by synthesising 200 "
+    "pause symbols in it (measured at v2.2: 11x the cost of a short sentence), and the hook gives every call a new voice; "
+    "build the interface with noise_reduce=False, or give several utterances one voice with "
+    "ToucanAdapter.voice() (its noise profile is then made once)")
 
 
 @contextlib.contextmanager
@@ -76,14 +85,16 @@ def random_voices(interface, generator, seed: Optional[int] = None, threshold: O
     generator (classifier-free guidance, see ``Generator.sample``); ``sliders`` (e.g. ``{"pc1": -1.5}``) with
     ``slider_method`` / ``slider_strength``: every voice edited so (see ``toucan_speakemb/generate/sliders.py``).
     """
-    from toucan_speakemb.generate.generator import Generator
-
     adapter = interface if isinstance(interface, ToucanAdapter) else ToucanAdapter(interface, checkpoint)
+    if getattr(adapter.interface, "noise_reduce", False):
+        raise SpeakEmbError(NOISE_REDUCE_REFUSED)
     gen = generator if isinstance(generator, Generator) else Generator.load(generator)
     adapter.check_generator(gen)
-    session = VoiceSession(adapter, VoiceSampler(gen, seed, threshold, bank, distinct, max_draws=max_draws,
-                                                 conditions=conditions, guidance=guidance, sliders=sliders,
-                                                 slider_method=slider_method, slider_strength=slider_strength))
+    sampler = VoiceSampler(gen, seed, threshold, bank, distinct, max_draws=max_draws, conditions=conditions,
+                           guidance=guidance, sliders=sliders, slider_method=slider_method,
+                           slider_strength=slider_strength)
+    against = "the voices of this block" + (" and the bank" if bank is not None else "") if distinct else "nothing"
+    session = VoiceSession(Synthesis(adapter, gen, sampler.seed, sampler.settings, against), sampler)
     target = adapter.interface
     saved = {name: target.__dict__[name] for name in HOOKED if name in target.__dict__}
 
@@ -94,10 +105,13 @@ def random_voices(interface, generator, seed: Optional[int] = None, threshold: O
             if session._depth:  # inside a conditioned call: keep its voice
                 return original(*args, **kwargs)
             voice = session.sampler.next()
-            session._record(name, args, kwargs, voice)
+            fields = session.call_fields(name, args, kwargs)
+            text = "\n".join(fields["texts"]) if "texts" in fields else str(fields["text"])
             session._depth += 1
             try:
-                with adapter.voice(voice.embedding):
+                with session.synthesis.conditioned(voice, text) as synthesis_seed:
+                    session.records.append(session.synthesis.record(voice, synthesis_seed, **fields))
+                    session.voices.append(voice)
                     return original(*args, **kwargs)
             finally:
                 session._depth -= 1

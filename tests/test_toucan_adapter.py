@@ -18,6 +18,8 @@ import toucan_standin as standin
 from conftest import TINY, assert_one_error_line, clustered_set, one_line, train_tiny
 from toucan_speakemb import EmbeddingSet, SpeakEmbError
 from toucan_speakemb.adapters import ToucanAdapter, ToucanModels, random_voices
+from toucan_speakemb.adapters.releases import release_of_checkout, releases
+from toucan_speakemb.adapters.synthesis import Synthesis, seeded, utterance_seed
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.evaluation.metrics import same_speaker_threshold
 from toucan_speakemb.generate.generator import Generator
@@ -56,6 +58,15 @@ def v22(tmp_path, monkeypatch):
     standin.make_vocoder(tmp_path / "Models" / "HiFiGAN_combined" / "best.pt", v22=True)
     monkeypatch.chdir(tmp_path)  # v2.2 reads Models/... from the working folder
     return standin.InferenceFastSpeech2()
+
+
+@pytest.fixture
+def v22_noisy(tmp_path, monkeypatch):
+    """A v2.2 interface built with noise_reduce=True."""
+    standin.make_checkpoint(tmp_path / "Models" / "FastSpeech2_Meta" / "best.pt", 704)
+    standin.make_vocoder(tmp_path / "Models" / "HiFiGAN_combined" / "best.pt", v22=True)
+    monkeypatch.chdir(tmp_path)
+    return standin.InferenceFastSpeech2(noise_reduce=True)
 
 
 def cos_to(x, rows):
@@ -138,8 +149,9 @@ def test_a_voice_is_remade_from_its_id_and_a_foreign_id_is_refused(gen_v3, gen_v
 
 def test_the_interface_kind_and_space_are_detected_not_configured(v3, v22):
     a3, a22 = ToucanAdapter(v3), ToucanAdapter(v22)
-    assert (a3.family, a3.dim, a3.profile.name) == ("v3", 192, "toucan-v3")
-    assert (a22.family, a22.dim, a22.profile.name) == ("v2.2", 704, "toucan-v2.2")
+    # the stand-ins mirror the signatures of v3.1.2 and v2.2
+    assert (a3.release.name, a3.family, a3.dim, a3.profile.name) == ("v3.1.2", "v3", 192, "toucan-v3")
+    assert (a22.release.name, a22.family, a22.dim, a22.profile.name) == ("v2.2", "v2", 704, "toucan-v2.2")
 
 
 def test_a_checkpoint_of_another_space_or_a_non_interface_is_refused(v3, tmp_path):
@@ -182,11 +194,11 @@ def test_outputs_differ_between_voices_and_are_equal_for_equal_voices(which, req
     a = ToucanAdapter(request.getfixturevalue(which))
     rng = np.random.default_rng(0)
     e1, e2 = rng.normal(size=(2, a.dim))
-    with a.voice(e1):
+    with seeded(0), a.voice(e1):  # v3.x samples at inference: equal voices give equal audio under one seed
         w1, _ = a.synthesize("same words")
-    with a.voice(e2):
+    with seeded(0), a.voice(e2):
         w2, _ = a.synthesize("same words")
-    with a.voice(e1.copy()):
+    with seeded(0), a.voice(e1.copy()):
         w1b, _ = a.synthesize("same words")
     assert np.array_equal(w1, w1b)
     assert np.abs(w1 - w2).max() > 1e-3
@@ -201,17 +213,172 @@ def test_wrong_width_or_non_finite_embeddings_are_refused(v3):
         a.inject(np.full(192, np.nan))
 
 
-def test_v22_noise_reduction_profile_follows_the_voice_and_comes_back(tmp_path, monkeypatch):
-    standin.make_checkpoint(tmp_path / "Models" / "FastSpeech2_Meta" / "best.pt", 704)
-    standin.make_vocoder(tmp_path / "Models" / "HiFiGAN_combined" / "best.pt", v22=True)
-    monkeypatch.chdir(tmp_path)
-    it = standin.InferenceFastSpeech2(noise_reduce=True)
+def test_v22_noise_reduction_profile_follows_the_voice_and_comes_back(v22_noisy):
+    it = v22_noisy
     a = ToucanAdapter(it)
     noise0, updates0 = it.prototypical_noise, it.noise_profile_updates
     with a.voice(np.ones(704)):
         assert it.noise_profile_updates == updates0 + 1
         assert not np.array_equal(it.prototypical_noise, noise0)
     assert it.prototypical_noise is noise0
+
+
+def test_v22_noise_profile_is_made_once_per_voice(v22_noisy):
+    """Toucan's noise profile synthesises 200 pause symbols in the voice: the adapter makes it once per voice."""
+    it = v22_noisy
+    a = ToucanAdapter(it)
+    e1, e2 = np.ones(704), -np.ones(704)
+    start = it.noise_profile_updates
+    for e in (e1, e1, e2, e1, e2):
+        with a.voice(e):
+            a.synthesize("hello")
+    assert it.noise_profile_updates == start + 2
+    with a.voice(e1):
+        first = it.prototypical_noise
+    with a.voice(e2):
+        assert not np.array_equal(it.prototypical_noise, first)
+
+
+def test_v3_outputs_of_every_return_form_give_the_wave_and_its_rate(v3):
+    a = ToucanAdapter(v3)
+    e = np.linspace(-1, 1, 192)
+    forms = {}
+    for kw in ({}, {"return_everything": True}, {"return_plot_as_filepath": True}):
+        with seeded(1), a.voice(e):
+            forms[str(kw)] = a.synthesize("hello", **kw)
+    waves = [w for w, _ in forms.values()]
+    assert {sr for _, sr in forms.values()} == {24000}
+    assert all(np.array_equal(waves[0], w) for w in waves[1:])
+
+
+# ---- releases: recognised from the source, models where each release's downloader puts them ------------------
+
+V2_INIT = 'def __init__(self, device="cpu", model_name="Meta", language="en"{extra}): pass'
+V3_INIT = 'def __init__(self, device="cpu", tts_model_path={tts}, vocoder_model_path={tts}, language="eng"): pass'
+# the distinguishing signatures and lines of each release's interface (written for this test, after the real ones)
+RELEASE_SOURCES = {
+    "v2.0": ("InferenceFastSpeech2", V2_INIT.format(extra=""),
+             "def forward(self, text, view=False, durations=None, pitch=None, energy=None): pass", None),
+    "v2.1": ("InferenceFastSpeech2", V2_INIT.format(extra=", noise_reduce=False"),
+             "def forward(self, text, view=False, durations=None, input_is_phones=False): pass", None),
+    "v2.2": ("InferenceFastSpeech2", V2_INIT.format(extra=", noise_reduce=False"),
+             "def forward(self, text, view=False, duration_scaling_factor=1.0, input_is_phones=False): pass", None),
+    "v3.0": ("ToucanTTSInterface", V3_INIT.format(tts='os.path.join("Models", "x")'),
+             "def forward(self, text, glow_sampling_temperature=0.2):\n        wave, _, _ = self.vocoder(text)",
+             "Architectures"),
+    "v3.1": ("ToucanTTSInterface", V3_INIT.format(tts='os.path.join("Models", "x")'),
+             "def forward(self, text, prosody_creativity=0.1):\n        wave, _, _ = self.vocoder(text)", "Modules"),
+    "v3.1.1": ("ToucanTTSInterface", V3_INIT.format(tts='os.path.join("Models", "x")'),
+               "def forward(self, text, prosody_creativity=0.1):\n        wave = self.vocoder(text)", "Modules"),
+    "v3.1.2": ("ToucanTTSInterface", V3_INIT.format(tts="None"),
+               "def forward(self, text, prosody_creativity=0.1, return_everything=False):\n"
+               "        wave = self.vocoder(text)", "Modules"),
+}
+
+
+def fake_checkout(root, name):
+    cls, init, forward, classes = RELEASE_SOURCES[name]
+    (root / "InferenceInterfaces").mkdir(parents=True)
+    (root / "InferenceInterfaces" / f"{cls}.py").write_text(
+        f"import os\n\n\nclass {cls}:\n    {init}\n\n    {forward}\n")
+    if classes:
+        (root / classes).mkdir()
+    return root
+
+
+@pytest.mark.parametrize("name", list(RELEASE_SOURCES))
+def test_each_release_is_recognised_from_its_interface_source(name, tmp_path):
+    assert release_of_checkout(fake_checkout(tmp_path / name, name)).name == name
+
+
+def test_every_registered_release_is_specified_here():
+    assert sorted(r.name for r in releases()) == sorted(RELEASE_SOURCES)
+
+
+@pytest.mark.parametrize("marker,words", [
+    ("InferenceInterfaces/FastSpeech2Interface.py", "v2.3"),
+    ("InferenceInterfaces/PortaSpeechInterface.py", "v2.4"),
+    ("InferenceInterfaces/InferenceArchitectures/InferenceToucanTTS.py", "v2.5")])
+def test_a_release_of_another_space_is_refused_with_its_real_reason(marker, words, tmp_path):
+    (tmp_path / marker).parent.mkdir(parents=True)
+    (tmp_path / marker).write_text("")
+    with pytest.raises(SpeakEmbError) as e:
+        release_of_checkout(tmp_path)
+    assert words in one_line(e) and "style embedding" in str(e.value) and "v3.1.2" in str(e.value)
+
+
+def test_v30_is_refused_under_numpy_2_with_the_reason_before_anything_else(tmp_path, monkeypatch):
+    root = fake_checkout(tmp_path / "t", "v3.0")
+    monkeypatch.setattr(np, "__version__", "2.1.0")
+    with pytest.raises(SpeakEmbError) as e:
+        ToucanModels(root)
+    assert "NumPy >= 2" in one_line(e) and "numpy<2" in str(e.value) and "v3.1" in str(e.value)
+    monkeypatch.setattr(np, "__version__", "1.26.4")
+    with pytest.raises(SpeakEmbError) as e:  # then the next check: the model files
+        ToucanModels(root)
+    assert "no TTS model" in one_line(e)
+
+
+def test_v31_models_are_found_where_its_downloader_puts_them(tmp_path):
+    root = fake_checkout(tmp_path / "t", "v3.1")
+    with pytest.raises(SpeakEmbError) as e:
+        ToucanModels(root)
+    assert "Models/ToucanTTS_Meta/best.pt" in one_line(e) and "run_model_downloader.py" in str(e.value)
+    standin.make_checkpoint(root / "Models" / "ToucanTTS_Meta" / "best.pt", 192, config=True)
+    standin.make_vocoder(root / "Models" / "Vocoder" / "best.pt", v22=False)
+    m = ToucanModels(root)
+    assert m.describe()["release"] == "v3.1" and m.tts == root / "Models" / "ToucanTTS_Meta" / "best.pt"
+
+
+# ---- same seed, same audio ------------------------------------------------------------------------------------
+
+def test_utterances_are_seeded_from_the_voice_and_the_text_and_the_callers_randomness_comes_back(v3, gen_v3):
+    synthesis = Synthesis(ToucanAdapter(v3), gen_v3)
+    v1, v2 = VoiceSampler(gen_v3, seed=0).take(2)
+    a = ToucanAdapter(v3)
+    with a.voice(v1.embedding):  # unseeded, the v3 stand-in (like Toucan v3) gives other audio each time
+        assert not np.array_equal(a.synthesize("words")[0], a.synthesize("words")[0])
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    waves = {}
+    for key, v, text in (("a", v1, "words"), ("again", v1, "words"), ("other text", v1, "other"),
+                         ("other voice", v2, "words")):
+        with synthesis.conditioned(v, text) as seed:
+            waves[key] = a.synthesize(text)[0]
+        assert seed == utterance_seed(v.id, text)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert np.array_equal(waves["a"], waves["again"])
+    assert utterance_seed(v1.id, "words") not in (utterance_seed(v1.id, "other"), utterance_seed(v2.id, "words"))
+
+
+def test_synth_twice_with_one_seed_writes_the_same_bytes(run_cli, gen_v3, v3_checkout, tmp_path):
+    for run in ("a", "b"):
+        r = run_cli("synth", "Hello there.", "Again.", "--random-speaker", "--seed", "8", "--generator", gen_v3.path,
+                    *v3_checkout, "-o", tmp_path / run / "u.wav", "--no-progress")
+        assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("u_001", "u_002"):
+        assert (tmp_path / "a" / f"{name}.wav").read_bytes() == (tmp_path / "b" / f"{name}.wav").read_bytes()
+        car = json.loads((tmp_path / "a" / f"{name}.json").read_text())
+        assert car["synthesis_seed"] == utterance_seed(car["voice_id"], car["text"]) and "sha256" in car["seeding"]
+        assert car["toucan"]["release"] == "v3.1.2"
+
+
+def test_hook_blocks_with_one_seed_give_the_same_audio(v3, gen_v3, tmp_path):
+    for run in ("a", "b"):
+        with random_voices(v3, gen_v3, seed=2) as voices:
+            v3.read_to_file(["one", "two"], str(tmp_path / f"{run}.wav"))
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+    rec = voices.records[0]
+    assert rec["synthesis_seed"] == utterance_seed(rec["voice_id"], "one\ntwo")
+
+
+def test_hook_refuses_noise_reduce_with_the_reason(v22_noisy, gen_v22):
+    it = v22_noisy
+    with pytest.raises(SpeakEmbError) as e:
+        with random_voices(it, gen_v22, seed=1):
+            pass
+    assert "noise_reduce" in one_line(e) and "new voice" in str(e.value)
+    assert "forward" not in it.__dict__
 
 
 # ---- the hook -------------------------------------------------------------------------------------------------
@@ -438,7 +605,7 @@ def test_synth_builds_a_v22_interface_from_its_fixed_model_places(gen_v22, tmp_p
                        env=dict(os.environ, PYTHONWARNINGS="ignore"), timeout=600, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr[-3000:]
     car = json.loads((tmp_path / "h.json").read_text())
-    assert car["sample_rate"] == 48000 and car["toucan"]["family"] == "v2.2" and car["profile"] == "toucan-v2.2"
+    assert car["sample_rate"] == 48000 and car["toucan"]["release"] == "v2.2" and car["profile"] == "toucan-v2.2"
     assert sf.read(tmp_path / "h.wav")[1] == 48000
 
 
@@ -556,3 +723,32 @@ def test_hook_refuses_conditions_the_generator_was_not_trained_with(v3, gen_v3):
         with random_voices(v3, gen_v3, seed=3, conditions={"gender": "f"}):
             pass
     assert "gender" in one_line(e)
+
+
+# ---- hearing voices without a corpus -------------------------------------------------------------------------
+
+def test_stand_in_speakers_sit_in_the_toucan_models_space_and_say_they_are_not_real(tmp_path):
+    from toucan_speakemb.adapters.first_voices import toucan_space_set
+    from toucan_speakemb.adapters.toucan import checkpoint_default_embedding
+
+    root = standin.make_checkout(tmp_path / "t", "v3")
+    tts = standin.make_checkpoint(tmp_path / "ToucanTTS.pt", 192, config=True)
+    models = ToucanModels(root, tts, standin.make_vocoder(tmp_path / "Vocoder.pt", v22=False))
+    es = toucan_space_set(models, n_speakers=50, per_speaker=2)
+    default = checkpoint_default_embedding(tts)
+    assert es.profile.name == "toucan-v3" and es.embeddings.shape == (100, 192)
+    assert "not a real speaker distribution" in es.provenance["not_real_speakers"]
+    # centred near the default embedding (the speakers' mean is much closer to it than the speakers are)
+    dist = np.linalg.norm(es.embeddings - default, axis=1)
+    assert np.linalg.norm(es.embeddings.mean(0) - default) < 0.5 * np.median(dist)
+
+
+def test_demo_with_a_toucan_checkout_speaks_new_voices_without_a_corpus(run_cli, v3_checkout, tmp_path):
+    out = tmp_path / "first"
+    r = run_cli("demo", "--out", out, "--steps", "10", "--no-progress", *v3_checkout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "not a real speaker distribution" in r.stdout
+    cars = [json.loads(p.read_text()) for p in sorted((out / "wavs").glob("*.json"))]
+    assert len(cars) == 6 and len({c["voice_id"] for c in cars}) == 6
+    assert all(c["profile"] == "toucan-v3" and c["toucan"]["release"] == "v3.1.2" for c in cars)
+    assert all(sf.read(out / "wavs" / c["wav"])[1] == 24000 for c in cars)

@@ -4,7 +4,10 @@ They have the real interfaces' class names, attribute names and method signature
 source at the tags named below, and load checkpoints in the same layout from the same places. What they
 compute is a toy: a seeded random linear map of the utterance embedding (Linear + Softsign + L2 norm, the
 way v2.2 conditions its encoder) sets the pitches of a few sines, so the wave depends on the embedding and
-on the text, deterministically. Each call also keeps the embedding it used in ``used_embeddings``.
+on the text. The v2.2 stand-in is deterministic; the v3.1.2 one adds noise drawn from torch's global
+generator, scaled by ``prosody_creativity``, because the real one samples its prosody (and keeps dropout on)
+at inference, and returns what the real ``forward`` returns with ``return_everything`` /
+``return_plot_as_filepath``. Each call also keeps the embedding it used in ``used_embeddings``.
 
 The real classes, with random weights, are exercised by tests/test_toucan_integration.py.
 
@@ -201,7 +204,13 @@ class ToucanTTSInterface(_Common):
                 energy_variance_scale=1.0, pause_duration_scaling_factor=1.0, durations=None, pitch=None,
                 energy=None, input_is_phones=False, return_plot_as_filepath=False, loudness_in_db=-29.0,
                 prosody_creativity=0.1, return_everything=False):
-        return self._wave(text).numpy(), 24000
+        wave = self._wave(text)
+        wave = (wave + 0.05 * prosody_creativity * torch.randn(wave.shape)).numpy()
+        if return_plot_as_filepath:
+            return wave, 24000, "tmp.png"
+        if return_everything:
+            return wave, None, None, None  # the real one: wave, mel, durations, pitch
+        return wave, 24000
 
     def read_to_file(self, text_list, file_location, duration_scaling_factor=1.0, pitch_variance_scale=1.0,
                      energy_variance_scale=1.0, pause_duration_scaling_factor=1.0, silent=False, dur_list=None,
@@ -215,14 +224,14 @@ class ToucanTTSInterface(_Common):
 
 
 def make_checkout(root, family: str) -> Path:
-    """A folder laid out like a Toucan checkout whose interface module is this stand-in (for CLI tests)."""
+    """A folder laid out like a Toucan checkout whose interface module is this stand-in (for CLI tests): the
+    module's source, so that the release is recognised from the interface file as in a real checkout."""
     root = Path(root)
     pkg = root / "InferenceInterfaces"
     pkg.mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text("")
-    here = str(Path(__file__).parent)
     name = "InferenceFastSpeech2" if family == "v2.2" else "ToucanTTSInterface"
-    (pkg / f"{name}.py").write_text(f"import sys\nsys.path.insert(0, {here!r})\nfrom toucan_standin import {name}\n")
+    (pkg / f"{name}.py").write_text(Path(__file__).read_text(encoding="utf-8"), encoding="utf-8")
     if family == "v3":
         (root / "Modules").mkdir(exist_ok=True)
     return root

@@ -183,14 +183,32 @@ def parse_sliders_like(items):
 @click.option("--voices", type=click.IntRange(min=20), default=500, help="Voices to sample.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0,
               help="Seed of training and sampling (same seed, same report).")
+@click.option("--toucan-dir", type=click.Path(), default=None,
+              help="Hear voices instead: an IMS-Toucan checkout; trains a small generator on stand-in speakers "
+                   "around the Toucan model's default embedding (NOT a real speaker distribution) and writes wavs.")
+@click.option("--tts-model", type=click.Path(), metavar="PATH", help="With --toucan-dir: the Toucan TTS checkpoint "
+              "(default: where the release's downloader puts it).")
+@click.option("--vocoder", type=click.Path(), metavar="PATH", help="With --toucan-dir: the vocoder checkpoint.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def demo(out, steps, voices, seed, no_progress):
+def demo(out, steps, voices, seed, toucan_dir, tts_model, vocoder, no_progress):
     """Train a small generator on embedded data of known structure, sample voices, write a report.
 
     Needs no download. The report compares the generated voices with fresh speakers drawn from the true
     distribution and with a Gaussian fit, on the measures of `benchmarks/bench_generation.py`.
+
+    With --toucan-dir: hear voices without a corpus. A small generator is trained in the Toucan model's own
+    space on stand-in speakers placed around its default embedding (not a real speaker distribution), and two
+    sentences are spoken in three new voices each into OUT/wavs (with sidecars).
     """
     from toucan_speakemb.demo import run_demo
 
+    if toucan_dir:
+        from toucan_speakemb.adapters import ToucanModels
+        from toucan_speakemb.adapters.first_voices import NOT_REAL, hear_voices
+
+        cars = hear_voices(ToucanModels(toucan_dir, tts_model, vocoder), Path(out), steps=steps or 300, seed=seed,
+                           progress=not no_progress)
+        click.echo(f"{len(cars)} wavs in {Path(out) / 'wavs'}; the generator was trained on {NOT_REAL}")
+        return
     report = run_demo(Path(out), steps=steps, n_voices=voices, seed=seed, progress=not no_progress)
     click.echo(f"report: {report}")

@@ -14,9 +14,8 @@ from typing import List, Optional
 import click
 import numpy as np
 
-from toucan_speakemb.core.version import __version__
 from toucan_speakemb.core.errors import SpeakEmbError
-from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, check_output, check_writable
+from toucan_speakemb.core.fileio import atomic_write_text, check_output, check_writable
 from toucan_speakemb.cli.generate import condition_options, conditions_from, slider_options
 
 log = logging.getLogger("toucan_speakemb.cli.main")
@@ -78,12 +77,15 @@ def _outputs(out: Path, n: int) -> List[Path]:
 @click.option("--bank", type=click.Path(dir_okay=False), metavar="BANK",
               help="A voice bank: new voices must also differ from its voices, and are added to it.")
 @click.option("--toucan-dir", type=click.Path(), envvar="TOUCAN_DIR",
-              help="An IMS-Toucan checkout (v2.2 or v3.x). Default: $TOUCAN_DIR.")
+              help="An IMS-Toucan checkout (v2.0-v2.2 or v3.0-v3.1.2; the release is read from its source). "
+                   "Default: $TOUCAN_DIR.")
 @click.option("--tts-model", type=click.Path(), metavar="PATH",
-              help="Toucan TTS checkpoint. Default: v2.2 Models/FastSpeech2_Meta/best.pt of the checkout; v3 "
-                   "ToucanTTS.pt from the Hugging Face cache.")
+              help="Toucan TTS checkpoint. Default: where the release's own downloader puts it (v2.x "
+                   "Models/FastSpeech2_Meta/best.pt, v3.0-v3.1.1 Models/ToucanTTS_Meta/best.pt of the checkout; "
+                   "v3.1.2 ToucanTTS.pt from the Hugging Face cache).")
 @click.option("--vocoder", type=click.Path(), metavar="PATH",
-              help="Vocoder checkpoint. Default: v2.2 Models/HiFiGAN_combined/best.pt; v3 Vocoder.pt from the cache.")
+              help="Vocoder checkpoint. Default: v2.x Models/HiFiGAN_combined/best.pt, v3.0-v3.1.1 "
+                   "Models/Vocoder/best.pt; v3.1.2 Vocoder.pt from the cache.")
 @click.option("--language", default=None, help="Toucan language code (default: en for v2.2, eng for v3).")
 @click.option("--device", default="cpu", help="torch device for Toucan.")
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), metavar="OUT.wav",
@@ -104,13 +106,12 @@ def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, 
       toucan-speakemb synth "Again, please." --voice 3fa2c1d0-812736 -o again.wav
       toucan-speakemb synth "Lower, please." --random-speaker --slider pc1=-1.5 -o lower.wav
 
-    Each wav gets a JSON sidecar: voice id, seeds, generator, profile, and the voice's cosine to its nearest
-    training speaker and to the nearest other voice, next to the same-speaker threshold.
+    Each wav gets a JSON sidecar: voice id, seeds, generator, profile, Toucan release, and the voice's cosine
+    to its nearest training speaker and to the nearest other voice, next to the same-speaker threshold.
+    Same seed, same audio: Toucan's randomness is seeded per utterance from the voice and the text.
     """
-    from toucan_speakemb.adapters import ToucanModels, write_wav
-    from toucan_speakemb.voices.novelty import VoiceSampler
+    from toucan_speakemb.adapters import ToucanModels, synthesis
     from toucan_speakemb.generate.sliders import parse_sliders
-    from toucan_speakemb.voices.bank import VoiceBank
 
     if not random_speaker and not voice:
         raise SpeakEmbError("say which voice: --random-speaker (fresh voices) or --voice ID")
@@ -120,71 +121,24 @@ def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, 
     targets = _outputs(Path(out), len(lines))
     for t in targets + ([Path(bank)] if bank else []):
         check_writable(t)
-    # everything that can be checked is checked before Toucan (slow to load) is built
-    gen = _load_generator(generator)
-    models = ToucanModels(toucan_dir, tts_model, vocoder)
-    models.check_generator(gen)
-    the_bank = None
-    if bank and Path(bank).exists():
-        the_bank = VoiceBank.load(bank)
-        _check_bank_generator(the_bank, gen, bank)
-    sampler = VoiceSampler(gen, seed, threshold, the_bank, conditions=conditions_from(gender, age, accent,
-                                                                                      extra_conditions),
-                           guidance=guidance, sliders=parse_sliders(sliders), slider_method=slider_method,
-                           slider_strength=slider_strength)
-    if voice:
-        voices = [sampler.remake(voice)] * len(lines)
-    elif same_voice:
-        voices = [sampler.next()] * len(lines)
+    cars, added = synthesis.synth(
+        lines, targets, _load_generator(generator), ToucanModels(toucan_dir, tts_model, vocoder), voice_id=voice,
+        seed=seed, same_voice=same_voice, bank=Path(bank) if bank else None, threshold=threshold,
+        conditions=conditions_from(gender, age, accent, extra_conditions), guidance=guidance,
+        sliders=parse_sliders(sliders), slider_method=slider_method, slider_strength=slider_strength, device=device,
+        language=language, progress=not no_progress)
+    if len(cars) > 1 and not no_progress:
+        click.echo(f"{len(cars)} utterances, {len({c['voice_id'] for c in cars})} voices -> {targets[0].parent}")
     else:
-        voices = sampler.take(len(lines))
-    # distinctness against every voice of this run (and the bank), not only those drawn before it
-    voices = [sampler.check.judge(v.id, v.seed, v.embedding) for v in voices]
-    adapter = models.load(device=device, language=language)
-    adapter.check_generator(gen)
-    bar = None
-    if len(lines) > 1 and not no_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(lines), desc="synth", unit="utt", dynamic_ncols=True)
-    for text, v, wav in zip(lines, voices, targets):
-        with adapter.voice(v.embedding):
-            wave, sr = adapter.synthesize(text)
-        write_wav(wav, wave, sr)
-        atomic_write_json(wav.with_suffix(".json"), {
-            "wav": wav.name, "text": text, "sample_rate": sr, "duration_s": round(len(wave) / sr, 3),
-            "voice_id": v.id, "seed": v.seed, "draw_seed": None if voice else sampler.seed,
-            "generator": {"path": str(gen.path), "fingerprint": gen.fingerprint}, "profile": gen.profile.name,
-            "dim": gen.dim, **v.figures(), **({"sampling": sampler.settings} if sampler.settings else {}),
-            "distinctness_against": "voices of this run" + (f" and bank {bank}" if bank else ""),
-            "toucan": models.describe(), "toucan_speakemb_version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        })
-        if bar is not None:
-            bar.update(1)
-        else:
-            click.echo(f"{wav}  voice {v.id}  (nearest training speaker cos {v.nearest_training_cosine:.3f}, "
-                       f"threshold {v.threshold:.3f})")
-    if bar is not None:
-        bar.close()
-        click.echo(f"{len(lines)} utterances, {len({v.id for v in voices})} voices -> {targets[0].parent}")
+        for wav, c in zip(targets, cars):
+            click.echo(f"{wav}  voice {c['voice_id']}  (nearest training speaker cos {c['nearest_training_cosine']:.3f}, "
+                       f"threshold {c['same_speaker_threshold']:.3f}; synthesis seed {c['synthesis_seed']})")
     if bank and not voice:
-        the_bank = the_bank if the_bank is not None else VoiceBank.empty(gen.profile, {"generator": gen.describe()})
-        fresh = list({v.id: v for v in voices if v.id not in the_bank.ids}.values())
-        the_bank.added(fresh, dict(sampler.provenance(), created=_now(), via="synth")).save(bank)
-        click.echo(f"{len(fresh)} voices added to {bank}")
+        click.echo(f"{added} voices added to {bank}")
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _check_bank_generator(bank, gen, path) -> None:
-    gen.profile.check_same(bank.profile, f"generator {gen.path}", f"voice bank {path}")
-    fps = {i.split("-", 1)[0] for i in bank.ids}
-    if fps and fps != {gen.fingerprint[:8]}:
-        raise SpeakEmbError(f"voice bank {path} holds voices of generator {', '.join(sorted(fps))}, not of "
-                            f"{gen.path} ({gen.fingerprint[:8]}); use one bank per generator")
 
 
 # ---- the voice bank -------------------------------------------------------------------------------------------
@@ -254,6 +208,7 @@ def voices_show(bank, voice_id):
 def voices_add(bank, generator, n, seed, threshold, max_draws, gender, age, accent, extra_conditions, guidance,
                sliders, slider_method, slider_strength):
     """Sample N new, distinct voices into BANK (made if missing)."""
+    from toucan_speakemb.adapters.synthesis import check_bank_generator
     from toucan_speakemb.voices.novelty import VoiceSampler
     from toucan_speakemb.generate.sliders import parse_sliders
     from toucan_speakemb.voices.bank import VoiceBank
@@ -261,7 +216,7 @@ def voices_add(bank, generator, n, seed, threshold, max_draws, gender, age, acce
     check_writable(bank)
     gen = _load_generator(generator)
     b = VoiceBank.load(bank) if Path(bank).exists() else VoiceBank.empty(gen.profile, {"generator": gen.describe()})
-    _check_bank_generator(b, gen, bank)
+    check_bank_generator(b, gen, bank)
     sampler = VoiceSampler(gen, seed, threshold, b, max_draws=max_draws,
                            conditions=conditions_from(gender, age, accent, extra_conditions), guidance=guidance,
                            sliders=parse_sliders(sliders), slider_method=slider_method,
