@@ -36,8 +36,10 @@ def _split_named(value: str):
 @click.option("--level", type=click.Choice(["speaker", "utterance"]), default="speaker",
               help="Compare with real speaker means (for generators of voices) or with real utterances (for "
                    "utterance-level generators such as the source's baseline).")
-@click.option("--baselines", default="gaussian,gmm,resample",
-              help="Baselines fitted to the training set, comma-separated (gaussian, gmm, resample), or 'none'.")
+@click.option("--baselines", default="gaussian,gmm,kde,interpolation,resample",
+              help="Baselines fitted to the training set, comma-separated (gaussian, gmm, kde, interpolation, "
+                   "resample), or 'none'. Those with a novelty knob are also shown where they are as novel as "
+                   "the held-out speakers.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, help="Neighbours of the k-NN measures.")
 @click.option("--threshold", type=click.FloatRange(-1, 1), default=None,
               help="Same-speaker cosine threshold. Default: the equal-error point on the real utterances.")

@@ -110,10 +110,14 @@ def conditions_from(gender, age, accent, extra_conditions):
 @click.option("--sampler", type=click.Choice(["ddim", "ancestral"]), default=None,
               help="ddim: fast and deterministic; ancestral: all diffusion steps. Default: the generator's.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps (default: the generator's).")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Scale of the initial noise: below 1, voices nearer the population's typical ones (more "
+                   "precise, less varied); above 1, more varied. Default: the one stored with the generator "
+                   "(1.0 unless training chose another).")
 @condition_options
 @slider_options
-def sample(generator, n, seed, out, npy, sampler, steps, gender, age, accent, extra_conditions, guidance, sliders,
-           slider_method, slider_strength):
+def sample(generator, n, seed, out, npy, sampler, steps, temperature, gender, age, accent, extra_conditions,
+           guidance, sliders, slider_method, slider_strength):
     """Sample new voices from a trained generator into a voice bank.
 
     \b
@@ -133,7 +137,7 @@ def sample(generator, n, seed, out, npy, sampler, steps, gender, age, accent, ex
     gen = Generator.load(generator)
     bank = VoiceBank.from_generator(gen, n, seed, sampler=sampler, steps=steps, conditions=conditions,
                                     guidance=guidance, sliders=slider_values, slider_strength=slider_strength,
-                                    slider_method=slider_method)
+                                    slider_method=slider_method, temperature=temperature)
     if "conditions" in bank.provenance:
         click.echo("conditions: " + ", ".join(f"{k}={v}" for k, v in bank.provenance["conditions"].items())
                    + f" (guidance {bank.provenance['guidance']:g})")

@@ -17,13 +17,13 @@ import numpy as np
 from toucan_speakemb.core.version import __version__
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, check_writable
+from toucan_speakemb.voices.novelty import RULE_HELP
 from toucan_speakemb.cli.generate import condition_options, conditions_from, slider_options
 
 log = logging.getLogger("toucan_speakemb.cli.main")
 
 _GENERATOR_HELP = "A run folder from `train` (or its generator.safetensors). Default: $TOUCAN_SPEAKEMB_GENERATOR."
-_THRESHOLD_HELP = ("Same-speaker cosine: a voice closer than this to a training speaker or another voice is "
-                   "rejected. Default: the threshold stored with the generator.")
+_THRESHOLD_HELP = RULE_HELP + "."
 
 
 def _load_generator(path: Optional[str]):
@@ -74,7 +74,7 @@ def _outputs(out: Path, n: int) -> List[Path]:
               help="Draw seed: the same seed gives the same voices. Default: a fresh one (written to the sidecar).")
 @click.option("--same-voice", is_flag=True, help="One voice for all the utterances.")
 @click.option("--generator", "generator", type=click.Path(), metavar="RUN_DIR", help=_GENERATOR_HELP)
-@click.option("--threshold", type=float, default=None, help=_THRESHOLD_HELP)
+@click.option("--threshold", default=None, metavar="RULE|COSINE", help=_THRESHOLD_HELP)
 @click.option("--bank", type=click.Path(dir_okay=False), metavar="BANK",
               help="A voice bank: new voices must also differ from its voices, and are added to it.")
 @click.option("--toucan-dir", type=click.Path(), envvar="TOUCAN_DIR",
@@ -105,7 +105,7 @@ def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, 
       toucan-speakemb synth "Lower, please." --random-speaker --slider pc1=-1.5 -o lower.wav
 
     Each wav gets a JSON sidecar: voice id, seeds, generator, profile, and the voice's cosine to its nearest
-    training speaker and to the nearest other voice, next to the same-speaker threshold.
+    training speaker and to the nearest other voice, next to the threshold and its rule (--threshold).
     """
     from toucan_speakemb.adapters import ToucanModels, write_wav
     from toucan_speakemb.voices.novelty import VoiceSampler
@@ -164,7 +164,7 @@ def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, 
             bar.update(1)
         else:
             click.echo(f"{wav}  voice {v.id}  (nearest training speaker cos {v.nearest_training_cosine:.3f}, "
-                       f"threshold {v.threshold:.3f})")
+                       f"threshold {v.threshold:.3f}, {v.rule})")
     if bar is not None:
         bar.close()
         click.echo(f"{len(lines)} utterances, {len({v.id for v in voices})} voices -> {targets[0].parent}")
@@ -191,7 +191,7 @@ def _check_bank_generator(bank, gen, path) -> None:
 @click.group(context_settings={"show_default": True})
 def voices():
     """Manage a voice bank: voices re-made by id, each new (no training speaker is closer than the
-    same-speaker threshold) and distinct (no other voice of the bank is)."""
+    novelty threshold, see --threshold of `voices add`) and distinct (no other voice of the bank is)."""
 
 
 def _load_bank(path):
@@ -217,7 +217,7 @@ def voices_list(bank):
     b = _load_bank(bank)
     thr = [a.get("threshold") for a in b.provenance.get("additions", []) if a.get("threshold") is not None]
     click.echo(f"{bank}: {len(b)} voices, profile {b.profile.name} ({b.profile.dim}-dim)"
-               + (f", same-speaker threshold {thr[-1]:.3f}" if thr else ""))
+               + (f", threshold {thr[-1]:.3f}" if thr else ""))
     click.echo(f"{'voice id':<28} {'seed':>20} {'train cos':>9} {'voice cos':>9}")
     for vid, s, n, d in _rows(b):
         click.echo(f"{vid:<28} {s:>20} {_fmt(n):>9} {_fmt(d):>9}")
@@ -246,7 +246,7 @@ def voices_show(bank, voice_id):
 @click.option("-n", "n", type=click.IntRange(min=1), default=10, help="Voices to add.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None,
               help="Draw seed (same seed, same bank, same voices). Default: a fresh one, recorded in the bank.")
-@click.option("--threshold", type=float, default=None, help=_THRESHOLD_HELP)
+@click.option("--threshold", default=None, metavar="RULE|COSINE", help=_THRESHOLD_HELP)
 @click.option("--max-draws", type=click.IntRange(min=1), default=1000,
               help="Give up after this many rejected candidates in a row.")
 @condition_options
@@ -272,6 +272,7 @@ def voices_add(bank, generator, n, seed, threshold, max_draws, gender, age, acce
     click.echo(f"{n} voices added to {bank} ({len(b) + n} in all); {p['candidates_drawn']} candidates drawn, "
                f"{p['rejected']['training speaker']} too close to a training speaker, "
                f"{p['rejected']['other voice']} too close to another voice (threshold {p['threshold']:.3f}, "
+               f"rule {p['threshold_rule']}, "
                f"draw seed {p['draw_seed']})")
 
 

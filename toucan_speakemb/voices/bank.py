@@ -57,6 +57,12 @@ def slider_settings(generator, sliders: Optional[Dict[str, float]], method: Opti
     return out
 
 
+def temperature_settings(generator, temperature: Optional[float]) -> Dict[str, Any]:
+    """What a voice's id and provenance record of a temperature other than the generator's default ({} else)."""
+    t = generator.check_temperature(temperature)
+    return {} if t == generator.temperature else {"temperature": t}
+
+
 def variant_tag(settings: Dict[str, Any]) -> str:
     """A short stable hash of conditional/slider settings ("" when there are none)."""
     import hashlib
@@ -101,7 +107,8 @@ class VoiceBank:
     def from_generator(cls, generator, n: int, seed: int, sampler: Optional[str] = None,
                        steps: Optional[int] = None, conditions: Optional[Dict[str, Any]] = None,
                        guidance: Optional[float] = None, sliders: Optional[Dict[str, float]] = None,
-                       slider_strength: Optional[float] = None, slider_method: Optional[str] = None) -> "VoiceBank":
+                       slider_strength: Optional[float] = None, slider_method: Optional[str] = None,
+                       temperature: Optional[float] = None) -> "VoiceBank":
         """n voices from a bank seed; ``conditions`` (e.g. {"gender": "f"}) with ``guidance``, and
         ``sliders`` (e.g. {"pc1": 2}) with ``slider_method`` and ``slider_strength``, as in
         :meth:`Generator.sample`."""
@@ -110,8 +117,10 @@ class VoiceBank:
         seeds = voice_seeds(seed, n)
         edits = slider_settings(generator, sliders, slider_method, slider_strength)
         x = generator.sample_seeds(seeds, sampler=sampler, steps=steps, conditions=conditions, guidance=guidance,
-                                   sliders=sliders, slider_method=slider_method, slider_strength=slider_strength)
-        settings = {**condition_settings(generator, conditions, guidance), **edits}
+                                   sliders=sliders, slider_method=slider_method, slider_strength=slider_strength,
+                                   temperature=temperature)
+        settings = {**condition_settings(generator, conditions, guidance), **edits,
+                    **temperature_settings(generator, temperature)}
         sc = generator.cfg.sample
         variant = variant_tag(settings)
         used = sc.sampler if sampler is None else sampler
@@ -119,6 +128,7 @@ class VoiceBank:
             "generator": generator.describe(),
             "bank_seed": int(seed),
             "sampler": used,
+            "temperature": generator.check_temperature(temperature),
             # ancestral sampling always runs every diffusion step
             "steps": (sc.steps if steps is None else steps) if used == "ddim" else generator.diffusion.num_timesteps,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
