@@ -75,7 +75,8 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (training and sampling)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="training config override (repeatable), e.g. train.steps=3000")
+                    help="training config override (repeatable), e.g. train.steps=3000; sample.* keys also "
+                         "apply to a --run")
     return ap.parse_args(argv)
 
 
@@ -104,6 +105,11 @@ def main(argv=None) -> int:
         train(tr, run, cfg, progress=False)
         train_s = time.perf_counter() - t0
     gen = Generator.load(run)
+    for item in args.overrides:  # sampling settings apply to a loaded run too
+        key, _, value = item.partition("=")
+        if key.startswith("sample.") and args.run:
+            field = key.split(".", 1)[1]
+            setattr(gen.cfg.sample, field, type(getattr(gen.cfg.sample, field))(value))
     summary = json.loads((run / "summary.json").read_text())
     print(f"generator: {run} (selected step {summary.get('selected_step')}, trained {train_s:.0f} s, default "
           f"temperature {gen.temperature:g})")
@@ -112,7 +118,8 @@ def main(argv=None) -> int:
         held = pick_validation_speakers(len(train_m), gen.cfg.train.validation_share, gen.cfg.seed)
         real, train_m = train_m[held], train_m[~held]
         n = min(n, len(real))
-        reference = f"{len(real)} validation speakers of the run (judged against the other training speakers)"
+        reference = (f"{len(real)} validation speakers of the run (judged against the other training speakers; "
+                     f"'unseen' below means them)")
     else:
         real = EmbeddingSet.load(args.unseen).speaker_means().embeddings.astype(np.float64)
         reference = f"{args.unseen}"

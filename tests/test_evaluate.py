@@ -412,3 +412,14 @@ def test_report_of_small_sets_still_draws_the_t_sne_map(tmp_path):
     ev = evaluate(held, [gen], train, baselines=(), seed=0)
     write_report(ev, tmp_path, tsne=True)
     assert (tmp_path / "tsne.png").stat().st_size > 0
+
+
+def test_a_system_with_a_knob_is_traced_like_the_baselines(population, split):
+    train, held = split
+    fresh = _fresh(population, 300, 3)
+    centre = fresh.mean(0)
+    ev = evaluate(held, [GeneratedSet("fresh", fresh, train.profile)], train, baselines=(),
+                  knob_systems={"shrunk": (lambda t, n: centre + t * (fresh[:n] - centre), "temperature", (0.3, 1.5))})
+    assert [p.knob for p in ev.curves["shrunk"]][0] == pytest.approx(0.3)
+    rows = [n for n in ev.rows if n.startswith("shrunk, as novel as held-out (temperature")]
+    assert len(rows) == 1 and ev.rows[rows[0]]["kind"] == "generated"

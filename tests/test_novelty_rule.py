@@ -177,3 +177,20 @@ def test_on_a_sparse_population_the_default_keeps_the_looser_same_speaker_thresh
     assert unseen < g.same_speaker_threshold
     assert resolve_rule(g, None) == (g.same_speaker_threshold, "same-speaker")
     assert resolve_rule(g, "unseen") == (unseen, "unseen:0.9")  # asked for by name: the calibrated one
+
+
+def test_sample_takes_a_temperature_and_refuses_a_non_positive_one(gen, tmp_path):
+    from click.testing import CliRunner
+
+    from toucan_speakemb.cli.main import main
+
+    out = tmp_path / "cold.safetensors"
+    r = CliRunner().invoke(main, ["sample", "--generator", str(gen.path), "-n", "4", "--seed", "1",
+                                  "--temperature", "0.6", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    bank = VoiceBank.load(out)
+    assert bank.provenance["temperature"] == 0.6
+    np.testing.assert_allclose(bank.embeddings, gen.sample(4, seed=1, temperature=0.6), atol=1e-6)
+    r = CliRunner().invoke(main, ["sample", "--generator", str(gen.path), "-n", "4", "--temperature", "0",
+                                  "--out", str(tmp_path / "x.safetensors")])
+    assert r.exit_code != 0 and "temperature" in r.output and not (tmp_path / "x.safetensors").exists()

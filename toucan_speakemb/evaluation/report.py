@@ -201,8 +201,13 @@ def _gender_analysis(real: EmbeddingSet, train: Optional[EmbeddingSet], level: s
 def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optional[EmbeddingSet] = None,
              level: str = "speaker", k: int = 5,
              baselines: Sequence[str] = ("gaussian", "gmm", "kde", "interpolation", "resample"),
-             seed: int = 0, threshold: Optional[float] = None, draws: Optional[int] = None) -> Evaluation:
-    """Measure generated sets (and baselines fitted to ``train``) against held-out real speakers ``real``."""
+             seed: int = 0, threshold: Optional[float] = None, draws: Optional[int] = None,
+             knob_systems: Optional[Dict[str, Tuple]] = None) -> Evaluation:
+    """Measure generated sets (and baselines fitted to ``train``) against held-out real speakers ``real``.
+
+    ``knob_systems``: name -> (sample(knob, n) -> vectors, knob name, (low, high)): systems traced along a
+    novelty knob like the baselines (e.g. a generator across its temperature), shown at the held-out
+    speakers' novelty and on the precision-novelty curve (needs ``train``)."""
     if level not in LEVELS:
         raise SpeakEmbError(f"unknown level '{level}' (choose from {', '.join(LEVELS)})")
     if not generated:
@@ -267,6 +272,11 @@ def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optio
                               else BASELINES[b](train_l, n_base, seed)).astype(np.float64)
         kinds[LABELS[b]] = "baseline"
     # every baseline with a novelty knob also at the setting where it is as novel as the held-out speakers
+    ranges = {LABELS[b]: (KNOBS[b][0], KNOBS[b][1], KNOBS[b][2]) for b in knob_samplers}
+    knob_samplers = {LABELS[b]: fn for b, fn in knob_samplers.items()}
+    for name, (fn, knob, span) in (knob_systems or {}).items() if train_l is not None else ():
+        knob_samplers[name] = lambda v, fn=fn: np.asarray(fn(v, n_base))
+        ranges[name] = (knob, None, span)
     ev_curves: Dict[str, List] = {}
     target = None
     if knob_samplers:
@@ -274,14 +284,15 @@ def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optio
         novelty_thr = thr_speaker if thr_speaker is not None else thr
         target = {"novelty_median": float(np.median(real_l_nov)),
                   "share_above": float(np.mean(real_l_nov > novelty_thr)), "threshold": novelty_thr}
-        for b, fn in knob_samplers.items():
-            knob, (lo, hi) = KNOBS[b][0], KNOBS[b][2]
+        for label, fn in knob_samplers.items():
+            knob, default, (lo, hi) = ranges[label]
             v, _, reached = matched.match_knob(fn, lo, hi, train_l, target["novelty_median"])
-            name = f"{LABELS[b]}, as novel as held-out ({knob} {v:.3g}{'' if reached else ', closest reachable'})"
+            name = f"{label}, as novel as held-out ({knob} {v:.3g}{'' if reached else ', closest reachable'})"
             systems[name] = fn(v).astype(np.float64)
-            kinds[name] = "baseline"
-            grid = sorted(set(np.linspace(lo, hi, 6).round(4).tolist()) | {KNOBS[b][1], round(v, 4)})
-            ev_curves[LABELS[b]] = matched.curve(fn, grid, real_l, train_l, novelty_thr, k)
+            kinds[name] = "baseline" if label in LABELS.values() else "generated"
+            grid = set(np.linspace(lo, hi, 6).round(4).tolist()) | {round(v, 4)}
+            grid = sorted(grid | ({default} if default is not None else set()))
+            ev_curves[label] = matched.curve(fn, grid, real_l, train_l, novelty_thr, k)
 
     sizes = [len(x) for x in systems.values()] + ([len(train_l)] if train_l is not None else [])
     size = min(sizes)
