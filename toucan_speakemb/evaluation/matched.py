@@ -70,23 +70,29 @@ class Point:
     share_above: float
     precision: float
     recall: float
-    frechet: float
+    frechet: Optional[float] = None  # not measured along curves (a matrix square root per point)
 
-    def to_json(self) -> Dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}
+    def to_json(self) -> Dict[str, Optional[float]]:
+        return {k: None if v is None else float(v) for k, v in asdict(self).items()}
 
 
 def measure_point(x: np.ndarray, knob: float, real: np.ndarray, train: np.ndarray, threshold: float,
-                  k: int = 5) -> Point:
+                  k: int = 5, real_sq_radii: Optional[np.ndarray] = None, frechet: bool = True) -> Point:
+    """Novelty, precision and recall (and the Fréchet distance) of ``x`` against ``real``; ``real_sq_radii``:
+    the real k-NN radii when already computed (:func:`toucan_speakemb.evaluation.metrics.knn_sq_radii`)."""
     nov, _ = novelty_of(x, train, threshold)
-    p, r = M.precision_recall(real, x, k=k)
-    return Point(float(knob), nov.median, nov.share_above, float(p), float(r), M.frechet_distance(x, real))
+    m = M.knn_measures(real, x, k=k, real_sq_radii=real_sq_radii)
+    return Point(float(knob), nov.median, nov.share_above, float(m["precision"]), float(m["recall"]),
+                 M.frechet_distance(x, real) if frechet else None)
 
 
 def curve(sample: Callable[[float], np.ndarray], knobs: Sequence[float], real: np.ndarray, train: np.ndarray,
           threshold: float, k: int = 5) -> List[Point]:
-    """The system ``sample(knob) -> vectors`` at each knob value, measured against ``real``."""
-    return [measure_point(sample(float(v)), float(v), real, train, threshold, k) for v in knobs]
+    """The system ``sample(knob) -> vectors`` at each knob value: novelty, precision and recall against
+    ``real``."""
+    radii = M.knn_sq_radii(real, k)
+    return [measure_point(sample(float(v)), float(v), real, train, threshold, k, radii, frechet=False)
+            for v in knobs]
 
 
 def match_knob(sample: Callable[[float], np.ndarray], lo: float, hi: float, train: np.ndarray, target: float,
