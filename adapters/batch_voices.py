@@ -7,7 +7,7 @@ Output folder::
     wavs/<voice id>/<voice id>_NNN.wav   one folder per new voice (speaker id = voice id)
     wavs/<voice id>/<voice id>_NNN.json  its sidecar (text, voice, seed, duration, figures)
     metadata.csv               file, voice_id, seed, text, duration_s, nearest_training_cosine,
-                               nearest_voice_cosine, same_speaker_threshold
+                               nearest_voice_cosine, threshold, threshold_rule
     skipped.csv                utterances Toucan could not synthesise, with the reason (only if any)
 
 Resumable: every file is written atomically and an utterance counts as done when its sidecar exists, so a
@@ -25,7 +25,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, ch
 from toucan_speakemb.core.version import __version__
 from toucan_speakemb.generate.generator import Generator
 from toucan_speakemb.voices.bank import VoiceBank
-from toucan_speakemb.voices.novelty import NoveltyCheck, VoiceSampler, resolve_threshold
+from toucan_speakemb.voices.novelty import NoveltyCheck, VoiceSampler, resolve_rule
 
 from toucan_speakemb.adapters.synthesis import Synthesis
 from toucan_speakemb.adapters.toucan import ToucanModels
@@ -50,7 +50,9 @@ class BatchConfig:
     voices: int = 10                  # new voices (speaker ids)
     utterances_per_voice: int = 5
     seed: int = 0                     # draw seed of the voices and the sentence order
-    threshold: Optional[float] = None  # same-speaker cosine; None: the generator's
+    # which voices count as new: None / "unseen" (as far as real new speakers are), "unseen:Q", "same-speaker"
+    # (stricter) or a cosine; see toucan_speakemb/voices/novelty.py
+    threshold: Optional[Union[float, str]] = None
     toucan_dir: Optional[str] = None  # IMS-Toucan checkout (v2.2 or v3.x)
     tts_model: Optional[str] = None
     vocoder: Optional[str] = None
@@ -103,7 +105,7 @@ def sentence_plan(n_sentences: int, voices: int, per_voice: int, seed: int) -> n
 
 
 METADATA_COLUMNS = ["file", "voice_id", "seed", "text", "duration_s", "nearest_training_cosine",
-                    "nearest_voice_cosine", "same_speaker_threshold"]
+                    "nearest_voice_cosine", "threshold", "threshold_rule"]
 
 
 def _settings(cfg: BatchConfig, gen, sentences: List[str], threshold: float) -> Dict:
@@ -137,7 +139,7 @@ def run_batch(cfg: BatchConfig, adapter=None, progress: bool = True, stop_after:
         models.check_generator(gen)
     else:
         adapter.check_generator(gen)
-    threshold = resolve_threshold(gen, cfg.threshold)
+    threshold, rule = resolve_rule(gen, cfg.threshold)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise SpeakEmbError(f"out {out} is a file, not a folder")
@@ -169,7 +171,7 @@ def run_batch(cfg: BatchConfig, adapter=None, progress: bool = True, stop_after:
                  sampler.rejected)
     # figures of each voice against the training speakers and the rest of the batch
     means, ids = gen.training_speakers()
-    check = NoveltyCheck(means, ids, threshold)
+    check = NoveltyCheck(means, ids, threshold, rule)
     check.add(bank.ids, bank.embeddings)
     figures = [check.judge(vid, s, e) for vid, s, e in zip(bank.ids, bank.seeds, bank.embeddings)]
 
@@ -231,7 +233,9 @@ def _collect(out: Path, jobs) -> List[Dict]:
                      "text": d["text"], "duration_s": d["duration_s"],
                      "nearest_training_cosine": d["nearest_training_cosine"],
                      "nearest_voice_cosine": d["nearest_voice_cosine"],
-                     "same_speaker_threshold": d["same_speaker_threshold"]})
+                     # sidecars of older versions name the threshold by the one rule they knew
+                     "threshold": d.get("threshold", d.get("same_speaker_threshold")),
+                     "threshold_rule": d.get("threshold_rule", "same-speaker")})
     return rows
 
 

@@ -70,7 +70,7 @@ NOISE_REDUCE_REFUSED = (
 
 
 @contextlib.contextmanager
-def random_voices(interface, generator, seed: Optional[int] = None, threshold: Optional[float] = None,
+def random_voices(interface, generator, seed: Optional[int] = None, threshold=None,
                   bank=None, distinct: bool = True, checkpoint=None, max_draws: int = DEFAULT_MAX_DRAWS,
                   conditions: Optional[dict] = None, guidance: Optional[float] = None,
                   sliders: Optional[dict] = None, slider_method: Optional[str] = None,
@@ -78,9 +78,10 @@ def random_voices(interface, generator, seed: Optional[int] = None, threshold: O
     """Give every ``forward`` / ``read_to_file`` call of a Toucan interface a fresh voice (see the module doc).
 
     ``generator``: a run folder, a ``generator.safetensors`` or a loaded Generator; ``seed``: the draw seed
-    (None: a fresh one, recorded in ``voices.describe()``); ``threshold``: the same-speaker cosine
-    (default: stored with the generator); ``bank``: a VoiceBank whose voices the new ones must also differ
-    from; ``checkpoint``: the Toucan checkpoint (path or dict) if the interface's embedding was changed;
+    (None: a fresh one, recorded in ``voices.describe()``); ``threshold``: which voices count as new
+    ("unseen" by default, "unseen:Q", "same-speaker" or a cosine: see toucan_speakemb/voices/novelty.py);
+    ``bank``: a VoiceBank whose voices the new ones must also differ from; ``checkpoint``: the Toucan
+    checkpoint (path or dict) if the interface's embedding was changed;
     ``conditions`` (e.g. ``{"gender": "f"}``) and ``guidance``: voices of a chosen attribute from a conditional
     generator (classifier-free guidance, see ``Generator.sample``); ``sliders`` (e.g. ``{"pc1": -1.5}``) with
     ``slider_method`` / ``slider_strength``: every voice edited so (see ``toucan_speakemb/generate/sliders.py``).

@@ -39,4 +39,4 @@ voices.save("voices.json")
 
 for r in voices.records:
     print(f"{r['file']}: voice {r['voice_id']} (nearest training speaker cos {r['nearest_training_cosine']:.3f} "
-          f"<= threshold {r['same_speaker_threshold']:.3f})")
+          f"<= threshold {r['threshold']:.3f}, {r['threshold_rule']})")

@@ -20,6 +20,7 @@ from toucan_speakemb import SpeakEmbError
 from toucan_speakemb.adapters import ToucanAdapter
 from toucan_speakemb.adapters.batch_voices import BatchConfig, run_batch
 from toucan_speakemb.voices.bank import VoiceBank
+from toucan_speakemb.voices.novelty import resolve_rule
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "batch_voices"
@@ -58,9 +59,9 @@ def test_a_batch_is_a_folder_per_new_voice_with_metadata_and_the_bank(gen, adapt
     rows = read_metadata(out)
     assert len(rows) == 12 and list(rows[0]) == ["file", "voice_id", "seed", "text", "duration_s",
                                                  "nearest_training_cosine", "nearest_voice_cosine",
-                                                 "same_speaker_threshold"]
+                                                 "threshold", "threshold_rule"]
     sentences = (RECIPE / "sentences.txt").read_text().splitlines()
-    thr = gen.same_speaker_threshold
+    thr = resolve_rule(gen, None)[0]  # the default rule
     for r in rows:
         wave, sr = sf.read(out / r["file"])
         assert sr == 24000 and float(r["duration_s"]) == pytest.approx(len(wave) / sr, abs=1e-3)

@@ -15,7 +15,9 @@ from toucan_speakemb import EmbeddingSet, get_profile
 from toucan_speakemb.cli.main import main
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.evaluation import metrics as M
-from toucan_speakemb.evaluation.baselines import gaussian_fit, gaussian_mixture, resample_training
+from toucan_speakemb.evaluation import matched
+from toucan_speakemb.evaluation.baselines import (KNOBS, gaussian_fit, gaussian_mixture, interpolation,
+                                                  kernel_density, resample_training, sample_baseline)
 from toucan_speakemb.evaluation.report import GeneratedSet, evaluate, write_report
 from toucan_speakemb.voices.bank import load_generated
 from toucan_speakemb.core.synthetic import SyntheticPopulation
@@ -95,6 +97,71 @@ def test_resampling_only_copies_training_vectors():
     train = np.random.default_rng(6).standard_normal((30, DIM)).astype(np.float32)
     x = resample_training(train, 200, seed=0)
     assert all(any(np.array_equal(row, t) for t in train) for row in x)
+
+
+def test_interpolation_lies_between_a_speaker_and_one_of_its_nearest_within_the_mixing_range():
+    train = np.random.default_rng(8).standard_normal((40, DIM)) + 2.0
+    # mixing 0: copies of training speakers
+    assert all(any(np.allclose(row, t, atol=1e-5) for t in train) for row in interpolation(train, 50, 0, mixing=0.0))
+    x = interpolation(train, 200, seed=1, mixing=0.3, neighbours=3)
+    u = train / np.linalg.norm(train, axis=1, keepdims=True)
+    sims = u @ u.T
+    np.fill_diagonal(sims, -np.inf)
+    near = np.argsort(-sims, axis=1)[:, :3]
+    for row in x[:40]:  # on a segment from some speaker a to one of a's 3 nearest, at most 0.3 of the way
+        found = False
+        for a in range(len(train)):
+            for b in near[a]:
+                d = train[b] - train[a]
+                w = float((row - train[a]) @ d / (d @ d))
+                if -1e-6 <= w <= 0.3 + 1e-6 and np.allclose(train[a] + w * d, row, atol=1e-4):
+                    found = True
+        assert found
+
+
+def test_every_novelty_knob_moves_its_baseline_away_from_the_training_speakers():
+    train = np.random.default_rng(9).standard_normal((300, DIM)) + 3.0
+    for name, (knob, default, (lo, hi)) in KNOBS.items():
+        medians = [matched.novelty_of(sample_baseline(name, train, 300, 0, v), train, 0.99)[0].median
+                   for v in np.linspace(max(lo, 0.05), hi, 3)]
+        assert medians[0] > medians[1] > medians[2], (name, medians)
+    assert np.array_equal(sample_baseline("kde", train, 10, 3), kernel_density(train, 10, 3, bandwidth=0.2))
+
+
+def test_match_knob_finds_the_setting_of_a_target_novelty_or_says_it_is_out_of_reach():
+    train = np.random.default_rng(10).standard_normal((300, DIM)) + 3.0
+    target = matched.novelty_of(kernel_density(train, 300, 1, bandwidth=0.4), train, 0.99)[0].median
+    v, med, reached = matched.match_knob(lambda b: kernel_density(train, 300, 1, bandwidth=b), 0.0, 1.5, train, target)
+    assert reached and v == pytest.approx(0.4, abs=0.05) and med == pytest.approx(target, abs=0.002)
+    # interpolation never gets as far from the speakers as a wide kernel
+    far = matched.novelty_of(kernel_density(train, 300, 1, bandwidth=1.5), train, 0.99)[0].median
+    v, _, reached = matched.match_knob(lambda m: interpolation(train, 300, 1, mixing=m), 0.0, 0.5, train, far)
+    assert not reached and v == 0.5
+
+
+def test_the_yardstick_of_novelty_as_real_speakers():
+    real = matched.Novelty(0.963, 0.40)
+    assert matched.as_novel_as(matched.Novelty(0.966, 0.44), real)
+    assert not matched.as_novel_as(matched.Novelty(0.970, 0.40), real)  # median too close to training
+    assert not matched.as_novel_as(matched.Novelty(0.955, 0.40), real)  # farther than real speakers are
+    assert not matched.as_novel_as(matched.Novelty(0.963, 0.46), real)  # too many above the threshold
+
+
+def test_reports_show_baselines_at_the_held_out_novelty_and_the_precision_novelty_curve(population, split, tmp_path):
+    train, held = split
+    fresh = _fresh(population, 300, 3)
+    ev = evaluate(held, [GeneratedSet("fresh", fresh, train.profile)], train, baselines=("kde", "interpolation"))
+    target = ev.target["novelty_median"]
+    kde = [n for n in ev.rows if n.startswith("kernel density, as novel as held-out")]
+    assert len(kde) == 1 and ev.rows[kde[0]]["novelty_median"] == pytest.approx(target, abs=0.005)
+    assert ev.rows["fresh"]["as_novel"] and not ev.rows["kernel density"]["as_novel"]  # h = 0.2: near copies
+    assert set(ev.curves) == {"kernel density", "interpolation of neighbours"}
+    assert all(0 <= p.precision <= 1 for p in ev.curves["kernel density"])
+    write_report(ev, tmp_path / "rep", tsne=False)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Precision at matched novelty" in md and (tmp_path / "rep" / "precision_novelty.png").stat().st_size > 0
+    assert "Alaa" in md
+    assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["precision_novelty_curves"]["kernel density"]
 
 
 # ---------------------------------------------------------------------------------------------- measures
@@ -342,3 +409,14 @@ def test_report_of_small_sets_still_draws_the_t_sne_map(tmp_path):
     ev = evaluate(held, [gen], train, baselines=(), seed=0)
     write_report(ev, tmp_path, tsne=True)
     assert (tmp_path / "tsne.png").stat().st_size > 0
+
+
+def test_a_system_with_a_knob_is_traced_like_the_baselines(population, split):
+    train, held = split
+    fresh = _fresh(population, 300, 3)
+    centre = fresh.mean(0)
+    ev = evaluate(held, [GeneratedSet("fresh", fresh, train.profile)], train, baselines=(),
+                  knob_systems={"shrunk": (lambda t, n: centre + t * (fresh[:n] - centre), "temperature", (0.3, 1.5))})
+    assert [p.knob for p in ev.curves["shrunk"]][0] == pytest.approx(0.3)
+    rows = [n for n in ev.rows if n.startswith("shrunk, as novel as held-out (temperature")]
+    assert len(rows) == 1 and ev.rows[rows[0]]["kind"] == "generated"

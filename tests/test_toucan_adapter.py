@@ -23,7 +23,7 @@ from toucan_speakemb.adapters.synthesis import Synthesis, seeded, utterance_seed
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.evaluation.metrics import same_speaker_threshold
 from toucan_speakemb.generate.generator import Generator
-from toucan_speakemb.voices.novelty import VoiceSampler
+from toucan_speakemb.voices.novelty import VoiceSampler, resolve_rule
 from toucan_speakemb.training.trainer import train
 from toucan_speakemb.voices.bank import VoiceBank
 
@@ -89,13 +89,15 @@ def test_generator_stores_the_utterance_level_same_speaker_threshold_and_its_tra
     assert summary["same_speaker_threshold"]["value"] == pytest.approx(thr)
 
 
-def test_without_repeated_speakers_there_is_no_threshold_and_sampling_asks_for_one(tmp_path):
+def test_without_repeated_speakers_there_is_no_same_speaker_threshold_and_that_rule_asks_for_one(tmp_path):
     gen = train_tiny(clustered_set("toucan-v3", 20, 1), tmp_path / "run")
     assert gen.same_speaker_threshold is None
     assert "single embedding" in gen.meta["same_speaker_threshold"]["reason"]
     with pytest.raises(SpeakEmbError) as e:
-        VoiceSampler(gen, seed=0)
+        VoiceSampler(gen, seed=0, threshold="same-speaker")
     assert "--threshold" in one_line(e) and "single embedding" in str(e.value)
+    # the default rule needs speakers, not repeated utterances
+    assert resolve_rule(gen, None) == (gen.meta["unseen_speaker_threshold"]["value"], "unseen:0.9")
     v = VoiceSampler(gen, seed=0, threshold=0.9).next()
     assert v.threshold == 0.9 and v.is_new
 
@@ -483,7 +485,9 @@ def test_synth_writes_one_wav_and_sidecar_per_utterance_each_in_its_own_voice(ru
         data, sr = sf.read(w)
         assert sr == 24000 and c["sample_rate"] == 24000 and len(data) > 0
         assert c["draw_seed"] == 3 and c["profile"] == "toucan-v3" and c["generator"]["fingerprint"] == gen_v3.fingerprint
-        assert c["nearest_training_cosine"] <= c["same_speaker_threshold"] and c["new"] and c["distinct"]
+        assert c["nearest_training_cosine"] <= c["threshold"] and c["new"] and c["distinct"]
+        assert (c["threshold"], c["threshold_rule"]) == (pytest.approx(resolve_rule(gen_v3, None)[0], abs=1e-6),
+                                                         resolve_rule(gen_v3, None)[1])
         assert c["voice_id"] == f"{gen_v3.fingerprint[:8]}-{c['seed']}"
     assert cars[0]["nearest_voice_id"] == cars[1]["voice_id"]
     # the same voice again, by id: the same audio
@@ -532,7 +536,7 @@ def test_voice_bank_commands(run_cli, gen_v3, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     b = VoiceBank.load(bank)
     assert len(b) == 7 and len(b.provenance["additions"]) == 2
-    thr = gen_v3.same_speaker_threshold
+    thr = resolve_rule(gen_v3, None)[0]  # the default rule
     assert b.nearest_training_cosine.max() <= thr + 1e-6 and b.nearest_voice_cosines().max() <= thr + 1e-6
     # voices are re-made by id from the generator
     v = VoiceSampler(gen_v3).remake(b.ids[5])
@@ -587,7 +591,7 @@ def test_synth_with_a_bank_keeps_new_voices_distinct_from_the_banks_and_adds_the
     assert not set(ids["a"]) & set(ids["b"])
     assert VoiceBank.load(bank).ids == ids["a"] + ids["b"]
     car = json.loads((tmp_path / "b" / "u_001.json").read_text())
-    assert "bank" in car["distinctness_against"] and car["nearest_voice_cosine"] <= car["same_speaker_threshold"]
+    assert "bank" in car["distinctness_against"] and car["nearest_voice_cosine"] <= car["threshold"]
 
 
 def test_synth_builds_a_v22_interface_from_its_fixed_model_places(gen_v22, tmp_path):

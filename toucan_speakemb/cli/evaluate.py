@@ -37,8 +37,10 @@ def _split_named(value: str):
 @click.option("--level", type=click.Choice(["speaker", "utterance"]), default="speaker",
               help="Compare with real speaker means (for generators of voices) or with real utterances (for "
                    "utterance-level generators such as the source's baseline).")
-@click.option("--baselines", default="gaussian,gmm,resample",
-              help="Baselines fitted to the training set, comma-separated (gaussian, gmm, resample), or 'none'.")
+@click.option("--baselines", default="gaussian,gmm,kde,interpolation,resample",
+              help="Baselines fitted to the training set, comma-separated (gaussian, gmm, kde, interpolation, "
+                   "resample), or 'none'. Those with a novelty knob are also shown where they are as novel as "
+                   "the held-out speakers.")
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, help="Neighbours of the k-NN measures.")
 @click.option("--threshold", type=click.FloatRange(-1, 1), default=None,
               help="Same-speaker cosine threshold. Default: the equal-error point on the real utterances.")
@@ -54,8 +56,10 @@ def evaluate(real, train, generated, out, run, level, baselines, k, threshold, p
 
     Writes report.md, a self-contained report.html, metrics.json and PNG plots (t-SNE, PCA, novelty and
     distinctness histograms, per-dimension variance ratios, the loss curve with --run). Every figure is
-    printed beside what real speakers score, and beside baselines (Gaussian fit, Gaussian mixture,
-    resampled training vectors).
+    printed beside what real speakers score, and beside baselines (Gaussian fit, Gaussian mixture, kernel
+    density, interpolation of neighbours, resampled training vectors), each with a novelty knob also shown
+    where it is as novel as the held-out speakers; with --run, the run's generator is traced across its
+    sampling temperature on the precision-against-novelty plot too.
 
     \b
     Example:
@@ -85,8 +89,15 @@ def evaluate(real, train, generated, out, run, level, baselines, k, threshold, p
     for value in generated:
         name, path = _split_named(value)
         gens.append(load_generated(path, name))
+    knob_systems = None
+    if run is not None and (Path(run) / "generator.safetensors").exists() and train_set is not None:
+        from toucan_speakemb.generate.generator import Generator
+
+        gen = Generator.load(run)  # traced across its temperature on the precision-novelty curve
+        knob_systems = {f"generator of {Path(run).name}": (lambda t, n: gen.sample(n, seed, temperature=t),
+                                                          "temperature", (0.5, 1.5))}
     ev = run_evaluation(real_set, gens, train_set, level=level, k=k, baselines=chosen, seed=seed,
-                        threshold=threshold)
+                        threshold=threshold, knob_systems=knob_systems)
     report = write_report(ev, out, run_dir=run, tsne=not no_tsne)
     click.echo(f"report: {report} (also report.html, metrics.json)")
     for name, row in ev.rows.items():

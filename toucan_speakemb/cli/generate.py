@@ -121,10 +121,14 @@ def conditions_from(gender, age, accent, extra_conditions):
 @click.option("--sampler", type=click.Choice(sampler_names()), default=None,
               help="; ".join(f"{s.name}: {s.help}" for s in SAMPLERS.values()) + ". Default: the generator's.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps (default: the generator's).")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Scale of the initial noise: below 1, voices nearer the population's typical ones (more "
+                   "precise, less varied); above 1, more varied. Default: the one stored with the generator "
+                   "(1.0 unless training chose another).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (shown for more than 4096 voices).")
 @condition_options
 @slider_options
-def sample(generator, n, seed, out, npy, overwrite, sampler, steps, no_progress, gender, age, accent,
+def sample(generator, n, seed, out, npy, overwrite, sampler, steps, temperature, no_progress, gender, age, accent,
            extra_conditions, guidance, sliders, slider_method, slider_strength):
     """Sample new voices from a trained generator into a voice bank.
 
@@ -153,7 +157,8 @@ def sample(generator, n, seed, out, npy, overwrite, sampler, steps, no_progress,
     gen = Generator.load(generator)
     check_sample_request(n, gen.dim, out, npy)
     plan = SamplingPlan(gen, n, seed, sampler=sampler, steps=steps, conditions=conditions, guidance=guidance,
-                        sliders=slider_values, slider_strength=slider_strength, slider_method=slider_method)
+                        sliders=slider_values, slider_strength=slider_strength, slider_method=slider_method,
+                        temperature=temperature)
     prov = plan.provenance
     if "conditions" in prov:
         click.echo("conditions: " + ", ".join(f"{k}={v}" for k, v in prov["conditions"].items())

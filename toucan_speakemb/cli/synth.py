@@ -16,13 +16,13 @@ import numpy as np
 
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_text, check_output, check_writable
+from toucan_speakemb.voices.novelty import RULE_HELP
 from toucan_speakemb.cli.generate import condition_options, conditions_from, slider_options
 
 log = logging.getLogger("toucan_speakemb.cli.main")
 
 _GENERATOR_HELP = "A run folder from `train` (or its generator.safetensors). Default: $TOUCAN_SPEAKEMB_GENERATOR."
-_THRESHOLD_HELP = ("Same-speaker cosine: a voice closer than this to a training speaker or another voice is "
-                   "rejected. Default: the threshold stored with the generator.")
+_THRESHOLD_HELP = RULE_HELP + "."
 
 
 def _load_generator(path: Optional[str]):
@@ -73,7 +73,7 @@ def _outputs(out: Path, n: int) -> List[Path]:
               help="Draw seed: the same seed gives the same voices. Default: a fresh one (written to the sidecar).")
 @click.option("--same-voice", is_flag=True, help="One voice for all the utterances.")
 @click.option("--generator", "generator", type=click.Path(), metavar="RUN_DIR", help=_GENERATOR_HELP)
-@click.option("--threshold", type=float, default=None, help=_THRESHOLD_HELP)
+@click.option("--threshold", default=None, metavar="RULE|COSINE", help=_THRESHOLD_HELP)
 @click.option("--bank", type=click.Path(dir_okay=False), metavar="BANK",
               help="A voice bank: new voices must also differ from its voices, and are added to it.")
 @click.option("--toucan-dir", type=click.Path(), envvar="TOUCAN_DIR",
@@ -107,8 +107,8 @@ def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, 
       toucan-speakemb synth "Lower, please." --random-speaker --slider pc1=-1.5 -o lower.wav
 
     Each wav gets a JSON sidecar: voice id, seeds, generator, profile, Toucan release, and the voice's cosine
-    to its nearest training speaker and to the nearest other voice, next to the same-speaker threshold.
-    Same seed, same audio: Toucan's randomness is seeded per utterance from the voice and the text.
+    to its nearest training speaker and to the nearest other voice, next to the threshold and its rule
+    (--threshold). Same seed, same audio: Toucan's randomness is seeded per utterance from the voice and the text.
     """
     from toucan_speakemb.adapters import ToucanModels, synthesis
     from toucan_speakemb.generate.sliders import parse_sliders
@@ -132,7 +132,7 @@ def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, 
     else:
         for wav, c in zip(targets, cars):
             click.echo(f"{wav}  voice {c['voice_id']}  (nearest training speaker cos {c['nearest_training_cosine']:.3f}, "
-                       f"threshold {c['same_speaker_threshold']:.3f}; synthesis seed {c['synthesis_seed']})")
+                       f"threshold {c['threshold']:.3f}, {c['threshold_rule']}; synthesis seed {c['synthesis_seed']})")
     if bank and not voice:
         click.echo(f"{added} voices added to {bank}")
 
@@ -145,7 +145,7 @@ def _now() -> str:
 @click.group(context_settings={"show_default": True})
 def voices():
     """Manage a voice bank: voices re-made by id, each new (no training speaker is closer than the
-    same-speaker threshold) and distinct (no other voice of the bank is)."""
+    novelty threshold, see --threshold of `voices add`) and distinct (no other voice of the bank is)."""
 
 
 def _load_bank(path):
@@ -171,7 +171,7 @@ def voices_list(bank):
     b = _load_bank(bank)
     thr = [a.get("threshold") for a in b.provenance.get("additions", []) if a.get("threshold") is not None]
     click.echo(f"{bank}: {len(b)} voices, profile {b.profile.name} ({b.profile.dim}-dim)"
-               + (f", same-speaker threshold {thr[-1]:.3f}" if thr else ""))
+               + (f", threshold {thr[-1]:.3f}" if thr else ""))
     click.echo(f"{'voice id':<28} {'seed':>20} {'train cos':>9} {'voice cos':>9}")
     for vid, s, n, d in _rows(b):
         click.echo(f"{vid:<28} {s:>20} {_fmt(n):>9} {_fmt(d):>9}")
@@ -200,7 +200,7 @@ def voices_show(bank, voice_id):
 @click.option("-n", "n", type=click.IntRange(min=1), default=10, help="Voices to add.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None,
               help="Draw seed (same seed, same bank, same voices). Default: a fresh one, recorded in the bank.")
-@click.option("--threshold", type=float, default=None, help=_THRESHOLD_HELP)
+@click.option("--threshold", default=None, metavar="RULE|COSINE", help=_THRESHOLD_HELP)
 @click.option("--max-draws", type=click.IntRange(min=1), default=1000,
               help="Give up after this many rejected candidates in a row.")
 @condition_options
@@ -227,6 +227,7 @@ def voices_add(bank, generator, n, seed, threshold, max_draws, gender, age, acce
     click.echo(f"{n} voices added to {bank} ({len(b) + n} in all); {p['candidates_drawn']} candidates drawn, "
                f"{p['rejected']['training speaker']} too close to a training speaker, "
                f"{p['rejected']['other voice']} too close to another voice (threshold {p['threshold']:.3f}, "
+               f"rule {p['threshold_rule']}, "
                f"draw seed {p['draw_seed']})")
 
 

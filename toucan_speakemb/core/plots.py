@@ -137,3 +137,28 @@ def plot_dimension_ratios(ratios: dict, path: Path) -> Path:
     ax.legend(fontsize=8)
     ax.set_title("per-dimension variance ratios")
     return _save(plt, fig, Path(path))
+
+
+def plot_precision_novelty(curves: dict, path: Path, target: Optional[tuple] = None,
+                           title: str = "Precision against novelty") -> Path:
+    """Each system's precision against its median cosine to the nearest training speaker, along its novelty
+    knob (``curves``: name -> [(novelty median, precision, knob), ...]); ``target``: (novelty median,
+    precision) of real unseen speakers, the point a perfect generator sits at."""
+    plt, fig = _figure((7, 4.5))
+    ax = fig.add_subplot(111)
+    for name, pts in curves.items():
+        p = np.asarray(sorted(pts), dtype=float)
+        if not len(p):
+            continue
+        ax.plot(p[:, 0], p[:, 1], marker="o", ms=3, lw=1.2, label=name)
+        for x, y, knob in p[[0, -1]]:
+            ax.annotate(f"{knob:g}", (x, y), fontsize=7, xytext=(2, 2), textcoords="offset points")
+    if target is not None:
+        ax.scatter([target[0]], [target[1]], marker="*", s=160, c="k", zorder=5, label="real unseen speakers")
+        ax.axvline(target[0], c="k", lw=0.6, ls=":")
+    ax.set_xlabel("median cosine to the nearest training speaker (right: closer to training speakers)")
+    ax.set_ylabel("precision (k-NN)")
+    ax.set_title(title)
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(plt, fig, path)

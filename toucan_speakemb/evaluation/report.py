@@ -25,7 +25,8 @@ from toucan_speakemb.core.embedding_set import EmbeddingSet
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.profiles import Profile
 from toucan_speakemb.evaluation import metrics as M
-from toucan_speakemb.evaluation.baselines import BASELINES, LABELS
+from toucan_speakemb.evaluation.baselines import BASELINES, KNOBS, LABELS, fit_mixture, sample_baseline
+from toucan_speakemb.evaluation import matched
 from toucan_speakemb.evaluation.generation import mean_over_subsamples, subsamples
 
 log = logging.getLogger("toucan_speakemb.evaluate")
@@ -62,6 +63,9 @@ class Evaluation:
     vectors: Dict[str, np.ndarray] = field(default_factory=dict)        # every set at the compared level
     gender: Optional[Dict] = None
     notes: List[str] = field(default_factory=list)
+    # precision against novelty along each baseline's novelty knob (matched.Point rows), and the target
+    curves: Dict[str, List] = field(default_factory=dict)
+    target: Optional[Dict[str, float]] = None
 
     def to_json(self) -> Dict:
         def summary(v):
@@ -77,6 +81,8 @@ class Evaluation:
             "per_dimension_variance_ratio": {k: summary(v) for k, v in self.dim_variance_ratio.items()},
             "gender": self.gender,
             "notes": self.notes,
+            "precision_novelty_curves": {k: [p.to_json() for p in v] for k, v in self.curves.items()},
+            "matched_novelty_target": self.target,
         }
 
 
@@ -191,9 +197,15 @@ def _gender_analysis(real: EmbeddingSet, train: Optional[EmbeddingSet], level: s
 
 
 def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optional[EmbeddingSet] = None,
-             level: str = "speaker", k: int = 5, baselines: Sequence[str] = ("gaussian", "gmm", "resample"),
-             seed: int = 0, threshold: Optional[float] = None, draws: Optional[int] = None) -> Evaluation:
-    """Measure generated sets (and baselines fitted to ``train``) against held-out real speakers ``real``."""
+             level: str = "speaker", k: int = 5,
+             baselines: Sequence[str] = ("gaussian", "gmm", "kde", "interpolation", "resample"),
+             seed: int = 0, threshold: Optional[float] = None, draws: Optional[int] = None,
+             knob_systems: Optional[Dict[str, Tuple]] = None) -> Evaluation:
+    """Measure generated sets (and baselines fitted to ``train``) against held-out real speakers ``real``.
+
+    ``knob_systems``: name -> (sample(knob, n) -> vectors, knob name, (low, high)): systems traced along a
+    novelty knob like the baselines (e.g. a generator across its temperature), shown at the held-out
+    speakers' novelty and on the precision-novelty curve (needs ``train``)."""
     if level not in LEVELS:
         raise SpeakEmbError(f"unknown level '{level}' (choose from {', '.join(LEVELS)})")
     if not generated:
@@ -246,10 +258,39 @@ def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optio
         systems[name] = np.asarray(g.vectors, dtype=np.float64)
         kinds[name] = "generated"
     n_base = len(generated[0].vectors)
+    knob_samplers = {}
     for b in baselines:
         log.info("baseline: %s (%d vectors fitted to %d training vectors)", LABELS[b], n_base, len(train_l))
-        systems[LABELS[b]] = BASELINES[b](train_l, n_base, seed).astype(np.float64)
+        if b == "gmm":  # fitted once, sampled at many knob settings
+            mix = fit_mixture(train_l, seed)
+            knob_samplers[b] = lambda v, mix=mix: mix(n_base, seed, v)
+        elif b in KNOBS:
+            knob_samplers[b] = lambda v, b=b: sample_baseline(b, train_l, n_base, seed, v)
+        systems[LABELS[b]] = (knob_samplers[b](KNOBS[b][1]) if b in knob_samplers
+                              else BASELINES[b](train_l, n_base, seed)).astype(np.float64)
         kinds[LABELS[b]] = "baseline"
+    # every baseline with a novelty knob also at the setting where it is as novel as the held-out speakers
+    ranges = {LABELS[b]: (KNOBS[b][0], KNOBS[b][1], KNOBS[b][2]) for b in knob_samplers}
+    knob_samplers = {LABELS[b]: fn for b, fn in knob_samplers.items()}
+    for name, (fn, knob, span) in (knob_systems or {}).items() if train_l is not None else ():
+        knob_samplers[name] = lambda v, fn=fn: np.asarray(fn(v, n_base))
+        ranges[name] = (knob, None, span)
+    ev_curves: Dict[str, List] = {}
+    target = None
+    if knob_samplers:
+        real_l_nov, _ = M.cosine_similarity_matrix_max(real_l, train_l)
+        novelty_thr = thr_speaker if thr_speaker is not None else thr
+        target = {"novelty_median": float(np.median(real_l_nov)),
+                  "share_above": float(np.mean(real_l_nov > novelty_thr)), "threshold": novelty_thr}
+        for label, fn in knob_samplers.items():
+            knob, default, (lo, hi) = ranges[label]
+            v, _, reached = matched.match_knob(fn, lo, hi, train_l, target["novelty_median"])
+            name = f"{label}, as novel as held-out ({knob} {v:.3g}{'' if reached else ', closest reachable'})"
+            systems[name] = fn(v).astype(np.float64)
+            kinds[name] = "baseline" if label in LABELS.values() else "generated"
+            grid = set(np.linspace(lo, hi, 6).round(4).tolist()) | {round(v, 4)}
+            grid = sorted(grid | ({default} if default is not None else set()))
+            ev_curves[label] = matched.curve(fn, grid, real_l, train_l, novelty_thr, k)
 
     sizes = [len(x) for x in systems.values()] + ([len(train_l)] if train_l is not None else [])
     size = min(sizes)
@@ -260,7 +301,7 @@ def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optio
     all_real = real_l if train_l is None else np.concatenate([train_l, real_l])
 
     rows: Dict[str, Dict[str, float]] = {}
-    ev = Evaluation({}, rows, notes=notes)
+    ev = Evaluation({}, rows, notes=notes, curves=ev_curves, target=target)
     floor = None
     if train_l is not None:
         f = _fidelity(train_l, real_l, real_sq_radii, k, size, draws, seed)
@@ -308,6 +349,10 @@ def evaluate(real: EmbeddingSet, generated: Sequence[GeneratedSet], train: Optio
             if thr_speaker is not None:
                 row["memorised_speaker_threshold"] = float(np.mean(nov > thr_speaker))
             row["novelty_median"] = float(np.median(nov))
+            if target is not None:
+                share = float(np.mean(nov > target["threshold"]))
+                row["as_novel"] = matched.as_novel_as(matched.Novelty(row["novelty_median"], share), matched.Novelty(
+                    target["novelty_median"], target["share_above"]))
         row["close_pairs"] = M.close_pair_share(x, thr)
         row["effective_voices"] = M.effective_voice_count(x, thr)
         # the share depends on N (more vectors, more collisions): read it at the held-out set's size
@@ -342,7 +387,7 @@ MAIN_COLUMNS = [  # key, header, format
     ("density", "density", ".2f"), ("coverage", "coverage", ".2f"), ("frechet", "Fréchet", ".4g"),
     ("frechet_ratio", "Fréchet / floor", ".2f"), ("variance_ratio", "variance ratio", ".2f"),
     ("memorised", "memorised", ".2f"), ("memorised_speaker_threshold", "memorised (speaker-mean threshold)", ".2f"),
-    ("novelty_median", "median cos to nearest training", ".3f"),
+    ("novelty_median", "median cos to nearest training", ".3f"), ("as_novel", "as novel as held-out", "yn"),
     ("close_pairs", "close pairs", ".4f"), ("effective_voices", "effective voices", "d"),
     ("effective_share", "effective share at the held-out N", ".2f"),
 ]
@@ -362,6 +407,10 @@ REFERENCES = [
     "Hartigan (1975). Clustering Algorithms. Wiley. (leader algorithm, effective voice count)",
     "van der Maaten, Hinton (2008). Visualizing data using t-SNE. JMLR.",
     "Schwarz (1978). Estimating the dimension of a model. Annals of Statistics. (BIC, mixture size)",
+    "Alaa, van Breugel, Saveliev, van der Schaar (2022). How faithful is your synthetic data? Sample-level "
+    "metrics for evaluating and auditing generative models. ICML. (authenticity)",
+    "Silverman (1986). Density Estimation for Statistics and Data Analysis. Chapman & Hall. (kernel density)",
+    "Zhang, Cisse, Dauphin, Lopez-Paz (2018). mixup: Beyond empirical risk minimization. ICLR. (interpolation)",
 ]
 
 
@@ -371,6 +420,8 @@ def _cell(row: Dict, key: str, spec: str) -> str:
     v = row.get(key)
     if v is None:
         return "–"
+    if spec == "yn":
+        return "yes" if v else "no"
     return fmt(int(v), "d") if spec == "d" else fmt(float(v), spec)
 
 
@@ -500,6 +551,29 @@ def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] 
                                         "novelty", thr), "Distribution of the cosine to the nearest training speaker "
                                                          "(resampled copies, all at 1.0, are left out).")
 
+    if ev.target is not None:
+        t = ev.target
+        doc.heading("Precision at matched novelty")
+        doc.paragraph(
+            "Precision means something only at equal novelty: a system that stays next to training speakers "
+            "(kernel density at a small bandwidth, interpolation between neighbours) is precise because it "
+            "re-makes people. Every baseline is therefore also shown at the setting of its novelty knob where "
+            "its median cosine to the nearest training speaker is the held-out speakers' "
+            f"({t['novelty_median']:.3f}). A system is **as novel as held-out speakers** when its median is within "
+            f"±{matched.MEDIAN_TOLERANCE} of theirs and its share above the "
+            f"{'speaker-mean (split-half)' if s.get('speaker_mean_threshold') is not None else 'same-speaker'} "
+            f"threshold ({t['threshold']:.3f}) is at most {matched.SHARE_TOLERANCE} above theirs "
+            f"({t['share_above']:.2f}); the authenticity of Alaa et al. (2022) asks the same of single samples.")
+        gen_points = {n: [(ev.rows[n]["novelty_median"], ev.rows[n]["precision"], 0.0)] for n in generated
+                      if "novelty_median" in ev.rows[n]}
+        curves = {n: [(p.novelty_median, p.precision, p.knob) for p in pts] for n, pts in ev.curves.items()}
+        held_p = ev.rows[REAL_TRAIN]["precision"] if REAL_TRAIN in ev.rows else None
+        doc.image(plots.plot_precision_novelty({**curves, **gen_points}, out / "precision_novelty.png",
+                                               (t["novelty_median"], held_p) if held_p is not None else None),
+                  "Precision against the median cosine to the nearest training speaker, each baseline along its "
+                  "knob (the end values labelled); the star: real speakers (precision of the real training "
+                  "speakers, novelty of the held-out ones), where a perfect generator sits.")
+
     doc.heading("Distinctness: are the voices different from each other?")
     doc.paragraph("**Close pairs**: the share of all pairs of a system's vectors above the same-speaker threshold — pairs a "
                   "listener or a verification system would take for one speaker (a birthday-paradox duplicate test, "
@@ -545,6 +619,12 @@ def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] 
         "**Gaussian mixture**: a mixture (size and covariance form, shared or per component, chosen by BIC, "
         "Schwarz 1978) in the principal subspace "
         "explaining 95% of the training variance, the other directions drawn with their own variances.",
+        "**kernel density**: a training vector plus Gaussian noise of *bandwidth* times the training covariance's "
+        "standard deviations (Silverman 1986).",
+        "**interpolation of neighbours**: a point between a training vector and one of its 5 nearest, at a weight "
+        "drawn uniformly up to the *mixing* range (0.5: the midpoint; Zhang et al. 2018, mixup).",
+        "Novelty knobs: *scale* of the Gaussians' standard deviations, the kernel's *bandwidth*, the *mixing* "
+        "range; the larger, the farther from the training speakers.",
         "**resampled training (copies)**: training vectors drawn with replacement — the memorising upper bound on "
         "fidelity, with no new voice at all.",
     ])

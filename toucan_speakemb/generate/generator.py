@@ -67,6 +67,12 @@ class Generator:
         v = (self.meta.get("same_speaker_threshold") or {}).get("value")
         return None if v is None else float(v)
 
+    @property
+    def temperature(self) -> float:
+        """Default scale of the initial noise x_T (``temperature`` of :meth:`sample_seeds`): the one stored with
+        the generator (chosen at training time on training speakers alone), else 1.0 (plain sampling)."""
+        return float((self.meta.get("temperature") or {}).get("value") or 1.0)
+
     def training_speakers(self) -> Tuple[np.ndarray, List[str]]:
         """The training speakers' mean embeddings (n, d) and ids, stored in the generator file.
 
@@ -151,10 +157,13 @@ class Generator:
                      eta: Optional[float] = None, batch_size: Optional[int] = None,
                      conditions: Optional[Mapping[str, Any]] = None, guidance: Optional[float] = None,
                      sliders: Optional[Mapping[str, float]] = None, slider_method: Optional[str] = None,
-                     slider_strength: Optional[float] = None) -> np.ndarray:
+                     slider_strength: Optional[float] = None, temperature: Optional[float] = None) -> np.ndarray:
         """Embeddings (n, d) in the data space for the given per-voice seeds (``conditions``, ``guidance``:
         conditional sampling, see the module's docstring; ``sliders`` with ``slider_method`` and
-        ``slider_strength``: the voices edited, see toucan_speakemb/generate/sliders.py)."""
+        ``slider_strength``: the voices edited, see toucan_speakemb/generate/sliders.py; ``temperature``: the
+        initial noise x_T is multiplied by it (below 1: voices nearer the population's typical ones, more
+        precise and less varied; above 1: more varied); default :attr:`temperature`)."""
+        temperature = self.check_temperature(temperature)
         if sliders:  # bad slider names and settings fail before the sampling work
             from toucan_speakemb.generate.sliders import check_sliders
 
@@ -175,14 +184,14 @@ class Generator:
         seeds = [int(s) for s in seeds]
         out = []
         for b in range(0, len(seeds), batch_size):
-            # x_T and the noise of stochastic steps come from each voice's own seed, so a voice never depends
-            # on the batch it is sampled in
+            # x_T (times the temperature) and the noise of stochastic steps come from each voice's own seed, so a
+            # voice never depends on the batch it is sampled in
             z = run_sampler(method, self.diffusion, model, seeds[b:b + batch_size], self.model_dim, steps, eta,
-                            gaussian_part(model))
+                            gaussian_part(model), temperature=temperature)
             out.append(self.standardizer.inverse(z.numpy()))
         x = np.concatenate(out, axis=0) if out else np.zeros((0, self.dim), np.float32)
         if sliders:
-            latents, known_steps = self.known_latents(seeds, sampler, steps, eta)
+            latents, known_steps = self.known_latents(seeds, sampler, steps, eta, temperature)
             x = self.edit(x, seeds, sliders, slider_strength, conditions, guidance, method=slider_method,
                           latents=latents, steps=known_steps)
         return x
@@ -211,8 +220,16 @@ class Generator:
         return apply_sliders(self, voices, seeds, sliders, strength, conditions, guidance, self.slider_space(),
                              method=method, latents=latents, steps=steps)
 
+    def check_temperature(self, temperature: Optional[float]) -> float:
+        """``temperature``, or the generator's default when None; refuses a non-positive one."""
+        t = self.temperature if temperature is None else float(temperature)
+        if not (np.isfinite(t) and t > 0):
+            raise SpeakEmbError(f"temperature must be a number above 0; got {temperature}")
+        return t
+
     def known_latents(self, seeds: Sequence[int], sampler: Optional[str] = None, steps: Optional[int] = None,
-                      eta: Optional[float] = None) -> Tuple[Optional[torch.Tensor], Optional[int]]:
+                      eta: Optional[float] = None,
+                      temperature: Optional[float] = None) -> Tuple[Optional[torch.Tensor], Optional[int]]:
         """(x_T, DDIM steps) of voices sampled from ``seeds`` with these settings when the sampler is the
         deterministic DDIM (the voice is then exactly ``decode(x_T, steps)``), else (None, None)."""
         sc = self.cfg.sample
@@ -220,7 +237,8 @@ class Generator:
         eta = sc.eta if eta is None else eta
         if not get_sampler(sampler).is_deterministic(eta):
             return None, None
-        return self.initial_noise(seeds), (sc.steps if steps is None else int(steps))
+        x_T = self.initial_noise(seeds) * self.check_temperature(temperature)
+        return x_T, (sc.steps if steps is None else int(steps))
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, steps: Optional[int] = None,

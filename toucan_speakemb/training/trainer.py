@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from toucan_speakemb.core.version import __version__
-from toucan_speakemb.evaluation.metrics import same_speaker_threshold
+from toucan_speakemb.evaluation.matched import match_knob
+from toucan_speakemb.evaluation.metrics import cosine_similarity_matrix_max, same_speaker_threshold
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.diffusion.denoisers import GaussianResidual, build_denoiser, gaussian_part
 from toucan_speakemb.diffusion.gaussian import GaussianDiffusion
@@ -65,6 +66,75 @@ def same_speaker_record(es) -> Dict:
             "speakers_with_pairs": int(with_pairs),
             "method": "equal-error point of same- and different-speaker cosine over the training utterances"}
 
+
+# the quantile of real new speakers' nearest-training cosine a new voice must stay under by default: a voice is
+# accepted when it is no closer to a training speaker than 9 in 10 real new speakers are
+UNSEEN_QUANTILE = 0.9
+MIN_CALIBRATION_SPEAKERS = 20  # fewer validation speakers: every training speaker is left out in turn instead
+
+
+def unseen_speaker_record(means: np.ndarray, held_out: Optional[np.ndarray]) -> Dict:
+    """How close real new speakers come to the training speakers, as stored with a generator.
+
+    Each validation speaker (``held_out``: never drawn by the training loop) is a real speaker the model has
+    not learned from; its cosine to the nearest *other* training speaker (speaker means, itself left out) is
+    what an unseen real speaker scores against a population of this size. Without validation speakers, or
+    with fewer than ``MIN_CALIBRATION_SPEAKERS``, every training speaker is left out in turn. ``value`` is the ``UNSEEN_QUANTILE`` quantile of these cosines: novelty checks
+    accept a voice whose nearest training speaker (and nearest other voice) is no closer than that. The sorted
+    cosines are kept so that another quantile can be asked for later.
+    """
+    x = np.asarray(means, np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    few = held_out is None or int(np.sum(held_out)) < MIN_CALIBRATION_SPEAKERS  # a quantile of a few is noise
+    who = np.arange(len(x)) if few else np.flatnonzero(held_out)
+    if len(x) < 2 or len(who) == 0:
+        return {"value": None, "reason": "fewer than 2 training speakers"}
+    sims = x[who] @ x.T
+    sims[np.arange(len(who)), who] = -np.inf  # a speaker is not its own neighbour
+    nearest = np.sort(sims.max(axis=1))
+    return {"value": float(np.quantile(nearest, UNSEEN_QUANTILE)), "quantile": UNSEEN_QUANTILE,
+            "median": float(np.median(nearest)), "speakers": int(len(who)),
+            "held_out": not few,
+            "nearest_cosines": [round(float(c), 6) for c in nearest],
+            "method": "cosine of each validation speaker's mean to its nearest other training speaker's mean "
+                      "(leave-one-out); value: their quantile"}
+
+
+TEMPERATURE_RANGE = (0.5, 1.5)  # the default temperature is chosen in this range
+TEMPERATURE_VOICES = 512        # voices sampled per tried temperature
+
+
+@torch.no_grad()
+def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
+                       means: np.ndarray, cfg: TrainConfig) -> Dict:
+    """The default sampling temperature (scale of the initial noise), chosen on training speakers alone.
+
+    The validation speakers are real speakers the model never learned from; their median cosine to the
+    nearest speaker the loop trained on is how novel a real new speaker is. The temperature is the one at
+    which the model's voices (sampled as the generator samples by default: DDIM from fixed noise) have that
+    median against the same speakers (bisection in ``TEMPERATURE_RANGE``): voices as novel as real new
+    speakers, neither near-copies nor strays. Without validation speakers it is 1.0 (plain sampling).
+    """
+    if data.validation is None or not np.any(data.validation) or cfg.data.level != "speaker":
+        return {"value": 1.0, "reason": "no validation speakers at the speaker level to choose one on"}
+    held = np.asarray(data.validation, bool)
+    seen = np.asarray(means[~held], np.float64)
+    target = float(np.median(cosine_similarity_matrix_max(means[held], seen)[0]))
+    noise = torch.randn(TEMPERATURE_VOICES, data.standardizer.model_dim,
+                        generator=torch.Generator().manual_seed(cfg.seed ^ 0x7E3))
+    gaussian = model if isinstance(model, GaussianResidual) else None
+    was_training = model.training
+    model.eval()
+
+    def voices(t: float) -> np.ndarray:
+        z = diffusion.ddim_sample_loop(model, noise * t, steps=cfg.sample.steps, gaussian=gaussian)
+        return data.standardizer.inverse(z.numpy())
+
+    value, median, reached = match_knob(voices, *TEMPERATURE_RANGE, seen, target)
+    model.train(was_training)
+    return {"value": round(float(value), 4), "reached": reached, "target_median": target, "median": median,
+            "method": "the temperature at which the median cosine of sampled voices to their nearest training-loop "
+                      "speaker equals the validation speakers' (bisection)"}
 
 
 def build_diffusion(cfg: TrainConfig) -> GaussianDiffusion:
@@ -572,7 +642,18 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         log.info("selected the weights of step %d (validation loss %.5f; step 0: %.5f)", state.best_step,
                  dict((int(a), b) for a, b in state.validation)[state.best_step], state.validation[0][1])
     threshold = same_speaker_record(es)
-    gen_path = save_generator(run_dir, cfg, ema, data.standardizer, es, train_speakers, state, threshold, data)
+    unseen = unseen_speaker_record(train_speakers.embeddings, data.validation)
+    if unseen["value"] is not None:
+        log.info("real new speakers: %d %s speakers' nearest-training cosine: median %.4f, %g quantile %.4f "
+                 "(new voices are accepted up to it)", unseen["speakers"],
+                 "validation" if unseen["held_out"] else "training", unseen["median"], unseen["quantile"],
+                 unseen["value"])
+    temperature = choose_temperature(diffusion, ema, data, train_speakers.embeddings, cfg)
+    log.info("default temperature %.3f (%s)", temperature["value"], temperature.get("reason") or (
+        f"validation speakers' median nearest-training cosine {temperature['target_median']:.4f}"
+        + ("" if temperature["reached"] else ", not reached in the range")))
+    gen_path = save_generator(run_dir, cfg, ema, data.standardizer, es, train_speakers, state, threshold, data,
+                              unseen, temperature)
     write_loss_log(run_dir, state.history, plot=True, validation=state.validation if validating else None,
                    selected_step=state.best_step if validating else None)
     atomic_write_json(run_dir / "summary.json", {
@@ -590,6 +671,8 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         "stopped_early": state.stopped,
         "generator": gen_path.name,
         "same_speaker_threshold": threshold,
+        "unseen_speaker_threshold": {k: v for k, v in unseen.items() if k != "nearest_cosines"},
+        "temperature": temperature,
     })
     log.info("finished %d steps in %.1f s; generator: %s", state.step, state.elapsed, gen_path)
     return gen_path
@@ -597,15 +680,16 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
 
 def save_generator(run_dir: Path, cfg: TrainConfig, ema, st: Standardizer, es: EmbeddingSet,
                    train_speakers: EmbeddingSet, state: TrainState, threshold: Optional[Dict] = None,
-                   data: Optional[TrainingData] = None) -> Path:
+                   data: Optional[TrainingData] = None, unseen: Optional[Dict] = None,
+                   temperature: Optional[Dict] = None) -> Path:
     arrays = _state_arrays("model.", ema.state_dict())
     arrays.update(st.to_arrays())
     # the training speakers travel inside the generator, so one file is enough for novelty checks
     arrays["train_speakers.means"] = train_speakers.embeddings
     threshold = same_speaker_record(es) if threshold is None else threshold
     if threshold["value"] is None:
-        log.warning("no same-speaker threshold stored (%s); novelty checks with this generator need an explicit "
-                    "--threshold", threshold["reason"])
+        log.warning("no same-speaker threshold stored (%s); the same-speaker rule of novelty checks (--threshold "
+                    "same-speaker) is not available with this generator", threshold["reason"])
     spec = data.spec if data is not None else None
     if spec:
         # per-value means of the training rows in the model's space: attribute sliders need no data file
@@ -622,6 +706,9 @@ def save_generator(run_dir: Path, cfg: TrainConfig, ema, st: Standardizer, es: E
         "training_speakers": len(train_speakers),
         "train_speaker_ids": train_speakers.speaker_ids,
         "same_speaker_threshold": threshold,
+        "unseen_speaker_threshold": unseen_speaker_record(
+            train_speakers.embeddings, data.validation if data is not None else None) if unseen is None else unseen,
+        "temperature": temperature or {"value": 1.0, "reason": "not chosen"},
         "toucan_speakemb_version": __version__,
     }
     if spec:

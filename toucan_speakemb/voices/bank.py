@@ -58,6 +58,12 @@ def slider_settings(generator, sliders: Optional[Dict[str, float]], method: Opti
     return out
 
 
+def temperature_settings(generator, temperature: Optional[float]) -> Dict[str, Any]:
+    """What a voice's id and provenance record of a temperature other than the generator's default ({} else)."""
+    t = generator.check_temperature(temperature)
+    return {} if t == generator.temperature else {"temperature": t}
+
+
 def variant_tag(settings: Dict[str, Any]) -> str:
     """A short stable hash of conditional/slider settings ("" when there are none)."""
     import hashlib
@@ -119,15 +125,16 @@ class SamplingPlan:
     def __init__(self, generator, n: int, seed: int, sampler: Optional[str] = None, steps: Optional[int] = None,
                  conditions: Optional[Dict[str, Any]] = None, guidance: Optional[float] = None,
                  sliders: Optional[Dict[str, float]] = None, slider_strength: Optional[float] = None,
-                 slider_method: Optional[str] = None):
+                 slider_method: Optional[str] = None, temperature: Optional[float] = None):
         from toucan_speakemb.generate.generator import voice_seeds
 
         self.generator = generator
         self.kwargs = dict(sampler=sampler, steps=steps, conditions=conditions, guidance=guidance, sliders=sliders,
-                           slider_method=slider_method, slider_strength=slider_strength)
+                           slider_method=slider_method, slider_strength=slider_strength, temperature=temperature)
         self.seeds = voice_seeds(seed, n)
         edits = slider_settings(generator, sliders, slider_method, slider_strength)
-        settings = {**condition_settings(generator, conditions, guidance), **edits}
+        settings = {**condition_settings(generator, conditions, guidance), **edits,
+                    **temperature_settings(generator, temperature)}
         sc = generator.cfg.sample
         variant = variant_tag(settings)
         used = sc.sampler if sampler is None else sampler
@@ -135,6 +142,7 @@ class SamplingPlan:
             "generator": generator.describe(),
             "bank_seed": int(seed),
             "sampler": used,
+            "temperature": generator.check_temperature(temperature),
             "steps": get_sampler(used).steps_used(generator.diffusion, sc.steps if steps is None else steps),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "toucan_speakemb_version": __version__,
@@ -143,7 +151,8 @@ class SamplingPlan:
             self.provenance.update(settings, variant=variant)
         self.ids = [voice_id(generator.fingerprint, s, variant) for s in self.seeds]
         # sampler, steps, conditions and guidance are checked here, before any file is opened
-        generator.sample_seeds([], sampler=sampler, steps=steps, conditions=conditions, guidance=guidance)
+        generator.sample_seeds([], sampler=sampler, steps=steps, conditions=conditions, guidance=guidance,
+                               temperature=temperature)
 
     def sample(self, seeds) -> np.ndarray:
         return self.generator.sample_seeds(seeds, **self.kwargs)
@@ -211,12 +220,13 @@ class VoiceBank:
     def from_generator(cls, generator, n: int, seed: int, sampler: Optional[str] = None,
                        steps: Optional[int] = None, conditions: Optional[Dict[str, Any]] = None,
                        guidance: Optional[float] = None, sliders: Optional[Dict[str, float]] = None,
-                       slider_strength: Optional[float] = None, slider_method: Optional[str] = None) -> "VoiceBank":
+                       slider_strength: Optional[float] = None, slider_method: Optional[str] = None,
+                       temperature: Optional[float] = None) -> "VoiceBank":
         """n voices from a bank seed; ``conditions`` (e.g. {"gender": "f"}) with ``guidance``, and
         ``sliders`` (e.g. {"pc1": 2}) with ``slider_method`` and ``slider_strength``, as in
         :meth:`Generator.sample`."""
         plan = SamplingPlan(generator, n, seed, sampler, steps, conditions, guidance, sliders, slider_strength,
-                            slider_method)
+                            slider_method, temperature)
         return cls(plan.sample(plan.seeds), plan.seeds, plan.ids, generator.profile, plan.provenance)
 
     @classmethod

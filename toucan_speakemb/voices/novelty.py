@@ -2,10 +2,29 @@
 speaker nor another voice of its bank.
 
 A candidate voice (a generated embedding) is accepted when its cosine similarity to every training speaker
-(the speaker means the generator was trained on) and to every voice already accepted is at most the
-*same-speaker threshold*: the equal-error point of same- and different-speaker cosine over the training
-utterances (:func:`toucan_speakemb.evaluation.metrics.same_speaker_threshold`). Above it, the encoder
-itself would judge two embeddings to be one speaker.
+(the speaker means the generator was trained on) and to every voice already accepted is at most a threshold.
+Which threshold is a rule, chosen by ``threshold`` (``--threshold`` on the command line):
+
+- ``"unseen"``: as far as real new speakers are. At training time the generator measures, on its
+  validation speakers (real speakers it never learned from), each one's cosine to its nearest other
+  training speaker (:func:`toucan_speakemb.training.trainer.unseen_speaker_record`); the threshold is the 0.9
+  quantile of these (``"unseen:Q"`` asks for another quantile Q). A voice is then at least as far from every
+  training speaker as 9 in 10 real new speakers are, and at least as far from the other voices as real
+  speakers are from their nearest neighbour in the population. On dense populations (thousands of speakers)
+  real new speakers lie above the encoder's same-speaker threshold of *some* training speaker, so the rule
+  below would reject nearly every voice a good generator makes, and every real new person too.
+- the default (None): the looser of the two below and above, so that no voice is rejected that either
+  real new speakers or the encoder's own same-speaker judgement would let through: on dense populations
+  the unseen-speaker threshold, on sparse ones (real new speakers far below the same-speaker threshold)
+  the same-speaker one, as before the calibration existed.
+- ``"same-speaker"``: stricter, for anonymisation: no closer than the *same-speaker threshold*, the equal-error
+  point of same- and different-speaker cosine over the training utterances
+  (:func:`toucan_speakemb.evaluation.metrics.same_speaker_threshold`), above which the encoder itself would
+  judge two embeddings to be one speaker.
+- a number: that cosine.
+
+Generators trained before the unseen-speaker record existed fall back to the same-speaker threshold, and
+the log says so.
 
 Candidates come in the order of their per-voice seeds (:func:`toucan_speakemb.generate.generator.voice_seeds` of
 one draw seed), so which voices are accepted depends only on the generator, the draw seed, the threshold
@@ -14,13 +33,16 @@ and the voices already in the bank: never on how many candidates are sampled at 
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from toucan_speakemb.core.errors import SpeakEmbError
+
+log = logging.getLogger("toucan_speakemb.voices")
 
 # How many rejected candidates in a row make the search give up with an explanation.
 DEFAULT_MAX_DRAWS = 1000
@@ -30,13 +52,68 @@ MAX_BLOCK = 128
 
 
 
-def resolve_threshold(generator, threshold: Optional[float]) -> float:
-    """An explicit threshold, or the one stored with the generator; a clear error when there is neither."""
-    if threshold is not None:
-        t = float(threshold)
+UNSEEN_RULE = "unseen"
+SAME_SPEAKER_RULE = "same-speaker"
+RULE_HELP = ("Which voices count as new: 'unseen' (no closer to a training speaker, or to another voice, than 9 "
+             "in 10 real new speakers are to their nearest training speaker; calibrated on the generator's "
+             "validation speakers), 'unseen:Q' (quantile Q instead of 0.9), 'same-speaker' (below the encoder's "
+             "same-speaker threshold: stricter on dense populations, for anonymisation), or a cosine similarity. "
+             "Default: the looser of 'unseen' and 'same-speaker'")
+
+
+def resolve_rule(generator, threshold: Union[None, float, str]) -> Tuple[float, str]:
+    """The threshold a voice must stay under, and the rule it comes from (see the module's docstring).
+
+    ``threshold``: None (the unseen-speaker rule), "unseen", "unseen:Q", "same-speaker", or a cosine (a number
+    or its text). Bad values and generators that cannot give the rule raise SpeakEmbError.
+    """
+    spec = UNSEEN_RULE if threshold is None else threshold
+    if isinstance(spec, str):
+        spec = spec.strip().lower()
+        try:
+            spec = float(spec)
+        except ValueError:
+            pass
+    if not isinstance(spec, str):
+        t = float(spec)
         if not -1.0 <= t <= 1.0:
             raise SpeakEmbError(f"threshold is a cosine similarity in -1..1; got {threshold}")
-        return t
+        return t, "given"
+    if spec == SAME_SPEAKER_RULE:
+        return _same_speaker(generator), SAME_SPEAKER_RULE
+    rule, _, q = spec.partition(":")
+    if rule != UNSEEN_RULE:
+        raise SpeakEmbError(f"bad threshold '{threshold}': give 'unseen', 'unseen:Q' (a quantile in 0..1), "
+                            f"'same-speaker' or a cosine similarity")
+    record = generator.meta.get("unseen_speaker_threshold") or {}
+    if record.get("value") is None:
+        why = record.get("reason", "it was made by an older version that did not store one")
+        if threshold is not None:  # asked for by name: say it cannot be had
+            raise SpeakEmbError(f"generator {generator.path} has no unseen-speaker threshold ({why}); give "
+                                f"'same-speaker' or a cosine similarity, or retrain")
+        value = _same_speaker(generator)
+        log.warning("generator %s has no unseen-speaker threshold (%s): falling back to the same-speaker "
+                    "threshold %.3f, which on dense populations rejects most voices (retrain to calibrate)",
+                    generator.path, why, value)
+        return value, SAME_SPEAKER_RULE
+    if not q:
+        value, name = float(record["value"]), f"{UNSEEN_RULE}:{record.get('quantile', 0.9):g}"
+        same = generator.same_speaker_threshold
+        if threshold is None and same is not None and same > value:
+            # a sparse population: real new speakers lie far below the encoder's same-speaker threshold; a
+            # voice below it is a different person all the same (the default never asks more than that)
+            return same, SAME_SPEAKER_RULE
+        return value, name
+    try:
+        qf = float(q)
+    except ValueError:
+        qf = -1.0
+    if not 0.0 <= qf <= 1.0:
+        raise SpeakEmbError(f"bad threshold '{threshold}': the quantile after 'unseen:' is a number in 0..1")
+    return float(np.quantile(np.asarray(record["nearest_cosines"], np.float64), qf)), f"{UNSEEN_RULE}:{qf:g}"
+
+
+def _same_speaker(generator) -> float:
     stored = generator.same_speaker_threshold
     if stored is None:
         why = (generator.meta.get("same_speaker_threshold") or {}).get(
@@ -44,6 +121,11 @@ def resolve_threshold(generator, threshold: Optional[float]) -> float:
         raise SpeakEmbError(f"generator {generator.path} has no same-speaker threshold ({why}); give one "
                             f"with --threshold (a cosine similarity, e.g. 0.5)")
     return stored
+
+
+def resolve_threshold(generator, threshold: Union[None, float, str]) -> float:
+    """The threshold of :func:`resolve_rule` alone."""
+    return resolve_rule(generator, threshold)[0]
 
 
 def random_draw_seed() -> int:
@@ -72,6 +154,7 @@ class Voice:
     nearest_voice_cosine: Optional[float]  # to the nearest other voice of the bank/session (None if alone)
     nearest_voice_id: Optional[str]
     threshold: float
+    rule: str = SAME_SPEAKER_RULE  # where the threshold comes from (see resolve_rule)
 
     @property
     def is_new(self) -> bool:
@@ -86,17 +169,18 @@ class Voice:
                 "nearest_training_speaker": self.nearest_training_speaker,
                 "nearest_voice_cosine": None if self.nearest_voice_cosine is None else round(self.nearest_voice_cosine, 6),
                 "nearest_voice_id": self.nearest_voice_id,
-                "same_speaker_threshold": round(self.threshold, 6),
+                "threshold": round(self.threshold, 6), "threshold_rule": self.rule,
                 "new": self.is_new, "distinct": self.is_distinct}
 
 
 class NoveltyCheck:
     """Cosine of candidates to the training speakers and to the voices accepted so far."""
 
-    def __init__(self, train_means: np.ndarray, train_ids: Sequence[str], threshold: float):
+    def __init__(self, train_means: np.ndarray, train_ids: Sequence[str], threshold: float,
+                 rule: str = SAME_SPEAKER_RULE):
         self.train = _unit_rows(train_means)
         self.train_ids = list(train_ids)
-        self.threshold = float(threshold)
+        self.threshold, self.rule = float(threshold), rule
         self._voices = np.zeros((0, self.train.shape[1]))
         self.voice_ids: List[str] = []
 
@@ -125,7 +209,7 @@ class NoveltyCheck:
             train_cos, train_idx = float(c[0]), int(i[0])
         vc, vid_near = self.nearest_voice(emb, exclude=vid)
         return Voice(vid, int(seed), np.asarray(emb, np.float32), float(train_cos), self.train_ids[int(train_idx)],
-                     vc, vid_near, self.threshold)
+                     vc, vid_near, self.threshold, self.rule)
 
 
 class VoiceSampler:
@@ -141,23 +225,26 @@ class VoiceSampler:
                  distinct: bool = True, block: int = 16, max_draws: int = DEFAULT_MAX_DRAWS,
                  conditions: Optional[Dict] = None, guidance: Optional[float] = None,
                  sliders: Optional[Dict[str, float]] = None, slider_method: Optional[str] = None,
-                 slider_strength: Optional[float] = None):
-        from toucan_speakemb.voices.bank import condition_settings, slider_settings, variant_tag, voice_id
+                 slider_strength: Optional[float] = None, temperature: Optional[float] = None):
+        from toucan_speakemb.voices.bank import (condition_settings, slider_settings, temperature_settings,
+                                                 variant_tag, voice_id)
 
         self.generator = generator
         # conditional voices and slider edits: refused here, before any work, when the generator
         # lacks the attribute or the slider
         conditional = condition_settings(generator, conditions, guidance)
         edits = slider_settings(generator, sliders, slider_method, slider_strength)
-        self.settings = {**conditional, **edits}
+        warmth = temperature_settings(generator, temperature)
+        self.settings = {**conditional, **edits, **warmth}
         # novelty is judged on the edited voice: it is the one that speaks
         self._sample_kwargs = {**({"conditions": conditions, "guidance": guidance} if conditional else {}),
                                **({"sliders": dict(sliders), "slider_method": slider_method,
-                                   "slider_strength": slider_strength} if edits else {})}
+                                   "slider_strength": slider_strength} if edits else {}),
+                               **warmth}
         self._variant = variant_tag(self.settings)
-        self.threshold = resolve_threshold(generator, threshold)
+        self.threshold, self.rule = resolve_rule(generator, threshold)
         means, ids = generator.training_speakers()
-        self.check = NoveltyCheck(means, ids, self.threshold)
+        self.check = NoveltyCheck(means, ids, self.threshold, self.rule)
         if bank is not None:
             generator.profile.check_same(bank.profile, f"generator {generator.path}", "the voice bank")
             self.check.add(bank.ids, bank.embeddings)
@@ -206,7 +293,7 @@ class VoiceSampler:
                 self.check.add([vid], emb[None])
             return v
         raise SpeakEmbError(
-            f"{self.max_draws} candidates in a row were within the same-speaker threshold {self.threshold:.3f} of a "
+            f"{self.max_draws} candidates in a row were within the threshold {self.threshold:.3f} ({self.rule}) of a "
             f"training speaker or another voice ({self.rejected['training speaker']} and "
             f"{self.rejected['other voice']} rejected so far): this generator's voices are not that far apart; "
             f"give a higher --threshold to accept closer voices")
@@ -225,7 +312,8 @@ class VoiceSampler:
         return self.check.judge(vid, seed, emb)
 
     def provenance(self) -> Dict:
-        return {"draw_seed": self.seed, "threshold": self.threshold, "candidates_drawn": self.drawn,
+        return {"draw_seed": self.seed, "threshold": self.threshold, "threshold_rule": self.rule,
+                "candidates_drawn": self.drawn,
                 "rejected": dict(self.rejected), "distinct": self.distinct, **self.settings}
 
 

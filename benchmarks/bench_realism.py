@@ -1,0 +1,215 @@
+"""Realism at matched novelty: the default generator beside simple generators, each read at the novelty of real
+speakers it never saw, and the acceptance rule for new voices.
+
+    python benchmarks/bench_realism.py --train TRAIN.npz --unseen UNSEEN.npz [--out DIR] [--run RUN_DIR]
+                                       [--n 500] [--seed 0] [--threads 1] [--set KEY=VALUE ...]
+    python benchmarks/bench_realism.py --train TRAIN.npz --against-validation [--set ...]   # for choosing
+
+TRAIN and UNSEEN are interchange sets of one population (e.g. the espeak population's _train and _unseen
+halves). The generator trains on TRAIN with the default recipe (plus --set overrides; --run reuses a
+finished run folder instead); nothing is tuned on UNSEEN: it is only the reference every row is judged
+against, at the speaker level (speaker means), ``--n`` vectors per system, k = 5:
+
+- real speakers (what a perfect generator scores): P, R and the Fréchet floor are those of ``--n`` other real
+  speakers of the population (training speakers drawn without replacement); the novelty columns are the
+  unseen speakers' own (cosine to their nearest training speaker);
+- copies of training speakers (drawn with replacement);
+- every baseline (toucan_speakemb/evaluation/baselines.py) and the generator, each at the knob setting
+  (bandwidth, scale, mixing range; the generator's temperature) whose median nearest-training cosine is the
+  unseen speakers' (bisection), and the generator at its stored default too;
+- P / R: k-NN precision and recall (Kynkäänniemi et al. 2019) against the unseen speakers; FD / floor: the
+  Fréchet distance over that of real speakers; novelty: median nearest-training cosine and the share above
+  the split-half same-speaker threshold (between speaker means, from the training utterances); "as novel"
+  is the yardstick of toucan_speakemb/evaluation/matched.py (median within 0.005, share within +0.05).
+
+It also draws 100 voices with the default acceptance rule (VoiceSampler, as `voices add -n 100` does) and
+reports the acceptance rate and the accepted voices' novelty beside the unseen speakers'. Writes
+``realism.md``, ``realism.json`` and ``precision_novelty.png`` to --out.
+
+``--against-validation`` judges on the training file alone, for choosing between recipes without looking at
+UNSEEN: the reference is the run's validation speakers (never drawn by its training loop), and the training
+speakers, the baselines' data and the novelty are the other training speakers only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from toucan_speakemb import EmbeddingSet
+from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text
+from toucan_speakemb.core.plots import plot_precision_novelty
+from toucan_speakemb.evaluation import metrics as M
+from toucan_speakemb.evaluation.baselines import KNOBS, LABELS, fit_mixture, resample_training, sample_baseline
+from toucan_speakemb.evaluation.generation import format_table
+from toucan_speakemb.evaluation.matched import (REFERENCES, Novelty, as_novel_as, curve, match_knob,
+                                                measure_point, novelty_of)
+from toucan_speakemb.generate.generator import Generator
+from toucan_speakemb.training.config import TrainConfig, apply_overrides
+from toucan_speakemb.training.trainer import pick_validation_speakers, train
+from toucan_speakemb.voices.novelty import VoiceSampler
+
+COLUMNS = [("setting", "setting", "s"), ("precision", "P", ".2f"), ("recall", "R", ".2f"),
+           ("frechet_ratio", "FD / floor", ".2f"), ("novelty_median", "median cos to nearest training", ".3f"),
+           ("share_above", "share above split-half thr", ".2f"), ("as_novel", "as novel as unseen", "s")]
+GENERATOR_RANGE = (0.5, 1.6)   # temperatures the search covers
+CURVE_POINTS = 6
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--train", required=True, help="training speakers (interchange .npz or embedding set)")
+    ap.add_argument("--unseen", help="unseen speakers of the same population (the reference)")
+    ap.add_argument("--against-validation", action="store_true",
+                    help="judge against the run's validation speakers instead (UNSEEN is not read)")
+    ap.add_argument("--out", default="bench_realism_out", help="output folder (default: ./bench_realism_out)")
+    ap.add_argument("--run", default=None, help="a finished run folder to use instead of training one")
+    ap.add_argument("--n", type=int, default=500, help="vectors per system")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (training and sampling)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="training config override (repeatable), e.g. train.steps=3000; sample.* keys also "
+                         "apply to a --run")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.unseen and not args.against_validation:
+        raise SystemExit("give --unseen UNSEEN.npz (or --against-validation)")
+    tr = EmbeddingSet.load(args.train)
+    train_m = tr.speaker_means().embeddings.astype(np.float64)
+    n, seed = args.n, args.seed
+    thr, _ = M.split_half_threshold(tr.embeddings, np.asarray(tr.speaker_ids))
+
+    # the generator
+    if args.run:
+        run = Path(args.run)
+        train_s = json.loads((run / "summary.json").read_text()).get("train_seconds")
+    else:
+        run = out / "run"
+        if run.exists():  # every benchmark run trains from nothing
+            shutil.rmtree(run)
+        cfg = TrainConfig.from_dict(apply_overrides({"train": {"threads": args.threads}}, args.overrides), "--set")
+        t0 = time.perf_counter()
+        train(tr, run, cfg, progress=False)
+        train_s = time.perf_counter() - t0
+    gen = Generator.load(run)
+    for item in args.overrides:  # sampling settings apply to a loaded run too
+        key, _, value = item.partition("=")
+        if key.startswith("sample.") and args.run:
+            field = key.split(".", 1)[1]
+            setattr(gen.cfg.sample, field, type(getattr(gen.cfg.sample, field))(value))
+    summary = json.loads((run / "summary.json").read_text())
+    print(f"generator: {run} (selected step {summary.get('selected_step')}, trained {train_s:.0f} s, default "
+          f"temperature {gen.temperature:g})")
+
+    if args.against_validation:
+        held = pick_validation_speakers(len(train_m), gen.cfg.train.validation_share, gen.cfg.seed)
+        real, train_m = train_m[held], train_m[~held]
+        n = min(n, len(real))
+        reference = (f"{len(real)} validation speakers of the run (judged against the other training speakers; "
+                     f"'unseen' below means them)")
+    else:
+        real = EmbeddingSet.load(args.unseen).speaker_means().embeddings.astype(np.float64)
+        reference = f"{args.unseen}"
+    if len(real) > n:
+        real = real[np.random.default_rng(seed).choice(len(real), n, replace=False)]
+    unseen_nov, unseen_cos = novelty_of(real, train_m, thr)
+    target = unseen_nov.median
+    print(f"train: {tr.summary()}; reference: {len(real)} speaker means ({reference}); split-half threshold "
+          f"{thr:.4f}; their median nearest-training cosine {target:.4f}, share above {unseen_nov.share_above:.2f}")
+
+    # the reference rows
+    others = train_m[np.random.default_rng(seed + 1).choice(len(train_m), n, replace=False)]
+    floor = M.frechet_distance(others, real)
+    rows, curves, points = {}, {}, {}
+    p, r = M.precision_recall(real, others, k=5)
+    rows["real speakers (a perfect generator)"] = {
+        "setting": "-", "precision": p, "recall": r, "frechet_ratio": 1.0, "novelty_median": target,
+        "share_above": unseen_nov.share_above, "as_novel": "yes"}
+
+    def add(name, x, setting, knob=0.0):
+        pt = measure_point(x, knob, real, train_m, thr)
+        nov = Novelty(pt.novelty_median, pt.share_above)
+        rows[name] = {"setting": setting, "precision": pt.precision, "recall": pt.recall,
+                      "frechet_ratio": pt.frechet / floor, "novelty_median": pt.novelty_median,
+                      "share_above": pt.share_above, "as_novel": "yes" if as_novel_as(nov, unseen_nov) else "no"}
+        print(f"  {name} [{setting}]: P {pt.precision:.3f} R {pt.recall:.3f} FD/floor {pt.frechet / floor:.2f} "
+              f"median {pt.novelty_median:.4f}", flush=True)
+
+    add("copies of training speakers", resample_training(train_m, n, seed), "with replacement")
+
+    samplers = {}
+    for b in KNOBS:
+        if b == "gmm":
+            mix = fit_mixture(train_m, seed)
+            samplers[LABELS[b]] = (lambda v, mix=mix: mix(n, seed, v), KNOBS[b])
+        else:
+            samplers[LABELS[b]] = (lambda v, b=b: sample_baseline(b, train_m, n, seed, v), KNOBS[b])
+    t0 = time.perf_counter()
+    gen.sample(n, seed)
+    sample_s = time.perf_counter() - t0
+    samplers["default generator"] = (lambda v: gen.sample(n, seed, temperature=v),
+                                     ("temperature", gen.temperature, GENERATOR_RANGE))
+
+    for name, (fn, (knob, default, (lo, hi))) in samplers.items():
+        t0 = time.perf_counter()
+        v, med, reached = match_knob(fn, lo, hi, train_m, target)
+        add(f"{name}, as novel as unseen", fn(v), f"{knob} {v:.3g}" + ("" if reached else " (closest reachable)"), v)
+        add(f"{name}, default", fn(default), f"{knob} {default:g}", default)
+        grid = np.linspace(lo, hi, CURVE_POINTS)
+        pts = curve(fn, sorted(set(grid.tolist()) | {v, default}), real, train_m, thr)
+        points[name] = [pt.to_json() for pt in pts]
+        curves[name] = [(pt.novelty_median, pt.precision, pt.knob) for pt in pts]
+        print(f"  {name}: matched in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    # the acceptance rule, as `voices add -n 100` uses it (against every training speaker, as in use)
+    sampler = VoiceSampler(gen, seed=seed)
+    t0 = time.perf_counter()
+    accepted = sampler.take(100)
+    accept_s = time.perf_counter() - t0
+    acc_x = np.stack([v.embedding for v in accepted])
+    acc_nov, _ = novelty_of(acc_x, train_m, thr)
+    acceptance = {"rule": sampler.rule, "threshold": sampler.threshold, "accepted": 100,
+                  "drawn": sampler.drawn, "rate": 100 / sampler.drawn, "rejected": sampler.rejected,
+                  "accepted_novelty_median": acc_nov.median, "accepted_share_above": acc_nov.share_above,
+                  "unseen_novelty_median": target, "unseen_share_above": unseen_nov.share_above,
+                  "unseen_accepted_by_rule": float(np.mean(unseen_cos <= sampler.threshold)), "seconds": accept_s}
+    print(f"acceptance: {json.dumps(acceptance)}")
+
+    plot_precision_novelty(curves, out / "precision_novelty.png", (target, rows[
+        "real speakers (a perfect generator)"]["precision"]), "Precision against novelty (speaker means, k = 5)")
+    table = format_table(rows, COLUMNS, f"{n} vectors per system against {len(real)} unseen speakers "
+                                       f"(speaker means, k = 5); split-half threshold {thr:.3f}")
+    acc_line = (f"Acceptance rule '{acceptance['rule']}' (threshold {acceptance['threshold']:.4f}): 100 voices from "
+                f"{acceptance['drawn']} candidates ({acceptance['rate']:.0%} accepted, {accept_s:.1f} s); accepted "
+                f"voices' median nearest-training cosine {acc_nov.median:.4f} (unseen speakers {target:.4f}), share "
+                f"above the split-half threshold {acc_nov.share_above:.2f} (unseen {unseen_nov.share_above:.2f}); "
+                f"the rule would accept {acceptance['unseen_accepted_by_rule']:.0%} of the unseen speakers.")
+    text = "\n\n".join([
+        "# Realism at matched novelty", f"train: `{args.train}`; reference: {reference}; generator: selected "
+        f"step {summary.get('selected_step')} of {summary.get('steps')}, {train_s:.0f} s training, sampling "
+        f"{n} voices {sample_s:.2f} s", table, acc_line, "![precision against novelty](precision_novelty.png)",
+        "References:\n\n" + "\n".join(f"- {r}" for r in REFERENCES)]) + "\n"
+    atomic_write_text(out / "realism.md", text)
+    atomic_write_json(out / "realism.json", {"rows": rows, "curves": points, "acceptance": acceptance,
+                                             "split_half_threshold": thr, "train_seconds": train_s,
+                                             "sample_seconds": sample_s, "summary": summary,
+                                             "overrides": args.overrides})
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Specification of the rule that decides which voices count as new: calibrated at training time on the
+validation speakers (real speakers the model never learned from), stored with the generator and in
+summary.json, used by default by VoiceSampler (`synth`, `voices add`, the batch recipe, the Toucan hook);
+the encoder's same-speaker threshold stays available as the stricter rule. Also the sampling temperature.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from toucan_speakemb import EmbeddingSet, SpeakEmbError, get_profile
+from toucan_speakemb.generate.generator import Generator
+from toucan_speakemb.training.config import TrainConfig
+from toucan_speakemb.training.trainer import UNSEEN_QUANTILE, pick_validation_speakers, train
+from toucan_speakemb.voices.bank import VoiceBank
+from toucan_speakemb.voices.novelty import VoiceSampler, resolve_rule
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = {"seed": 1, "model": {"hidden": 32, "blocks": 1, "time_dim": 16}, "diffusion": {"timesteps": 40},
+        "train": {"steps": 10, "batch_size": 16, "threads": 1, "log_every": 5, "checkpoint_every": 10,
+                  "warmup_steps": 2, "validation_share": 0.2}, "sample": {"steps": 5, "batch_size": 64}}
+
+
+def dense_population(n_speakers: int, seed: int, per: int = 3) -> EmbeddingSet:
+    """Speakers on a thin curved 3-dim manifold in 32 dims, dense enough that every speaker's nearest other
+    speaker is above the encoder's same-speaker threshold (as on populations of thousands of real speakers)."""
+    rng = np.random.default_rng(seed)
+    mixing = np.random.default_rng(99).normal(size=(3, 32))  # the same manifold for every draw
+    centres = np.tanh(rng.normal(size=(n_speakers, 3)) @ mixing) + 2.0
+    x = np.repeat(centres, per, axis=0) + 0.35 * rng.normal(size=(n_speakers * per, 32))
+    ids = [f"s{seed}_{i // per}" for i in range(n_speakers * per)]
+    return EmbeddingSet(x.astype(np.float32), ids, get_profile("synthetic-32"))
+
+
+def unit(x):
+    x = np.asarray(x, np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def dense_train():
+    return dense_population(300, seed=0)
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory, dense_train):
+    out = tmp_path_factory.mktemp("dense") / "run"
+    train(dense_train, out, TrainConfig.from_dict(TINY), progress=False)
+    return Generator.load(out)
+
+
+def test_the_record_is_the_validation_speakers_nearest_other_training_speaker_cosine(gen, dense_train):
+    rec = gen.meta["unseen_speaker_threshold"]
+    means = dense_train.speaker_means()
+    held = pick_validation_speakers(len(means), TINY["train"]["validation_share"], TINY["seed"])
+    u = unit(means.embeddings)
+    sims = u[held] @ u.T
+    sims[np.arange(held.sum()), np.flatnonzero(held)] = -2  # leave the speaker itself out
+    expected = np.sort(sims.max(1))
+    assert rec["held_out"] and rec["speakers"] == held.sum() == 60
+    np.testing.assert_allclose(rec["nearest_cosines"], expected, atol=1e-6)
+    assert rec["quantile"] == UNSEEN_QUANTILE
+    assert rec["value"] == pytest.approx(np.quantile(expected, UNSEEN_QUANTILE), abs=1e-6)
+    summary = json.loads((gen.path.parent / "summary.json").read_text())
+    assert summary["unseen_speaker_threshold"]["value"] == pytest.approx(rec["value"])
+    assert "nearest_cosines" not in summary["unseen_speaker_threshold"]  # the summary stays readable
+
+
+def test_real_new_speakers_pass_the_default_rule_and_fail_the_same_speaker_one(gen):
+    # fresh speakers of the same distribution: what a perfect generator would hand out
+    fresh = unit(dense_population(200, seed=7).speaker_means().embeddings)
+    nearest = (fresh @ unit(gen.training_speakers()[0]).T).max(1)
+    unseen, rule = resolve_rule(gen, None)
+    same, same_rule = resolve_rule(gen, "same-speaker")
+    assert rule == "unseen:0.9" and same_rule == "same-speaker" and same == gen.same_speaker_threshold
+    # about 9 in 10 real new speakers are as far as the rule asks; the same-speaker rule rejects them all
+    assert 0.8 <= float(np.mean(nearest <= unseen)) <= 0.98
+    assert float(np.mean(nearest <= same)) < 0.05
+
+
+def test_voice_sampler_accepts_by_the_unseen_rule_by_default_and_records_it(gen):
+    s = VoiceSampler(gen, seed=3)
+    voices = s.take(10)
+    thr = gen.meta["unseen_speaker_threshold"]["value"]
+    assert s.threshold == thr and s.provenance()["threshold_rule"] == "unseen:0.9"
+    x = unit(np.stack([v.embedding for v in voices]))
+    assert (x @ unit(gen.training_speakers()[0]).T).max() <= thr + 1e-9
+    pair = x @ x.T
+    np.fill_diagonal(pair, -1)
+    assert pair.max() <= thr + 1e-9  # distinct from each other as real speakers are from their neighbours
+    f = voices[0].figures()
+    assert f["threshold"] == pytest.approx(thr, abs=1e-6) and f["threshold_rule"] == "unseen:0.9" and f["new"]
+
+
+def test_other_rules_by_name_quantile_or_number_and_bad_ones_are_one_line_errors(gen):
+    cos = np.asarray(gen.meta["unseen_speaker_threshold"]["nearest_cosines"])
+    assert resolve_rule(gen, "unseen:0.5") == (pytest.approx(np.quantile(cos, 0.5)), "unseen:0.5")
+    assert resolve_rule(gen, "0.8") == (0.8, "given") and resolve_rule(gen, 0.7) == (0.7, "given")
+    for bad in ("someone", "unseen:2", "unseen:x", "1.5"):
+        with pytest.raises(SpeakEmbError) as e:
+            resolve_rule(gen, bad)
+        assert "\n" not in str(e.value) and "threshold" in str(e.value)
+
+
+def test_a_generator_without_the_record_falls_back_to_the_same_speaker_rule_and_says_so(gen, caplog):
+    old = Generator.load(gen.path)
+    del old.meta["unseen_speaker_threshold"]  # as written by earlier versions
+    with caplog.at_level(logging.WARNING, logger="toucan_speakemb"):
+        value, rule = resolve_rule(old, None)
+    assert (value, rule) == (old.same_speaker_threshold, "same-speaker")
+    assert "falling back to the same-speaker threshold" in caplog.text
+    with pytest.raises(SpeakEmbError) as e:  # asked for by name, it is an error, not a silent fallback
+        resolve_rule(old, "unseen")
+    assert "no unseen-speaker threshold" in str(e.value)
+
+
+# ---- temperature ------------------------------------------------------------------------------------------
+
+def test_the_default_temperature_makes_voices_as_novel_as_the_validation_speakers(gen, dense_train):
+    rec = gen.meta["temperature"]
+    assert gen.temperature == rec["value"] and 0.5 <= rec["value"] <= 1.5
+    means = dense_train.speaker_means().embeddings
+    held = pick_validation_speakers(len(means), TINY["train"]["validation_share"], TINY["seed"])
+    u = unit(means)
+    target = float(np.median((u[held] @ u[~held].T).max(1)))
+    assert rec["target_median"] == pytest.approx(target, abs=1e-6)
+    def gap(t):  # how far the voices' novelty is from the real new speakers'
+        x = unit(gen.sample(1000, seed=5, temperature=t))
+        return abs(float(np.median((x @ u[~held].T).max(1))) - target)
+
+    # no temperature in the range does better (by more than sampling noise) than the chosen one
+    assert gap(rec["value"]) <= min(gap(t) for t in (0.5, 0.75, 1.0, 1.25, 1.5)) + 0.002
+    summary = json.loads((gen.path.parent / "summary.json").read_text())
+    assert summary["temperature"]["value"] == rec["value"]
+
+
+def test_temperature_scales_the_initial_noise_and_defaults_to_the_stored_one(gen):
+    default = gen.sample(300, seed=2)
+    np.testing.assert_array_equal(default, gen.sample(300, seed=2, temperature=gen.temperature))
+    plain = gen.sample(300, seed=2, temperature=1.0)
+    cold, hot = gen.sample(300, seed=2, temperature=0.5), gen.sample(300, seed=2, temperature=1.5)
+    spread = [float(np.trace(np.cov(x.T))) for x in (cold, plain, hot)]
+    assert spread[0] < spread[1] < spread[2]
+    latents, _ = gen.known_latents([5, 6], temperature=0.5)
+    np.testing.assert_allclose(latents, 0.5 * gen.initial_noise([5, 6]))
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(SpeakEmbError):
+            gen.sample(2, temperature=bad)
+
+
+def test_voices_of_another_temperature_have_their_own_ids_and_are_remade_by_them(gen):
+    s = VoiceSampler(gen, seed=4, temperature=0.7, threshold=1.0)
+    v = s.next()
+    assert v.id.count("-") == 2 and s.settings == {"temperature": 0.7}
+    np.testing.assert_allclose(VoiceSampler(gen, temperature=0.7, threshold=1.0).remake(v.id).embedding,
+                               v.embedding, atol=1e-5)
+    with pytest.raises(SpeakEmbError):
+        VoiceSampler(gen, threshold=1.0).remake(v.id)
+    bank = VoiceBank.from_generator(gen, 3, seed=1, temperature=0.7)
+    assert bank.provenance["temperature"] == 0.7
+    assert VoiceBank.from_generator(gen, 3, seed=1).provenance["temperature"] == gen.temperature
+
+
+def test_on_a_sparse_population_the_default_keeps_the_looser_same_speaker_threshold(tmp_path):
+    # isotropic random speakers: real new speakers lie far below the same-speaker threshold of all of them
+    rng = np.random.default_rng(3)
+    x = np.repeat(rng.normal(size=(60, 32)), 3, axis=0) + 0.3 * rng.normal(size=(180, 32))
+    es = EmbeddingSet(x.astype(np.float32), [f"s{i // 3}" for i in range(180)], get_profile("synthetic-32"))
+    train(es, tmp_path / "run", TrainConfig.from_dict(TINY), progress=False)
+    g = Generator.load(tmp_path / "run")
+    unseen = g.meta["unseen_speaker_threshold"]["value"]
+    assert unseen < g.same_speaker_threshold
+    assert resolve_rule(g, None) == (g.same_speaker_threshold, "same-speaker")
+    assert resolve_rule(g, "unseen") == (unseen, "unseen:0.9")  # asked for by name: the calibrated one
+
+
+def test_sample_takes_a_temperature_and_refuses_a_non_positive_one(gen, tmp_path):
+    from click.testing import CliRunner
+
+    from toucan_speakemb.cli.main import main
+
+    out = tmp_path / "cold.safetensors"
+    r = CliRunner().invoke(main, ["sample", "--generator", str(gen.path), "-n", "4", "--seed", "1",
+                                  "--temperature", "0.6", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    bank = VoiceBank.load(out)
+    assert bank.provenance["temperature"] == 0.6
+    np.testing.assert_allclose(bank.embeddings, gen.sample(4, seed=1, temperature=0.6), atol=1e-6)
+    r = CliRunner().invoke(main, ["sample", "--generator", str(gen.path), "-n", "4", "--temperature", "0",
+                                  "--out", str(tmp_path / "x.safetensors")])
+    assert r.exit_code != 0 and "temperature" in r.output and not (tmp_path / "x.safetensors").exists()
