@@ -25,6 +25,7 @@ from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_json
 from toucan_speakemb.core.version import __version__
 from toucan_speakemb.generate.generator import Generator
+from toucan_speakemb.generate.request import SamplingRequest
 from toucan_speakemb.voices.novelty import DEFAULT_MAX_DRAWS, Voice, VoiceSampler
 
 from toucan_speakemb.adapters.synthesis import Synthesis
@@ -91,9 +92,9 @@ def random_voices(interface, generator, seed: Optional[int] = None, threshold=No
         raise SpeakEmbError(NOISE_REDUCE_REFUSED)
     gen = generator if isinstance(generator, Generator) else Generator.load(generator)
     adapter.check_generator(gen)
-    sampler = VoiceSampler(gen, seed, threshold, bank, distinct, max_draws=max_draws, conditions=conditions,
-                           guidance=guidance, sliders=sliders, slider_method=slider_method,
-                           slider_strength=slider_strength)
+    request = SamplingRequest.of(conditions=conditions, guidance=guidance, sliders=sliders,
+                                 slider_method=slider_method, slider_strength=slider_strength)
+    sampler = VoiceSampler(gen, seed, threshold, bank, distinct, max_draws=max_draws, request=request)
     against = "the voices of this block" + (" and the bank" if bank is not None else "") if distinct else "nothing"
     session = VoiceSession(Synthesis(adapter, gen, sampler.seed, sampler.settings, against), sampler)
     target = adapter.interface

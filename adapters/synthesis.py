@@ -23,6 +23,7 @@ import numpy as np
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_json
 from toucan_speakemb.core.version import __version__
+from toucan_speakemb.generate.request import SamplingRequest
 from toucan_speakemb.voices.bank import VoiceBank
 from toucan_speakemb.voices.novelty import Voice, VoiceSampler
 
@@ -116,9 +117,8 @@ def check_bank_generator(bank: VoiceBank, gen, path) -> None:
 
 def synth(texts: Sequence[str], outputs: Sequence[Path], generator, models: ToucanModels,
           voice_id: Optional[str] = None, seed: Optional[int] = None, same_voice: bool = False,
-          bank: Optional[Path] = None, threshold: Optional[float] = None, conditions: Optional[dict] = None,
-          guidance: Optional[float] = None, sliders: Optional[dict] = None, slider_method: Optional[str] = None,
-          slider_strength: Optional[float] = None, device: str = "cpu", language: Optional[str] = None,
+          bank: Optional[Path] = None, threshold: Optional[float] = None,
+          request: Optional[SamplingRequest] = None, device: str = "cpu", language: Optional[str] = None,
           progress: bool = True) -> Tuple[List[Dict[str, Any]], int]:
     """What `synth` does: the texts in fresh voices (or one re-made voice), each to its wav and sidecar.
 
@@ -130,8 +130,7 @@ def synth(texts: Sequence[str], outputs: Sequence[Path], generator, models: Touc
     if bank is not None and Path(bank).exists():
         the_bank = VoiceBank.load(bank)
         check_bank_generator(the_bank, generator, bank)
-    sampler = VoiceSampler(generator, seed, threshold, the_bank, conditions=conditions, guidance=guidance,
-                           sliders=sliders, slider_method=slider_method, slider_strength=slider_strength)
+    sampler = VoiceSampler(generator, seed, threshold, the_bank, request=request)
     if voice_id:
         voices = [sampler.remake(voice_id)] * len(texts)
     elif same_voice:

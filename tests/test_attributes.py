@@ -348,7 +348,7 @@ def test_bad_sliders_are_refused_before_sampling(gen, cond_run, tmp_path):
         with pytest.raises(SpeakEmbError) as ei:
             gen.sample(2, sliders=bad)
         assert words in one_line(ei), one_line(ei)
-    msg = cli_error(invoke("sample", "--generator", cond_run, "--slider", "pc0=1", "--out", tmp_path / "v.st"))
+    msg = cli_error(invoke("sample", "--generator", cond_run, "--slider", "pc0=1", "--out", tmp_path / "v.safetensors"))
     assert "pc0" in msg
 
 
@@ -480,7 +480,7 @@ def test_latent_sliders_at_zero_give_the_voice_itself_and_otherwise_a_sample_dec
     seeds = voice_seeds(3, 60)
     space = gen.slider_space()
     z = gen.standardizer.forward(x).astype(np.float64)
-    noise = gen.initial_noise(seeds).double().numpy() + latent_move(
+    noise = (gen.initial_noise(seeds) * gen.temperature).double().numpy() + latent_move(
         space.move(z, {"pc1": 1.0}) - z, gen.model.eigvecs.double().numpy(), gen.model.eigvals.double().numpy(),
         float(gen.diffusion.alphas_cumprod[gen.diffusion.ddim_timesteps(100, gen.cfg.sample.steps)[0]]))
     np.testing.assert_allclose(moved, gen.standardizer.inverse(gen.decode(noise, conditions={"gender": "f"})),

@@ -106,6 +106,17 @@ def conditions_from(gender, age, accent, extra_conditions):
     return conditions
 
 
+def request_from(gender, age, accent, extra_conditions, guidance, sliders, slider_method, slider_strength,
+                 **more):
+    """The SamplingRequest of the condition and slider options (``more``: sampler, steps, temperature)."""
+    from toucan_speakemb.generate.request import SamplingRequest
+    from toucan_speakemb.generate.sliders import parse_sliders
+
+    return SamplingRequest.of(conditions=conditions_from(gender, age, accent, extra_conditions), guidance=guidance,
+                              sliders=parse_sliders(sliders), slider_method=slider_method,
+                              slider_strength=slider_strength, **more)
+
+
 @click.command(context_settings={"show_default": True})
 @click.option("--generator", "generator", required=True, type=click.Path(), metavar="RUN_DIR",
               help="A run folder from `train` (or its generator.safetensors).")
@@ -141,11 +152,10 @@ def sample(generator, n, seed, out, npy, overwrite, sampler, steps, temperature,
     """
     from toucan_speakemb.core.fileio import check_output
     from toucan_speakemb.generate.generator import Generator
-    from toucan_speakemb.generate.sliders import parse_sliders
     from toucan_speakemb.voices.bank import MAX_BANK_VOICES, SamplingPlan, check_sample_request
 
-    conditions = conditions_from(gender, age, accent, extra_conditions)
-    slider_values = parse_sliders(sliders)
+    request = request_from(gender, age, accent, extra_conditions, guidance, sliders, slider_method, slider_strength,
+                           sampler=sampler, steps=steps, temperature=temperature)
     if n > MAX_BANK_VOICES:  # before loading anything
         check_sample_request(n, 1, out)
     # fail before anything is written, so nothing is half-replaced
@@ -156,9 +166,7 @@ def sample(generator, n, seed, out, npy, overwrite, sampler, steps, temperature,
             raise SpeakEmbError("--npy and --out name the same file")
     gen = Generator.load(generator)
     check_sample_request(n, gen.dim, out, npy)
-    plan = SamplingPlan(gen, n, seed, sampler=sampler, steps=steps, conditions=conditions, guidance=guidance,
-                        sliders=slider_values, slider_strength=slider_strength, slider_method=slider_method,
-                        temperature=temperature)
+    plan = SamplingPlan(gen, n, seed, request)
     prov = plan.provenance
     if "conditions" in prov:
         click.echo("conditions: " + ", ".join(f"{k}={v}" for k, v in prov["conditions"].items())

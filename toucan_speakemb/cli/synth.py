@@ -17,7 +17,7 @@ import numpy as np
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_text, check_output, check_writable
 from toucan_speakemb.voices.novelty import RULE_HELP
-from toucan_speakemb.cli.generate import condition_options, conditions_from, slider_options
+from toucan_speakemb.cli.generate import condition_options, request_from, slider_options
 
 log = logging.getLogger("toucan_speakemb.cli.main")
 
@@ -111,7 +111,6 @@ def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, 
     (--threshold). Same seed, same audio: Toucan's randomness is seeded per utterance from the voice and the text.
     """
     from toucan_speakemb.adapters import ToucanModels, synthesis
-    from toucan_speakemb.generate.sliders import parse_sliders
 
     if not random_speaker and not voice:
         raise SpeakEmbError("say which voice: --random-speaker (fresh voices) or --voice ID")
@@ -124,9 +123,8 @@ def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, 
     cars, added = synthesis.synth(
         lines, targets, _load_generator(generator), ToucanModels(toucan_dir, tts_model, vocoder), voice_id=voice,
         seed=seed, same_voice=same_voice, bank=Path(bank) if bank else None, threshold=threshold,
-        conditions=conditions_from(gender, age, accent, extra_conditions), guidance=guidance,
-        sliders=parse_sliders(sliders), slider_method=slider_method, slider_strength=slider_strength, device=device,
-        language=language, progress=not no_progress)
+        request=request_from(gender, age, accent, extra_conditions, guidance, sliders, slider_method, slider_strength),
+        device=device, language=language, progress=not no_progress)
     if len(cars) > 1 and not no_progress:
         click.echo(f"{len(cars)} utterances, {len({c['voice_id'] for c in cars})} voices -> {targets[0].parent}")
     else:
@@ -210,7 +208,6 @@ def voices_add(bank, generator, n, seed, threshold, max_draws, gender, age, acce
     """Sample N new, distinct voices into BANK (made if missing)."""
     from toucan_speakemb.adapters.synthesis import check_bank_generator
     from toucan_speakemb.voices.novelty import VoiceSampler
-    from toucan_speakemb.generate.sliders import parse_sliders
     from toucan_speakemb.voices.bank import VoiceBank
 
     check_writable(bank)
@@ -218,9 +215,8 @@ def voices_add(bank, generator, n, seed, threshold, max_draws, gender, age, acce
     b = VoiceBank.load(bank) if Path(bank).exists() else VoiceBank.empty(gen.profile, {"generator": gen.describe()})
     check_bank_generator(b, gen, bank)
     sampler = VoiceSampler(gen, seed, threshold, b, max_draws=max_draws,
-                           conditions=conditions_from(gender, age, accent, extra_conditions), guidance=guidance,
-                           sliders=parse_sliders(sliders), slider_method=slider_method,
-                           slider_strength=slider_strength)
+                           request=request_from(gender, age, accent, extra_conditions, guidance, sliders,
+                                                slider_method, slider_strength))
     new = sampler.take(n)
     b.added(new, dict(sampler.provenance(), created=_now(), via="voices add", n=n)).save(bank)
     p = sampler.provenance()

@@ -25,6 +25,8 @@ import torch
 from toucan_speakemb.training.conditions import ConditionSpec
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.diffusion.denoisers import gaussian_part
+from toucan_speakemb.generate.request import SamplingRequest
+from toucan_speakemb.generate.sliders import SliderSpace, apply_sliders, check_sliders
 from toucan_speakemb.diffusion.samplers import RENOISE_STREAM, VoiceNoise, get_sampler, in_blocks, sample as run_sampler
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import load_tensors
@@ -153,26 +155,26 @@ class Generator:
         return GuidedDenoiser(self.model, torch.from_numpy(self.conditions.encode_request(conditions)), w)
 
     @torch.no_grad()
-    def sample_seeds(self, seeds: Sequence[int], sampler: Optional[str] = None, steps: Optional[int] = None,
-                     eta: Optional[float] = None, batch_size: Optional[int] = None,
-                     conditions: Optional[Mapping[str, Any]] = None, guidance: Optional[float] = None,
-                     sliders: Optional[Mapping[str, float]] = None, slider_method: Optional[str] = None,
-                     slider_strength: Optional[float] = None, temperature: Optional[float] = None) -> np.ndarray:
-        """Embeddings (n, d) in the data space for the given per-voice seeds (``conditions``, ``guidance``:
-        conditional sampling, see the module's docstring; ``sliders`` with ``slider_method`` and
-        ``slider_strength``: the voices edited, see toucan_speakemb/generate/sliders.py; ``temperature``: the
-        initial noise x_T is multiplied by it (below 1: voices nearer the population's typical ones, more
-        precise and less varied; above 1: more varied); default :attr:`temperature`)."""
-        temperature = self.check_temperature(temperature)
-        if sliders:  # bad slider names and settings fail before the sampling work
-            from toucan_speakemb.generate.sliders import check_sliders
-
-            check_sliders(self, sliders, slider_method, slider_strength)
-        model = self.guided(conditions, guidance)
+    def sample_seeds(self, seeds: Sequence[int], request: Optional[SamplingRequest] = None,
+                     batch_size: Optional[int] = None, **settings) -> np.ndarray:
+        """Embeddings (n, d) in the data space for the given per-voice seeds, sampled as ``request`` asks
+        (:class:`~toucan_speakemb.generate.request.SamplingRequest`; or its fields as keyword arguments:
+        ``conditions``, ``guidance``: conditional sampling, see the module's docstring; ``sliders`` with
+        ``slider_method`` and ``slider_strength``: the voices edited, see toucan_speakemb/generate/sliders.py;
+        ``temperature``: the initial noise x_T is multiplied by it (below 1: voices nearer the population's
+        typical ones, more precise and less varied; above 1: more varied), default :attr:`temperature`;
+        ``sampler``, ``steps``, ``eta``). ``batch_size`` bounds the memory only: voices do not depend on it."""
+        if request is not None and settings:
+            raise TypeError("give a SamplingRequest or its fields as keywords, not both")
+        req = request if request is not None else SamplingRequest.of(**settings)
+        temperature = self.check_temperature(req.temperature)
+        if req.sliders:  # bad slider names and settings fail before the sampling work
+            check_sliders(self, req.sliders, req.slider_method, req.slider_strength)
+        model = self.guided(req.conditions, req.guidance)
         sc = self.cfg.sample
-        sampler = sc.sampler if sampler is None else sampler
-        steps = sc.steps if steps is None else steps
-        eta = sc.eta if eta is None else eta
+        sampler = sc.sampler if req.sampler is None else req.sampler
+        steps = sc.steps if req.steps is None else req.steps
+        eta = sc.eta if req.eta is None else req.eta
         batch_size = sc.batch_size if batch_size is None else batch_size
         if batch_size < 1:
             raise SpeakEmbError(f"batch size must be at least 1; got {batch_size}")
@@ -190,23 +192,21 @@ class Generator:
                             gaussian_part(model), temperature=temperature)
             out.append(self.standardizer.inverse(z.numpy()))
         x = np.concatenate(out, axis=0) if out else np.zeros((0, self.dim), np.float32)
-        if sliders:
+        if req.sliders:
             latents, known_steps = self.known_latents(seeds, sampler, steps, eta, temperature)
-            x = self.edit(x, seeds, sliders, slider_strength, conditions, guidance, method=slider_method,
-                          latents=latents, steps=known_steps)
+            x = self.edit(x, seeds, req.sliders, req.slider_strength, req.conditions, req.guidance,
+                          method=req.slider_method, latents=latents, steps=known_steps)
         return x
 
-    def sample(self, n: int, seed: int = 0, sliders: Optional[Mapping[str, float]] = None,
-               slider_strength: Optional[float] = None, slider_method: Optional[str] = None,
-               **kwargs) -> np.ndarray:
+    def sample(self, n: int, seed: int = 0, request: Optional[SamplingRequest] = None, **settings) -> np.ndarray:
         """n new voices from one seed: ``sample(n, seed)`` always gives the same (n, d) array.
 
         ``conditions={"gender": "f"}``, ``guidance=2.0``: conditional sampling (conditional generators);
-        ``sliders={"pc1": 2.0}``: the voices edited with sliders (toucan_speakemb/generate/sliders.py)."""
+        ``sliders={"pc1": 2.0}``: the voices edited with sliders (toucan_speakemb/generate/sliders.py); any
+        field of :class:`~toucan_speakemb.generate.request.SamplingRequest`, or the request itself."""
         if n < 1:
             raise SpeakEmbError(f"number of voices must be at least 1; got {n}")
-        return self.sample_seeds(voice_seeds(seed, n), sliders=sliders, slider_method=slider_method,
-                                 slider_strength=slider_strength, **kwargs)
+        return self.sample_seeds(voice_seeds(seed, n), request, **settings)
 
     def edit(self, voices: np.ndarray, seeds: Sequence[int], sliders: Mapping[str, float],
              strength: Optional[float] = None, conditions: Optional[Mapping[str, Any]] = None,
@@ -215,8 +215,6 @@ class Generator:
         """``voices`` (n, d) with sliders applied, kept on the data manifold (see toucan_speakemb/generate/sliders.py).
         ``latents``, ``steps``: the voices' noise and DDIM steps when known (:meth:`known_latents`); else the
         latent method finds them by DDIM inversion."""
-        from toucan_speakemb.generate.sliders import apply_sliders
-
         return apply_sliders(self, voices, seeds, sliders, strength, conditions, guidance, self.slider_space(),
                              method=method, latents=latents, steps=steps)
 
@@ -267,8 +265,6 @@ class Generator:
 
     def slider_space(self):
         """The slider directions of this generator (:class:`toucan_speakemb.generate.sliders.SliderSpace`)."""
-        from toucan_speakemb.generate.sliders import SliderSpace
-
         if getattr(self, "_slider_space", None) is None:
             self._slider_space = SliderSpace.from_generator(self)
         return self._slider_space

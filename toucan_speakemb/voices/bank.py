@@ -24,6 +24,7 @@ from toucan_speakemb.core.fileio import atomic_write_bytes, check_finite, load_t
 from toucan_speakemb.core.embedding_set import EmbeddingSet
 from toucan_speakemb.core.profiles import Profile
 from toucan_speakemb.diffusion.samplers import get_sampler
+from toucan_speakemb.generate.request import SamplingRequest, variant_tag
 from toucan_speakemb.evaluation.report import GeneratedSet
 
 KIND = "voice-bank"
@@ -32,46 +33,6 @@ FORMAT_VERSION = 1
 
 def voice_id(fingerprint: str, seed: int, variant: str = "") -> str:
     return f"{fingerprint[:8]}-{int(seed)}" + (f"-{variant}" if variant else "")
-
-
-def condition_settings(generator, conditions: Optional[Dict[str, Any]], guidance: Optional[float]) -> Dict[str, Any]:
-    """What a voice's id and provenance record of conditional sampling ({} for unconditional sampling)."""
-    if not conditions or all(v is None for v in conditions.values()):
-        return {}
-    spec = generator.conditions
-    return {"conditions": spec.describe(spec.encode_request(conditions)),
-            "guidance": generator.cfg.sample.guidance if guidance is None else float(guidance)}
-
-
-def slider_settings(generator, sliders: Optional[Dict[str, float]], method: Optional[str] = None,
-                    strength: Optional[float] = None) -> Dict[str, Any]:
-    """What a voice's id and provenance record of slider edits ({} without sliders); bad slider names or
-    settings are refused here, before any sampling."""
-    if not sliders:
-        return {}
-    from toucan_speakemb.generate.sliders import check_sliders
-
-    method = check_sliders(generator, sliders, method, strength)
-    out = {"sliders": {k: float(v) for k, v in sliders.items()}, "slider_method": method}
-    if method == "renoise":
-        out["slider_strength"] = generator.cfg.sample.slider_strength if strength is None else float(strength)
-    return out
-
-
-def temperature_settings(generator, temperature: Optional[float]) -> Dict[str, Any]:
-    """What a voice's id and provenance record of a temperature other than the generator's default ({} else)."""
-    t = generator.check_temperature(temperature)
-    return {} if t == generator.temperature else {"temperature": t}
-
-
-def variant_tag(settings: Dict[str, Any]) -> str:
-    """A short stable hash of conditional/slider settings ("" when there are none)."""
-    import hashlib
-    import json
-
-    if not settings:
-        return ""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:6]
 
 
 # A bank's ids live in its file's JSON header, which safetensors reads up to 100 MB: at ~40 bytes an id, a
@@ -122,40 +83,33 @@ class SamplingPlan:
     and provenance; :meth:`sample` makes the voices of any run of those seeds (bad conditions and slider
     settings are refused when the plan is made)."""
 
-    def __init__(self, generator, n: int, seed: int, sampler: Optional[str] = None, steps: Optional[int] = None,
-                 conditions: Optional[Dict[str, Any]] = None, guidance: Optional[float] = None,
-                 sliders: Optional[Dict[str, float]] = None, slider_strength: Optional[float] = None,
-                 slider_method: Optional[str] = None, temperature: Optional[float] = None):
+    def __init__(self, generator, n: int, seed: int, request: Optional[SamplingRequest] = None):
         from toucan_speakemb.generate.generator import voice_seeds
 
         self.generator = generator
-        self.kwargs = dict(sampler=sampler, steps=steps, conditions=conditions, guidance=guidance, sliders=sliders,
-                           slider_method=slider_method, slider_strength=slider_strength, temperature=temperature)
+        self.request = request = request or SamplingRequest()
+        request.check(generator)  # every setting is refused here, before any file is opened
         self.seeds = voice_seeds(seed, n)
-        edits = slider_settings(generator, sliders, slider_method, slider_strength)
-        settings = {**condition_settings(generator, conditions, guidance), **edits,
-                    **temperature_settings(generator, temperature)}
+        settings = request.settings(generator)
         sc = generator.cfg.sample
         variant = variant_tag(settings)
-        used = sc.sampler if sampler is None else sampler
+        used = sc.sampler if request.sampler is None else request.sampler
+        steps = sc.steps if request.steps is None else request.steps
         self.provenance = {
             "generator": generator.describe(),
             "bank_seed": int(seed),
             "sampler": used,
-            "temperature": generator.check_temperature(temperature),
-            "steps": get_sampler(used).steps_used(generator.diffusion, sc.steps if steps is None else steps),
+            "temperature": generator.check_temperature(request.temperature),
+            "steps": get_sampler(used).steps_used(generator.diffusion, steps),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "toucan_speakemb_version": __version__,
         }
         if settings:
             self.provenance.update(settings, variant=variant)
         self.ids = [voice_id(generator.fingerprint, s, variant) for s in self.seeds]
-        # sampler, steps, conditions and guidance are checked here, before any file is opened
-        generator.sample_seeds([], sampler=sampler, steps=steps, conditions=conditions, guidance=guidance,
-                               temperature=temperature)
 
     def sample(self, seeds) -> np.ndarray:
-        return self.generator.sample_seeds(seeds, **self.kwargs)
+        return self.generator.sample_seeds(seeds, self.request)
 
     def write(self, out: Union[str, Path], npy: Optional[Union[str, Path]] = None, chunk: int = SAMPLE_CHUNK,
               progress: bool = True) -> int:
@@ -217,16 +171,14 @@ class VoiceBank:
         return len(self.ids)
 
     @classmethod
-    def from_generator(cls, generator, n: int, seed: int, sampler: Optional[str] = None,
-                       steps: Optional[int] = None, conditions: Optional[Dict[str, Any]] = None,
-                       guidance: Optional[float] = None, sliders: Optional[Dict[str, float]] = None,
-                       slider_strength: Optional[float] = None, slider_method: Optional[str] = None,
-                       temperature: Optional[float] = None) -> "VoiceBank":
-        """n voices from a bank seed; ``conditions`` (e.g. {"gender": "f"}) with ``guidance``, and
-        ``sliders`` (e.g. {"pc1": 2}) with ``slider_method`` and ``slider_strength``, as in
+    def from_generator(cls, generator, n: int, seed: int, request: Optional[SamplingRequest] = None,
+                       **settings) -> "VoiceBank":
+        """n voices from a bank seed, sampled as ``request`` asks (or its fields as keywords, e.g.
+        ``conditions={"gender": "f"}``, ``guidance``, ``sliders={"pc1": 2}``, ``temperature``), as in
         :meth:`Generator.sample`."""
-        plan = SamplingPlan(generator, n, seed, sampler, steps, conditions, guidance, sliders, slider_strength,
-                            slider_method, temperature)
+        if request is not None and settings:
+            raise TypeError("give a SamplingRequest or its fields as keywords, not both")
+        plan = SamplingPlan(generator, n, seed, request or SamplingRequest.of(**settings))
         return cls(plan.sample(plan.seeds), plan.seeds, plan.ids, generator.profile, plan.provenance)
 
     @classmethod

@@ -41,6 +41,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.generate.request import SamplingRequest, variant_tag
+from toucan_speakemb.voices.bank import voice_id
 
 log = logging.getLogger("toucan_speakemb.voices")
 
@@ -223,24 +225,15 @@ class VoiceSampler:
 
     def __init__(self, generator, seed: Optional[int] = None, threshold: Optional[float] = None, bank=None,
                  distinct: bool = True, block: int = 16, max_draws: int = DEFAULT_MAX_DRAWS,
-                 conditions: Optional[Dict] = None, guidance: Optional[float] = None,
-                 sliders: Optional[Dict[str, float]] = None, slider_method: Optional[str] = None,
-                 slider_strength: Optional[float] = None, temperature: Optional[float] = None):
-        from toucan_speakemb.voices.bank import (condition_settings, slider_settings, temperature_settings,
-                                                 variant_tag, voice_id)
-
+                 request: Optional[SamplingRequest] = None, **settings):
+        if request is not None and settings:
+            raise TypeError("give a SamplingRequest or its fields as keywords, not both")
         self.generator = generator
-        # conditional voices and slider edits: refused here, before any work, when the generator
-        # lacks the attribute or the slider
-        conditional = condition_settings(generator, conditions, guidance)
-        edits = slider_settings(generator, sliders, slider_method, slider_strength)
-        warmth = temperature_settings(generator, temperature)
-        self.settings = {**conditional, **edits, **warmth}
-        # novelty is judged on the edited voice: it is the one that speaks
-        self._sample_kwargs = {**({"conditions": conditions, "guidance": guidance} if conditional else {}),
-                               **({"sliders": dict(sliders), "slider_method": slider_method,
-                                   "slider_strength": slider_strength} if edits else {}),
-                               **warmth}
+        # how the voices are sampled (conditions, sliders, temperature): refused here, before any work, when
+        # the generator lacks the attribute or the slider; novelty is judged on the edited voice, the one
+        # that speaks
+        self.request = request or SamplingRequest.of(**settings)
+        self.settings = self.request.settings(generator)
         self._variant = variant_tag(self.settings)
         self.threshold, self.rule = resolve_rule(generator, threshold)
         means, ids = generator.training_speakers()
@@ -250,7 +243,6 @@ class VoiceSampler:
             self.check.add(bank.ids, bank.embeddings)
         self.seed = random_draw_seed() if seed is None else int(seed)
         self.distinct, self.block, self.max_draws = distinct, max(1, int(block)), int(max_draws)
-        self._voice_id = voice_id
         self._seeds = np.zeros(0, np.int64)
         self._buffer: List[tuple] = []
         self.drawn = 0
@@ -269,7 +261,7 @@ class VoiceSampler:
         accepted = self.drawn - sum(self.rejected.values())
         size = int(min(MAX_BLOCK, max(self.block, round(self.block * (self.drawn + 1) / (accepted + 1)))))
         seeds = self._candidate_seeds(self.drawn + len(self._buffer), size)
-        x = self.generator.sample_seeds(seeds, **self._sample_kwargs)
+        x = self.generator.sample_seeds(seeds, self.request)
         cos, idx = self.check.nearest_training(x)
         self._buffer += list(zip(seeds.tolist(), x, cos.tolist(), idx.tolist()))
 
@@ -279,7 +271,7 @@ class VoiceSampler:
                 self._refill()
             seed, emb, tcos, tidx = self._buffer.pop(0)
             self.drawn += 1
-            vid = self._voice_id(self.generator.fingerprint, seed, self._variant)
+            vid = voice_id(self.generator.fingerprint, seed, self._variant)
             if vid in self.check.voice_ids:  # already in the bank
                 continue
             if tcos > self.threshold:
@@ -308,7 +300,7 @@ class VoiceSampler:
     def remake(self, vid: str) -> Voice:
         """The voice of an id, re-made from its seed, with its figures (not filtered: it is what it is)."""
         seed = parse_voice_id(vid, self.generator, self._variant)
-        emb = self.generator.sample_seeds([seed], **self._sample_kwargs)[0]
+        emb = self.generator.sample_seeds([seed], self.request)[0]
         return self.check.judge(vid, seed, emb)
 
     def provenance(self) -> Dict:
