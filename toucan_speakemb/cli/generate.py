@@ -38,6 +38,10 @@ def train(data, out, config, profile, no_progress, overrides):
       speaker    one vector per training speaker (its mean): learns voices, not recordings (default)
       balanced   utterances drawn so that every speaker weighs the same
       utterance  every utterance once (the source presentation's setting)
+
+    Training uses one CPU thread (train.threads=1): these small networks gain little from more, and jobs
+    sharing a machine then do not slow each other down (with a thread per core, two trainings on two cores
+    ran several times slower). train.threads=N uses N; on a GPU it does not matter.
     """
     from toucan_speakemb.core.profiles import check_profile_name
     from toucan_speakemb.training.config import TrainConfig, apply_overrides

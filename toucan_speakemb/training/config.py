@@ -113,7 +113,9 @@ class TrainLoopConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
-    threads: Optional[int] = None  # torch CPU threads (None: torch's default)
+    # torch CPU threads. 1 by default: these small networks gain little from more, and two jobs with torch's
+    # default (a thread per core) on one machine slow each other several-fold (None: torch's default)
+    threads: Optional[int] = 1
     # conditional models: probability that a row's conditions are all replaced by the null token (the
     # unconditional model of classifier-free guidance); otherwise each is replaced with this probability alone
     p_uncond: float = 0.1
