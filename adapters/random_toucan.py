@@ -1,9 +1,9 @@
 """Toucan's own TTS and vocoder architectures with random weights, saved in the checkpoint layout its
 inference interfaces load: for tests and benchmarks on machines without Toucan's released models.
 
-Call these with the Toucan checkout on ``sys.path`` (its top-level packages are imported from there); each
-release's architectures are built by the release's own classes (``Release.build_random`` in the family
-modules), nothing of Toucan is copied here.
+Each release's architectures are built by the release's own classes (``Release.build_random`` in the family
+modules), imported from the checkout by the one rule of :mod:`toucan_speakemb.core.toucan_checkout`; nothing
+of Toucan is copied here.
 
 Random weights predict arbitrary durations; so that an utterance has a short, fixed length, the v2.x
 duration predictor's output layer is set to five frames per phone. v3.x's durations come from a sampler
@@ -12,10 +12,11 @@ and are left random.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Tuple
+
+from toucan_speakemb.core.toucan_checkout import checkout_code
 
 from toucan_speakemb.adapters.releases import release_of_checkout
 
@@ -25,20 +26,12 @@ def unloaded(cls):
     return type(f"Random{cls.__name__}", (cls,), {"load_state_dict": lambda self, *a, **k: None})
 
 
-@contextlib.contextmanager
-def working_dir(path: Path):
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
 def build_random(checkout, folder, seed: int = 0, small: bool = False) -> Tuple[Path, Path]:
     """Random-weight TTS model and vocoder of the checkout's release: (tts path, vocoder path). ``small``:
     narrower layers where the release allows (v3.x), for fast tests."""
-    return release_of_checkout(Path(checkout)).build_random(Path(folder), seed=seed, small=small)
+    release = release_of_checkout(Path(checkout))
+    with checkout_code(checkout, f"Toucan {release.name} checkout"):
+        return release.build_random(Path(folder), seed=seed, small=small)
 
 
 def offline_checkout(checkout, folder, ecapa_model_dir) -> Path:

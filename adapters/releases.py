@@ -145,7 +145,8 @@ class Release:
         raise NotImplementedError
 
     def build(self, root: Path, tts: Path, vocoder: Path, device: str, language: Optional[str]):
-        """The checkout's own interface on these model files (the checkout is on ``sys.path``)."""
+        """The checkout's own interface on these model files (called with the checkout's code importable,
+        :func:`toucan_speakemb.core.toucan_checkout.checkout_code`)."""
         raise NotImplementedError
 
     def environment_problem(self) -> Optional[str]:

@@ -106,15 +106,6 @@ class Synthesis:
         return car
 
 
-def check_bank_generator(bank: VoiceBank, gen, path) -> None:
-    """A bank holds the voices of one generator."""
-    gen.profile.check_same(bank.profile, f"generator {gen.path}", f"voice bank {path}")
-    fps = {i.split("-", 1)[0] for i in bank.ids}
-    if fps and fps != {gen.fingerprint[:8]}:
-        raise SpeakEmbError(f"voice bank {path} holds voices of generator {', '.join(sorted(fps))}, not of "
-                            f"{gen.path} ({gen.fingerprint[:8]}); use one bank per generator")
-
-
 def synth(texts: Sequence[str], outputs: Sequence[Path], generator, models: ToucanModels,
           voice_id: Optional[str] = None, seed: Optional[int] = None, same_voice: bool = False,
           bank: Optional[Path] = None, threshold: Optional[float] = None,
@@ -129,7 +120,7 @@ def synth(texts: Sequence[str], outputs: Sequence[Path], generator, models: Touc
     the_bank = None
     if bank is not None and Path(bank).exists():
         the_bank = VoiceBank.load(bank)
-        check_bank_generator(the_bank, generator, bank)
+        the_bank.check_generator(generator, bank)
     sampler = VoiceSampler(generator, seed, threshold, the_bank, request=request)
     if voice_id:
         voices = [sampler.remake(voice_id)] * len(texts)

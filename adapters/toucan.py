@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -21,6 +20,7 @@ import numpy as np
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_bytes
 from toucan_speakemb.core.profiles import Profile, get_profile
+from toucan_speakemb.core.toucan_checkout import checkout_code
 
 from toucan_speakemb.adapters.releases import CLONE_HINT, Release, release_of_checkout, release_of_interface
 
@@ -194,24 +194,12 @@ class ToucanModels:
                                 f"model {self.tts} is {self.release.title()} with a {self.dim}-dim default_emb "
                                 f"('{self.profile.name}')")
 
-    def _check_single_checkout(self) -> None:
-        # Toucan's top-level packages (InferenceInterfaces, Preprocessing, ...) differ between releases
-        mod = sys.modules.get("InferenceInterfaces")
-        where = getattr(mod, "__file__", None) or next(iter(getattr(mod, "__path__", [])), None) if mod else None
-        if where and not Path(where).absolute().is_relative_to(self.root):
-            raise SpeakEmbError(f"another Toucan checkout ({Path(where).parent.parent}) is already imported in this "
-                                f"process; use one checkout per process")
-        if str(self.root) not in sys.path:
-            sys.path.insert(0, str(self.root))
-
     def load(self, device: str = "cpu", language: Optional[str] = None) -> ToucanAdapter:
-        """Build the checkout's own inference interface on these files (``Release.build``) and wrap it."""
-        self._check_single_checkout()
+        """Build the checkout's own inference interface on these files (``Release.build``, with the checkout's
+        code importable: ``core.toucan_checkout``) and wrap it."""
         try:
-            interface = self.release.build(self.root, self.tts, self.vocoder, device, language)
-        except ImportError as e:
-            raise SpeakEmbError(f"the Toucan {self.release.name} checkout {self.root} cannot be imported ({e}); "
-                                f"install its requirements (see its requirements.txt)") from None
+            with checkout_code(self.root, f"Toucan {self.release.name} checkout"):
+                interface = self.release.build(self.root, self.tts, self.vocoder, device, language)
         except (OSError, RuntimeError, KeyError, ValueError) as e:
             hint = self.release.build_failure_hint(self.root)
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__

@@ -25,8 +25,10 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Tuple
 
+from toucan_speakemb.core.toucan_checkout import working_dir
+
 from toucan_speakemb.adapters.releases import Release, register
-from toucan_speakemb.adapters.random_toucan import unloaded, working_dir
+from toucan_speakemb.adapters.random_toucan import unloaded
 
 
 class ToucanV2(Release):

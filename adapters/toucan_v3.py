@@ -29,8 +29,9 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Tuple
 
+from toucan_speakemb.core.toucan_checkout import working_dir
+
 from toucan_speakemb.adapters.releases import Release, register
-from toucan_speakemb.adapters.random_toucan import working_dir
 
 # small sizes for fast tests (same layer types; the checkpoint's config records them)
 SMALL = dict(attention_dimension=96, attention_heads=4, encoder_layers=2, encoder_units=256, decoder_layers=2,

@@ -1,17 +1,21 @@
-"""Our preprocessing and embeddings against Toucan's own code at the matching tag.
+"""Our preprocessing and embeddings against Toucan's own code at the matching release.
 
-Each test runs a Toucan checkout's code in a separate Python process (Toucan's top-level packages,
+The checkouts come from ``TOUCAN_CHECKOUTS`` (``dir1:dir2:...``, as for tests/test_toucan_integration.py,
+whose docstring says how to build them and what to install). Each checkout's release is recognised from its
+files by the release registry (``adapters/releases.py``), and each test runs on every listed checkout of the
+release family it needs (skipped, saying so, when none is listed):
+
+- v2.0 to v2.2 (``InferenceFastSpeech2``): the waveform ``ProsodicConditionExtractor`` gives its encoders
+  must equal ours sample for sample, and its 704-dim condition must equal our pipeline's row.
+- v3.x (``ToucanTTSInterface``): the same for ``ToucanTTSInterface.set_utterance_embedding``.
+- v2.3 to v2.b (which the registry names and refuses for synthesis: they condition on Toucan's own style
+  embedding): the style embedding its interface computes equals what ``extract --profile toucan-native``
+  writes (silence cutting off, as it needs a download).
+
+Each test runs the checkout's code in a separate Python process (Toucan's top-level packages,
 ``Preprocessing`` etc., differ between releases and must not meet in one interpreter) on the same audio
-files, with the same SpeechBrain model folders, and compares:
-
-- ``TOUCAN_V22_DIR`` (IMS-Toucan v2.2): the waveform ``ProsodicConditionExtractor`` gives its encoders must
-  equal ours sample for sample, and its 704-dim condition must equal our pipeline's row.
-- ``TOUCAN_V3_DIR`` (IMS-Toucan v3.x): the same for ``ToucanTTSInterface.set_utterance_embedding``.
-- ``TOUCAN_NATIVE_DIR`` (IMS-Toucan v2.4 to v2.b): the style embedding its interface computes equals what
-  ``extract --profile toucan-native`` writes (silence cutting off, as it needs a download).
-
-The Toucan objects are made with ``__new__`` so their constructors do not download TTS models; the methods
-that make the embedding are Toucan's own, unchanged. Each skips when its variable is not set.
+files, with the same SpeechBrain model folders. The Toucan objects are made with ``__new__`` so their
+constructors do not download TTS models; the methods that make the embedding are Toucan's own, unchanged.
 """
 
 import os
@@ -19,23 +23,54 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from conftest import read_audio, speak
-from toucan_speakemb.extract.audio import load_and_preprocess
+from toucan_speakemb.adapters.releases import UNSUPPORTED, release_of_checkout
 from toucan_speakemb.core.embedding_set import EmbeddingSet
+from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.extract.audio import load_and_preprocess
+
+STYLE = "style embedding"  # v2.3 to v2.b, named by the registry among the releases it does not synthesise with
+FAMILIES = {"v2": "v2.0-v2.2", "v3": "v3.x", STYLE: "v2.3-v2.b"}
 
 
-def checkout(var: str, tag: str) -> Path:
-    d = os.environ.get(var)
-    if not d:
-        pytest.skip(f"set {var} to a checkout of IMS-Toucan {tag} to run")
-    if not Path(d).is_dir():
-        pytest.fail(f"{var}={d} is not a folder")
-    return Path(d)
+def listed_checkouts() -> List[str]:
+    return [d for d in os.environ.get("TOUCAN_CHECKOUTS", "").split(os.pathsep) if d]
+
+
+def family_of(checkout: str) -> str:
+    """The release family of a checkout, read from its files ("" when it is none of those tested here)."""
+    root = Path(checkout)
+    try:
+        return release_of_checkout(root).family
+    except SpeakEmbError:
+        return STYLE if any((root / marker).is_file() for marker, _ in UNSUPPORTED) else ""
+
+
+def checkouts_of(family: str) -> list:
+    """One parameter per listed checkout of ``family``; without any, one that skips with the reason."""
+    found = [pytest.param(d, id=Path(d).name) for d in listed_checkouts() if family_of(d) == family]
+    return found or [pytest.param(None, id=f"no-{FAMILIES[family]}")]
+
+
+def checkout(listed, family: str) -> Path:
+    if listed is None:
+        pytest.skip(f"no IMS-Toucan {FAMILIES[family]} checkout in TOUCAN_CHECKOUTS=dir1:dir2:... (see "
+                    f"tests/test_toucan_integration.py for how to build them)")
+    return Path(listed)
+
+
+def test_every_listed_checkout_is_recognised():
+    listed = listed_checkouts()
+    if not listed:
+        pytest.skip("set TOUCAN_CHECKOUTS=dir1:dir2:... to IMS-Toucan checkouts to run")
+    unknown = [d for d in listed if not family_of(d)]
+    assert not unknown, f"TOUCAN_CHECKOUTS names folders that are no recognised Toucan checkout: {unknown}"
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +98,8 @@ def clips(tmp_path_factory):
 RECORDER = """
 import sys, json, tempfile
 import numpy as np, soundfile as sf, torch
-sys.path.insert(0, CHECKOUT)
+from toucan_speakemb.core.toucan_checkout import use_checkout
+use_checkout(CHECKOUT)  # the project's one rule for a checkout's code
 from safetensors.numpy import save_file
 from speechbrain.inference.classifiers import EncoderClassifier
 
@@ -116,9 +152,10 @@ def ours(files, out, run_cli=None, *args, profile="toucan-v2.2", encoder_dirs=No
     return [by[Path(f).stem] for f in files], es
 
 
-def test_v22_preprocessing_and_embedding_match_toucan_v22(clips, sb_small_root, tmp_path):
+@pytest.mark.parametrize("listed", checkouts_of("v2"))
+def test_v2_preprocessing_and_embedding_match_toucan_v2(listed, clips, sb_small_root, tmp_path):
+    root = checkout(listed, "v2")
     sb_model_dirs = {"ecapa": sb_small_root / "spkrec-ecapa-voxceleb", "xvector": sb_small_root / "spkrec-xvect-voxceleb"}
-    root = checkout("TOUCAN_V22_DIR", "v2.2")
     got = run_toucan("""
         from Preprocessing.AudioPreprocessor import AudioPreprocessor
         from Preprocessing.ProsodicConditionExtractor import ProsodicConditionExtractor
@@ -149,9 +186,10 @@ def test_v22_preprocessing_and_embedding_match_toucan_v22(clips, sb_small_root, 
         assert rel(row[192:], theirs[192:]) < 2e-2, f.name  # x-vector (SpeechBrain adds pooling noise)
 
 
-def test_v3_preprocessing_and_embedding_match_toucan_v3(clips, sb_small_root, tmp_path, run_cli):
+@pytest.mark.parametrize("listed", checkouts_of("v3"))
+def test_v3_preprocessing_and_embedding_match_toucan_v3(listed, clips, sb_small_root, tmp_path, run_cli):
+    root = checkout(listed, "v3")
     sb_model_dirs = {"ecapa": sb_small_root / "spkrec-ecapa-voxceleb"}
-    root = checkout("TOUCAN_V3_DIR", "v3.1.2")
     got = run_toucan("""
         from InferenceInterfaces.ToucanTTSInterface import ToucanTTSInterface
         ecapa = Recorder(sb(ECAPA))
@@ -178,8 +216,9 @@ def test_v3_preprocessing_and_embedding_match_toucan_v3(clips, sb_small_root, tm
         assert rel(row, got[f"emb{i}"]) < 1e-4, f.name
 
 
-def test_toucan_native_matches_the_checkouts_style_embedding(clips, tmp_path, run_cli):
-    root = checkout("TOUCAN_NATIVE_DIR", "v2.4, v2.5 or v2.b")
+@pytest.mark.parametrize("listed", checkouts_of(STYLE))
+def test_toucan_native_matches_the_checkouts_style_embedding(listed, clips, tmp_path, run_cli):
+    root = checkout(listed, STYLE)
     weights = tmp_path / "embedding_function.pt"
     got = run_toucan("""
         from TrainingInterfaces.Spectrogram_to_Embedding.StyleEmbedding import StyleEmbedding

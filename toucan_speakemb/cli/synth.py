@@ -206,14 +206,13 @@ def voices_show(bank, voice_id):
 def voices_add(bank, generator, n, seed, threshold, max_draws, gender, age, accent, extra_conditions, guidance,
                sliders, slider_method, slider_strength):
     """Sample N new, distinct voices into BANK (made if missing)."""
-    from toucan_speakemb.adapters.synthesis import check_bank_generator
     from toucan_speakemb.voices.novelty import VoiceSampler
     from toucan_speakemb.voices.bank import VoiceBank
 
     check_writable(bank)
     gen = _load_generator(generator)
     b = VoiceBank.load(bank) if Path(bank).exists() else VoiceBank.empty(gen.profile, {"generator": gen.describe()})
-    check_bank_generator(b, gen, bank)
+    b.check_generator(gen, bank)
     sampler = VoiceSampler(gen, seed, threshold, b, max_draws=max_draws,
                            request=request_from(gender, age, accent, extra_conditions, guidance, sliders,
                                                 slider_method, slider_strength))

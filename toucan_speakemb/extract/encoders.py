@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from toucan_speakemb.core.profiles import (
     extractable_profiles,
     get_profile,
 )
+from toucan_speakemb.core.toucan_checkout import import_from_checkout
 
 log = logging.getLogger(__name__)
 
@@ -501,25 +501,6 @@ class WaveformFrontend:
 # ---- Toucan's own style embedding (toucan-native) --------------------------------------------------------
 
 
-def _import_from_checkout(toucan_dir: Path, module: str):
-    """Import a module of a Toucan checkout (its top-level packages go on sys.path, after ours)."""
-    import importlib
-
-    root = str(Path(toucan_dir).resolve())
-    if root not in sys.path:
-        sys.path.append(root)
-    top = module.split(".")[0]
-    loaded = sys.modules.get(top)
-    if loaded is not None and getattr(loaded, "__file__", None) and not str(loaded.__file__).startswith(root):
-        raise SpeakEmbError(f"a different '{top}' package is already imported ({loaded.__file__}); "
-                            f"run Toucan-native extraction in its own process")
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise SpeakEmbError(f"the Toucan checkout {toucan_dir} cannot be imported here ({_first_line(e)}); "
-                            f"install what its requirements.txt lists") from None
-
-
 @dataclass
 class ToucanNativeFrontend:
     """Per-file preprocessing done by the checkout's own ``AudioPreprocessor``: path -> mel spectrogram
@@ -548,7 +529,7 @@ class ToucanNativeFrontend:
         check_signal(to_mono(np.asarray(wave, dtype=np.float64)), sr, self.min_seconds)
         ap = self._aps.get(sr)
         if ap is None:
-            mod = _import_from_checkout(Path(self.toucan_dir), "Preprocessing.AudioPreprocessor")
+            mod = import_from_checkout(self.toucan_dir, "Preprocessing.AudioPreprocessor")
             try:
                 ap = mod.AudioPreprocessor(input_sr=sr, output_sr=16000, cut_silence=self.vad)
             except Exception as e:
@@ -583,7 +564,7 @@ class ToucanNativeEncoder:
                                 f"(pass --toucan-embedding-model)")
         self.device = resolve_device(device)
         self.vad = vad
-        mod = _import_from_checkout(self.toucan_dir, "TrainingInterfaces.Spectrogram_to_Embedding.StyleEmbedding")
+        mod = import_from_checkout(self.toucan_dir, "TrainingInterfaces.Spectrogram_to_Embedding.StyleEmbedding")
         try:
             ckpt = torch.load(str(self.weights), map_location="cpu", weights_only=True)
         except Exception as e:

@@ -211,6 +211,15 @@ class VoiceBank:
         return VoiceBank(self.embeddings[keep], self.seeds[keep], [self.ids[i] for i in keep], self.profile,
                          self.provenance, novelty)
 
+    def check_generator(self, generator, path: Union[str, Path]) -> None:
+        """A bank (read from ``path``) holds the voices of one generator: refuse ``generator`` when its profile
+        differs or the bank holds voices of another generator (voice ids start with the generator's fingerprint)."""
+        generator.profile.check_same(self.profile, f"generator {generator.path}", f"voice bank {path}")
+        fps = {i.split("-", 1)[0] for i in self.ids}
+        if fps and fps != {generator.fingerprint[:8]}:
+            raise SpeakEmbError(f"voice bank {path} holds voices of generator {', '.join(sorted(fps))}, not of "
+                                f"{generator.path} ({generator.fingerprint[:8]}); use one bank per generator")
+
     def nearest_voice_cosines(self) -> np.ndarray:
         """For each voice, the largest cosine to another voice of the bank (NaN when it is alone)."""
         from toucan_speakemb.evaluation.metrics import cosine_similarity_matrix_max
