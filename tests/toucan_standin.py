@@ -9,7 +9,7 @@ generator, scaled by ``prosody_creativity``, because the real one samples its pr
 at inference, and returns what the real ``forward`` returns with ``return_everything`` /
 ``return_plot_as_filepath``. Each call also keeps the embedding it used in ``used_embeddings``.
 
-The real classes, with random weights, are exercised by tests/test_toucan_integration.py.
+The real classes, with random weights, are exercised by tests/adapters/test_toucan_integration.py.
 
 Mirrored at tag v2.2, ``InferenceInterfaces/InferenceFastSpeech2.py``::
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from toucan_speakemb.core.version import __version__
-from toucan_speakemb.evaluation.matched import match_knob
+from toucan_speakemb.evaluation.matched import MEDIAN_TOLERANCE, match_knob
 from toucan_speakemb.evaluation.metrics import cosine_similarity_matrix_max, same_speaker_threshold
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.diffusion.denoisers import GaussianResidual, build_denoiser, gaussian_part
@@ -122,7 +122,7 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
     target = float(np.median(cosine_similarity_matrix_max(means[held], seen)[0]))
     noise = torch.randn(TEMPERATURE_VOICES, data.standardizer.model_dim,
                         generator=torch.Generator().manual_seed(cfg.seed ^ 0x7E3))
-    gaussian = model if isinstance(model, GaussianResidual) else None
+    gaussian = gaussian_part(model)
     was_training = model.training
     model.eval()
 
@@ -132,9 +132,18 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
 
     value, median, reached = match_knob(voices, *TEMPERATURE_RANGE, seen, target)
     model.train(was_training)
+    method = ("the temperature at which the median cosine of sampled voices to their nearest training-loop "
+              "speaker equals the validation speakers' (bisection)")
+    if not reached and abs(median - target) > MEDIAN_TOLERANCE:
+        # no temperature in the range makes the voices as novel as real new speakers, nor nearly (the yardstick's
+        # tolerance): an end of the range would only shrink (or spread) the voices without reaching it, so plain
+        # sampling is kept
+        return {"value": 1.0, "reached": False, "target_median": target, "nearest_end": round(float(value), 4),
+                "median_at_nearest_end": median, "method": method,
+                "reason": f"no temperature in {TEMPERATURE_RANGE[0]:g}..{TEMPERATURE_RANGE[1]:g} reaches the "
+                          f"validation speakers' median {target:.4f} (at {value:g}: {median:.4f}); 1.0 kept"}
     return {"value": round(float(value), 4), "reached": reached, "target_median": target, "median": median,
-            "method": "the temperature at which the median cosine of sampled voices to their nearest training-loop "
-                      "speaker equals the validation speakers' (bisection)"}
+            "method": method}
 
 
 def build_diffusion(cfg: TrainConfig) -> GaussianDiffusion:
@@ -650,8 +659,7 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
                  unseen["value"])
     temperature = choose_temperature(diffusion, ema, data, train_speakers.embeddings, cfg)
     log.info("default temperature %.3f (%s)", temperature["value"], temperature.get("reason") or (
-        f"validation speakers' median nearest-training cosine {temperature['target_median']:.4f}"
-        + ("" if temperature["reached"] else ", not reached in the range")))
+        f"validation speakers' median nearest-training cosine {temperature['target_median']:.4f}"))
     gen_path = save_generator(run_dir, cfg, ema, data.standardizer, es, train_speakers, state, threshold, data,
                               unseen, temperature)
     write_loss_log(run_dir, state.history, plot=True, validation=state.validation if validating else None,

@@ -1,6 +1,6 @@
 """Our preprocessing and embeddings against Toucan's own code at the matching release.
 
-The checkouts come from ``TOUCAN_CHECKOUTS`` (``dir1:dir2:...``, as for tests/test_toucan_integration.py,
+The checkouts come from ``TOUCAN_CHECKOUTS`` (``dir1:dir2:...``, as for tests/adapters/test_toucan_integration.py,
 whose docstring says how to build them and what to install). Each checkout's release is recognised from its
 files by the release registry (``adapters/releases.py``), and each test runs on every listed checkout of the
 release family it needs (skipped, saying so, when none is listed):
@@ -61,7 +61,7 @@ def checkouts_of(family: str) -> list:
 def checkout(listed, family: str) -> Path:
     if listed is None:
         pytest.skip(f"no IMS-Toucan {FAMILIES[family]} checkout in TOUCAN_CHECKOUTS=dir1:dir2:... (see "
-                    f"tests/test_toucan_integration.py for how to build them)")
+                    f"tests/adapters/test_toucan_integration.py for how to build them)")
     return Path(listed)
 
 

@@ -23,7 +23,7 @@ How to build the checkouts from a public clone (generic paths; any folders will 
         omegaconf audioseal==0.1.3              # what the interfaces import (audioseal, omegaconf: v3.0;
                                                 # v3.0's watermark config does not build with audioseal 0.2)
     TOUCAN_CHECKOUTS=toucan/v2.0:toucan/v2.1:toucan/v2.2:toucan/v3.0:toucan/v3.1:toucan/v3.1.1:toucan/v3.1.2:toucan/head \\
-        python -m pytest -q -rs -m toucan_integration tests/test_toucan_integration.py
+        python -m pytest -q -rs -m toucan_integration tests/adapters/test_toucan_integration.py
 
 (Pin torch when installing so pip does not replace the project's: ``pip install -c <(echo torch==X.Y.Z) ...``.)
 Toucan v3.0 needs NumPy 1.x (under NumPy 2 its loudness normalisation returns float64 audio, which its
@@ -32,7 +32,7 @@ environment with NumPy 2, put NumPy 1.x (and what needs it: pandas 2.x, pytz, tz
 ``PYTHONPATH`` for that run::
 
     pip install --target np1 --no-deps numpy==1.26.4 pandas==2.2.3 pytz tzdata
-    PYTHONPATH=np1 TOUCAN_CHECKOUTS=toucan/v3.0 python -m pytest -q -rs -m toucan_integration tests/test_toucan_integration.py
+    PYTHONPATH=np1 TOUCAN_CHECKOUTS=toucan/v3.0 python -m pytest -q -rs -m toucan_integration tests/adapters/test_toucan_integration.py
 
 Nothing is downloaded: each test builds from a view of the checkout (symlinks, ``offline_checkout``) whose
 ``Models/Embedding`` holds a random-weight SpeechBrain ECAPA folder made by conftest (v3.x's constructor

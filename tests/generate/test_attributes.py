@@ -488,7 +488,7 @@ def test_latent_sliders_at_zero_give_the_voice_itself_and_otherwise_a_sample_dec
 
 
 def test_latent_sliders_on_voices_from_elsewhere_invert_them_first(gen):
-    """Ancestral voices have no DDIM noise: it is found by inversion (its convergence: tests/test_transforms.py);
+    """Ancestral voices have no DDIM noise: it is found by inversion (its convergence: tests/diffusion/test_transforms.py);
     what the round trip misses is kept, so value 0 gives the voice back, and a move moves it."""
     seeds = voice_seeds(8, 100)
     x = gen.sample_seeds(seeds, sampler="ancestral")

@@ -1,6 +1,6 @@
 """Specification of recipes/batch_voices: a folder of wavs with one new voice per speaker id, metadata.csv and
 the voice bank; resumable after a kill. Run with the adapter's stand-in (tests/toucan_standin.py) through the
-same code path the real Toucan interface takes (tests/test_toucan_integration.py covers the real classes)."""
+same code path the real Toucan interface takes (tests/adapters/test_toucan_integration.py covers the real classes)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from toucan_speakemb.adapters.batch_voices import BatchConfig, run_batch
 from toucan_speakemb.voices.bank import VoiceBank
 from toucan_speakemb.voices.novelty import resolve_rule
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "batch_voices"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

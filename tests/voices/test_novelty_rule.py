@@ -194,3 +194,27 @@ def test_sample_takes_a_temperature_and_refuses_a_non_positive_one(gen, tmp_path
     r = CliRunner().invoke(main, ["sample", "--generator", str(gen.path), "-n", "4", "--temperature", "0",
                                   "--out", str(tmp_path / "x.safetensors")])
     assert r.exit_code != 0 and "temperature" in r.output and not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_temperature_that_cannot_reach_real_novelty_is_not_stored(monkeypatch):
+    # When no temperature in the range makes the voices as novel as the validation speakers, an end of the
+    # range would only shrink the voices (the demo's data once got 0.5, and a collapsed bank): keep 1.0.
+    from types import SimpleNamespace
+
+    import torch
+
+    from toucan_speakemb.training import trainer
+    from toucan_speakemb.training.config import TrainConfig
+
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(40, 8))
+    target = float(np.median(trainer.cosine_similarity_matrix_max(means[:8], means[8:])[0]))
+    monkeypatch.setattr(trainer, "match_knob", lambda *a, **k: (0.5, target - 0.03, False))
+    data = SimpleNamespace(validation=np.arange(40) < 8, standardizer=SimpleNamespace(model_dim=8))
+    rec = trainer.choose_temperature(None, torch.nn.Linear(8, 8), data, means, TrainConfig())
+    assert rec["value"] == 1.0 and rec["reached"] is False and rec["nearest_end"] == 0.5
+    assert "1.0 kept" in rec["reason"]
+    monkeypatch.setattr(trainer, "match_knob", lambda *a, **k: (0.5, target - 0.002, False))  # an end within tolerance
+    assert trainer.choose_temperature(None, torch.nn.Linear(8, 8), data, means, TrainConfig())["value"] == 0.5
+    monkeypatch.setattr(trainer, "match_knob", lambda *a, **k: (0.83, 0.96, True))
+    assert trainer.choose_temperature(None, torch.nn.Linear(8, 8), data, means, TrainConfig())["value"] == 0.83

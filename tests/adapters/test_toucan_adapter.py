@@ -1,7 +1,7 @@
 """Specification of the Toucan adapter, the inference hook, new-and-distinct voice sampling, the voice bank
 and `synth`, against stand-ins of Toucan's interfaces (tests/toucan_standin.py: the names and signatures of
 v2.2 InferenceFastSpeech2 and v3.1.2 ToucanTTSInterface). The real Toucan classes are exercised by
-tests/test_toucan_integration.py when a checkout is given.
+tests/adapters/test_toucan_integration.py when a checkout is given.
 """
 
 from __future__ import annotations

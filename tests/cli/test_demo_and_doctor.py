@@ -14,7 +14,7 @@ from toucan_speakemb.cli.main import main
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.core.synthetic import SyntheticPopulation, builtin_set
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_trains_samples_and_writes_a_report_with_plots(tmp_path):
