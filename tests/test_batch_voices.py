@@ -18,7 +18,7 @@ import soundfile as sf
 import toucan_standin as standin
 from toucan_speakemb import SpeakEmbError
 from toucan_speakemb.adapters import ToucanAdapter
-from toucan_speakemb.adapters.batch_voices import BatchConfig, run_batch
+from toucan_speakemb.adapters.batch_voices import BatchConfig, Plan, merge_batch, plan_batch, run_batch
 from toucan_speakemb.voices.bank import VoiceBank
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,9 +78,12 @@ def test_a_batch_is_a_folder_per_new_voice_with_metadata_and_the_bank(gen, adapt
 
 def test_a_killed_batch_resumes_keeping_finished_files(gen, adapter, tmp_path):
     out = tmp_path / "batch"
-    run_batch(config(gen, out), adapter, progress=False, stop_after=5)
+    assert run_batch(config(gen, out), adapter, progress=False, stop_after=5) is None
     first = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "wavs").rglob("*.wav")}
-    assert len(first) == 5 and len(read_metadata(out)) == 5
+    assert len(first) == 5 and not (out / "metadata.csv").exists()
+    # the merge refuses an incomplete plan, naming what is missing and whose share it is
+    with pytest.raises(SpeakEmbError, match=r"7 of 12 utterances are missing .*unfinished: shard-1-of-1"):
+        merge_batch(out)
     calls = len(adapter.interface.used_embeddings)
     run_batch(config(gen, out), adapter, progress=False)
     assert len(adapter.interface.used_embeddings) - calls == 7  # only the rest was synthesised
@@ -90,7 +93,82 @@ def test_a_killed_batch_resumes_keeping_finished_files(gen, adapter, tmp_path):
     # an uninterrupted batch of the same settings has the same content
     whole = tmp_path / "whole"
     run_batch(config(gen, whole), adapter, progress=False)
-    assert [{k: v for k, v in r.items()} for r in read_metadata(whole)] == read_metadata(out)
+    assert read_metadata(whole) == read_metadata(out)
+    assert wav_bytes(whole) == wav_bytes(out)
+
+
+def wav_bytes(out: Path):
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted((out / "wavs").rglob("*.wav"))}
+
+
+def sidecars(out: Path):
+    """The sidecars without their creation time (and the generator path, the same here)."""
+    cars = {}
+    for p in sorted((out / "wavs").rglob("*_[0-9][0-9][0-9].json")):
+        d = json.loads(p.read_text())
+        d.pop("created")
+        cars[str(p.relative_to(out))] = d
+    return cars
+
+
+def test_the_plan_lists_every_utterance_and_is_written_once(gen, tmp_path):
+    out = tmp_path / "batch"
+    plan = plan_batch(config(gen, out))
+    assert [j["index"] for j in plan.jobs] == list(range(12))
+    assert [j["file"] for j in plan.jobs[:2]] == [f"wavs/{plan.bank.ids[0]}/{plan.bank.ids[0]}_00{k}.wav"
+                                                   for k in (1, 2)]
+    assert {j["voice_id"] for j in plan.jobs} == set(plan.bank.ids) and not (out / "wavs").exists()
+    text = (out / "plan.json").read_text()
+    json.loads(text)  # JSON, no pickle
+    stamp = (out / "plan.json").stat().st_mtime_ns
+    again = plan_batch(config(gen, out))  # a finished plan is read, not redrawn
+    assert again.jobs == plan.jobs and (out / "plan.json").stat().st_mtime_ns == stamp
+    # shares split by voice: every voice in exactly one share, whatever N
+    for n in (1, 2, 3, 5):
+        got = sorted(i for k in range(n) for i in plan.voices_of(k, n))
+        assert got == [0, 1, 2]
+
+
+def test_one_worker_and_two_shards_give_identical_files(gen, adapter, tmp_path):
+    one = tmp_path / "one"
+    run_batch(config(gen, one), adapter, progress=False)
+    two = tmp_path / "two"
+    # a job array: task 2 first (order must not matter), then task 1; the last one merges
+    assert run_batch(config(gen, two, shard="2/2"), adapter, progress=False) is None
+    assert not (two / "metadata.csv").exists()
+    with pytest.raises(SpeakEmbError, match="missing.*not started by any worker"):
+        merge_batch(two)
+    assert run_batch(config(gen, two, shard="1/2"), adapter, progress=False) == two / "metadata.csv"
+    assert wav_bytes(one) == wav_bytes(two) and len(wav_bytes(one)) == 12
+    assert read_metadata(one) == read_metadata(two)
+    assert sidecars(one) == sidecars(two)
+    assert sorted(p.name for p in (two / "shares").iterdir()) == ["shard-1-of-2.json", "shard-2-of-2.json"]
+
+
+def test_a_damaged_or_partial_wav_is_made_again(gen, adapter, tmp_path, caplog):
+    out = tmp_path / "batch"
+    run_batch(config(gen, out), adapter, progress=False)
+    good = wav_bytes(out)
+    plan = Plan.load(out)
+    cut, lone = out / plan.jobs[1]["file"], out / plan.jobs[6]["file"]
+    cut.write_bytes(cut.read_bytes()[: len(cut.read_bytes()) // 2])  # truncated (a copy cut short)
+    lone.with_suffix(".json").unlink()  # killed between the wav and its sidecar
+    keep = out / plan.jobs[0]["file"]
+    stamp = keep.stat().st_mtime_ns
+    calls = len(adapter.interface.used_embeddings)
+    run_batch(config(gen, out), adapter, progress=False)
+    assert len(adapter.interface.used_embeddings) - calls == 2
+    assert wav_bytes(out) == good and keep.stat().st_mtime_ns == stamp
+    assert "2 partial or damaged" in caplog.text
+
+
+def test_progress_lines_give_rate_and_eta_without_a_terminal(gen, adapter, tmp_path, caplog):
+    caplog.set_level("INFO", logger="toucan_speakemb.batch")
+    run_batch(config(gen, tmp_path / "b", log_every=5), adapter, progress=True)
+    lines = [r.getMessage() for r in caplog.records if "utt/s" in r.getMessage()]
+    # one line per 5 utterances, and one at the end
+    assert [ln.split(":")[1].split()[0] for ln in lines] == ["5/12", "10/12", "12/12"]
+    assert all(ln.startswith("shard-1-of-1: ") and "ETA " in ln for ln in lines)
 
 
 def test_resuming_with_other_settings_is_refused(gen, adapter, tmp_path):
@@ -124,6 +202,10 @@ def test_bad_batch_configs_are_one_line_errors(gen, tmp_path):
     with pytest.raises(SpeakEmbError) as e:
         BatchConfig.from_dict({"generator": "g", "sentences": "s", "voicez": 3})
     assert "unknown key 'voicez'" in str(e.value)
+    for bad, word in ((dict(device="gpu"), "device must be auto, cpu, cuda"), (dict(shard="3/2"), "shard 3/2"),
+                      (dict(shard="all"), "K/N")):
+        with pytest.raises(SpeakEmbError, match=word):
+            BatchConfig.from_dict({"generator": "g", "sentences": "s", **bad})
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(SpeakEmbError) as e:
         run_batch(config(gen, tmp_path / "o", sentences=str(tmp_path / "empty.txt"), toucan_dir=str(tmp_path)))
