@@ -224,3 +224,58 @@ def test_the_recipe_script_runs_through_a_toucan_checkout(gen, tmp_path):
     assert len(read_metadata(tmp_path / "out")) == 4
     state = json.loads((tmp_path / "out" / "batch.json").read_text())
     assert state["settings"]["voices"] == 2 and state["config"]["toucan_dir"] == str(root)
+
+
+def recipe(tmp_path, gen, out, *extra, launcher=(), env_extra=None, **popen):
+    """make_voices.py through a stand-in Toucan checkout (built once per tmp_path)."""
+    root = tmp_path / "IMS-Toucan"
+    if not root.exists():
+        standin.make_checkout(root, "v3")
+        standin.make_checkpoint(tmp_path / "ToucanTTS.pt", 192, config=True)
+        standin.make_vocoder(tmp_path / "Vocoder.pt", v22=False)
+    cmd = [*launcher, str(RECIPE / "make_voices.py"), "--no-progress", f"generator={gen.path}", f"out={out}",
+           "voices=3", "utterances_per_voice=4", "seed=1", f"toucan_dir={root}", f"tts_model={tmp_path / 'ToucanTTS.pt'}",
+           f"vocoder={tmp_path / 'Vocoder.pt'}", f"sentences={RECIPE / 'sentences.txt'}", "device=cpu", *extra]
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(env_extra or {}))
+    return subprocess.Popen(cmd if launcher else [sys.executable, *cmd], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **popen)
+
+
+def finish(p):
+    so, se = p.communicate(timeout=900)
+    assert p.returncode == 0, se[-3000:]
+    return so, se
+
+
+def test_torchrun_two_gloo_ranks_equal_one_process(gen, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    so1, _ = finish(recipe(tmp_path, gen, one))
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+    so2, se2 = finish(recipe(tmp_path, gen, two, launcher=torchrun))
+    assert so2.count("metadata: ") == 1  # rank 0 merges and reports
+    assert "shard-1-of-1.rank-0-of-2" in se2 and "shard-1-of-1.rank-1-of-2" in se2
+    assert wav_bytes(one) == wav_bytes(two) and len(wav_bytes(one)) == 12
+    assert read_metadata(one) == read_metadata(two) and sidecars(one) == sidecars(two)
+
+
+def test_kill_9_mid_run_then_rerun_gives_the_files_of_an_uninterrupted_run(gen, tmp_path):
+    import signal
+    import time
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    finish(recipe(tmp_path, gen, whole))
+    # killed as soon as some utterances exist (the stand-in is quick: give it a slow start per utterance)
+    p = recipe(tmp_path, gen, killed, "log_every=1", env_extra={"TOUCAN_STANDIN_DELAY": "0.3"})
+    deadline = time.monotonic() + 300
+    while len(list(killed.rglob("*_0[0-9][0-9].json"))) < 3 and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    made = len(list(killed.rglob("*_0[0-9][0-9].json")))
+    assert 3 <= made < 12 and not (killed / "metadata.csv").exists()
+    r = subprocess.run([sys.executable, str(RECIPE / "make_voices.py"), "--merge", f"out={killed}"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "utterances are missing" in r.stderr and "shard-1-of-1" in r.stderr
+    finish(recipe(tmp_path, gen, killed))
+    assert wav_bytes(killed) == wav_bytes(whole) and read_metadata(killed) == read_metadata(whole)
+    assert sidecars(killed) == sidecars(whole)
