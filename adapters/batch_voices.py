@@ -275,6 +275,7 @@ def synthesise_share(plan: Plan, gen, adapter, voice_indices: Sequence[int], nam
     check.add(plan.bank.ids, plan.bank.embeddings)
     voices = {i: check.judge(plan.bank.ids[i], plan.bank.seeds[i], plan.bank.embeddings[i]) for i in mine}
     synthesis = Synthesis(adapter, gen, plan.settings["seed"], distinctness_against="the other voices of the batch")
+    started = time.time()  # wall clock (unix seconds): shares of one run can be lined up (benchmark)
     meter = Progress(len(jobs), len(jobs) - len(todo), name, progress, log_every, position)
     try:
         for j in todo:
@@ -296,7 +297,9 @@ def synthesise_share(plan: Plan, gen, adapter, voice_indices: Sequence[int], nam
             meter.update()
     finally:
         meter.close()
-    atomic_write_json(share_path, {"voices": owned, "utterances": len(jobs), "finished": counts["left"] == 0})
+    atomic_write_json(share_path, {"voices": owned, "utterances": len(jobs), "finished": counts["left"] == 0,
+                                   "made": counts["made"], "skipped": counts["skipped"], "started": started,
+                                   "ended": time.time(), "device": str(getattr(adapter.interface, "device", ""))})
     return counts
 
 
