@@ -166,6 +166,16 @@ def main() -> None:
         print(f"plugin overhead in the batch (1 worker vs plain, per utterance): {overhead:+.1%} (target <= 2%); "
               f"{1000 * (1 / one['rate'] - 1 / plain_rate):.1f} ms per utterance")
         print(f"1 and 2 workers give identical wavs and metadata.csv: {same}")
+        if not same:  # say where and by how much (in 16-bit steps)
+            import numpy as np
+            import soundfile as sf
+
+            for name in wavs(work / "one"):
+                a = sf.read(work / "one" / name, dtype="int16")[0].astype(int)
+                b = sf.read(work / "two" / name, dtype="int16")[0].astype(int)
+                if len(a) != len(b) or (a != b).any():
+                    print(f"  {name}: " + (f"lengths {len(a)} / {len(b)}" if len(a) != len(b) else
+                                           f"max {np.abs(a - b).max()} steps, {(a != b).mean():.1%} of samples"))
 
 
 if __name__ == "__main__":
