@@ -57,6 +57,7 @@ Mirrored at tag v3.1.2, ``InferenceInterfaces/ToucanTTSInterface.py``::
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,8 @@ class _Common(torch.nn.Module):
         self.used_embeddings = []
 
     def _wave(self, text: str) -> torch.Tensor:
+        # TOUCAN_STANDIN_DELAY seconds per utterance: time to kill a run in the middle (tests)
+        time.sleep(float(os.environ.get("TOUCAN_STANDIN_DELAY", "0")))
         with torch.inference_mode():
             self.used_embeddings.append(self.default_utterance_embedding.detach().clone())
             n = SAMPLES_PER_CHAR * max(1, len(text))

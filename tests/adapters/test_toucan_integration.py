@@ -9,7 +9,8 @@ generated embeddings. Per checkout it proves: the release is recognised the same
 and from the imported class; the embedding reaches the model (the TTS model's ``utterance_embedding``
 argument is recorded by a forward pre-hook); different voices give different audio and equal voices equal
 audio; the interface's own embedding comes back afterwards; and the same command run twice gives
-byte-identical wavs (`synth`, the batch recipe, the hook).
+byte-identical wavs (`synth`, the batch recipe, the hook), and the batch recipe made by 1 worker or by 2
+shares gives the same wavs and metadata.
 
 How to build the checkouts from a public clone (generic paths; any folders will do)::
 
@@ -107,9 +108,12 @@ for run in ("1", "2"):  # the same hook block twice: the same voices and the sam
 hook_restored = "forward" not in it.__dict__ and bool(torch.equal(it.default_utterance_embedding, default))
 sentences = WORK + "/sentences.txt"
 open(sentences, "w").write("One sentence.\\nAnother one.\\n")
-for run in ("1", "2"):  # the batch recipe twice into two folders
-    run_batch(BatchConfig(generator=GENERATOR, sentences=sentences, out=WORK + f"/batch{run}", voices=1,
-                          utterances_per_voice=1, seed=3, threshold=1.0), adapter=adapter, progress=False)
+# the batch recipe twice into two folders: one worker, then two shares (the second one first)
+for run, shards in (("1", [None]), ("2", ["2/2", "1/2"])):
+    for shard in shards:
+        run_batch(BatchConfig(generator=GENERATOR, sentences=sentences, out=WORK + f"/batch{run}", voices=2,
+                              utterances_per_voice=2, seed=3, threshold=1.0, device="cpu", shard=shard),
+                  adapter=adapter, progress=False)
 np.savez(WORK + "/out.npz", seen=np.stack(seen), v1=v1.embedding, v2=v2.embedding,
          hook_voices=np.stack([v.embedding for v in hook[0].voices]), **waves)
 json.dump({"sr": sr, "restored": restored, "release": adapter.release.name,
@@ -178,10 +182,12 @@ def test_generated_voices_reach_the_real_toucan_model(checkout, tmp_path, sb_sma
     data, file_sr = sf.read(tmp_path / "hook1.wav")
     assert file_sr == release.sample_rate and len(data) > 0
     assert same_bytes(tmp_path / "hook1.wav", tmp_path / "hook2.wav"), "the hook: the same block gave other audio"
-    # the batch recipe: the same settings, the same wavs
+    # the batch recipe: the same settings, the same wavs and metadata, whether 1 worker or 2 shares made them
     wavs = [sorted((tmp_path / f"batch{run}" / "wavs").rglob("*.wav")) for run in ("1", "2")]
-    assert len(wavs[0]) == 1 and [w.name for w in wavs[0]] == [w.name for w in wavs[1]]
-    assert same_bytes(wavs[0][0], wavs[1][0]), "the batch recipe: the same settings gave other audio"
+    assert len(wavs[0]) == 4 and [w.name for w in wavs[0]] == [w.name for w in wavs[1]]
+    for w1, w2 in zip(*wavs):
+        assert same_bytes(w1, w2), "the batch recipe: 1 worker and 2 shares gave other audio"
+    assert same_bytes(tmp_path / "batch1" / "metadata.csv", tmp_path / "batch2" / "metadata.csv")
     car = json.loads(wavs[0][0].with_suffix(".json").read_text())
     assert car["toucan"]["release"] == release.name and "synthesis_seed" in car
 

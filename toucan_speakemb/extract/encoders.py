@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from toucan_speakemb.core.distributed import resolve_device  # noqa: F401 (part of this module's API)
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.profiles import (
     KNOWN_PROFILES,
@@ -60,18 +61,6 @@ def default_cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "toucan_speakemb"
-
-
-def resolve_device(device: str = "auto") -> str:
-    import torch
-
-    if device in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        return "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpeakEmbError(f"device '{device}' asked for, but this torch sees no CUDA device")
-    return device
 
 
 def _first_line(e: BaseException) -> str:

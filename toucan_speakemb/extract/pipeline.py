@@ -45,6 +45,7 @@ from toucan_speakemb.core.version import __version__
 from toucan_speakemb.extract.audio import BadAudio, probe
 from toucan_speakemb.extract.corpora import Utterance
 from toucan_speakemb.core.embedding_set import EmbeddingSet
+from toucan_speakemb.core.distributed import Dist as _Dist, collective as _collective, parse_shard, resolve_device, share
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, load_tensors, read_json, save_tensors
 from toucan_speakemb.core.profiles import DEFAULT_PROFILE, Profile
@@ -143,95 +144,6 @@ def shard_output(out: Path, k: int, n: int) -> Path:
 
 def work_dir(out: Path) -> Path:
     return Path(out).with_name(Path(out).name + ".work")
-
-
-def parse_shard(text: str) -> Tuple[int, int]:
-    try:
-        k_s, n_s = text.split("/")
-        k, n = int(k_s), int(n_s)
-    except ValueError:
-        raise SpeakEmbError(f"--shard must look like K/N (e.g. 3/8), got {text!r}") from None
-    if n < 1 or not 1 <= k <= n:
-        raise SpeakEmbError(f"--shard {text}: need 1 <= K <= N (shards are numbered from 1)")
-    return k, n
-
-
-# ---- torch.distributed -----------------------------------------------------------------------------------
-
-
-class _Dist:
-    """torchrun's environment: rank, world size, and collective helpers that are no-ops alone."""
-
-    def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.created = False
-        self.device = "cpu"
-        if self.world > 1:
-            import datetime
-
-            import torch
-            import torch.distributed as dist
-
-            if not dist.is_initialized():
-                backend = "nccl" if torch.cuda.is_available() else "gloo"
-                if backend == "nccl":
-                    torch.cuda.set_device(self.local_rank)
-                # Long timeout: ranks wait at the final barrier for the slowest one, and for rank 0's merge.
-                dist.init_process_group(backend, timeout=datetime.timedelta(hours=48))
-                self.created = True
-            self.rank, self.world = dist.get_rank(), dist.get_world_size()
-            if dist.get_backend() == "nccl":
-                self.device = f"cuda:{torch.cuda.current_device()}"
-
-    def barrier(self):
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def any_failed(self, failed: bool) -> bool:
-        """True on every rank when any rank failed (an all-reduce, so no rank is left waiting)."""
-        if self.world == 1:
-            return failed
-        import torch
-        import torch.distributed as dist
-
-        t = torch.tensor([1 if failed else 0], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
-
-    def sum(self, value: float) -> float:
-        if self.world == 1:
-            return value
-        import torch
-        import torch.distributed as dist
-
-        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return float(t.item())
-
-    def close(self):
-        if self.created:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-def _collective(dist: _Dist, fn, *args, **kwargs):
-    """Run ``fn`` on every rank; if it fails anywhere, every rank raises (the failing one its own error)."""
-    err: Optional[BaseException] = None
-    out = None
-    try:
-        out = fn(*args, **kwargs)
-    except (SpeakEmbError, OSError) as e:
-        err = e
-    if dist.any_failed(err is not None):
-        if err is not None:
-            raise err
-        raise SpeakEmbError("another process of this torchrun job failed; see its message")
-    return out
 
 
 # ---- data loading ----------------------------------------------------------------------------------------
@@ -474,8 +386,6 @@ def extract(utterances: Sequence[Utterance], out: Path, config: Optional[Extract
     out = Path(out)
     target = shard_output(out, *cfg.shard) if cfg.shard else out
     wd = work_dir(target)
-    from toucan_speakemb.extract.encoders import resolve_device
-
     dist = _Dist()
     threads = None
     try:
@@ -504,13 +414,13 @@ def extract(utterances: Sequence[Utterance], out: Path, config: Optional[Extract
 
         if cfg.shard:
             k, n = cfg.shard
-            responsible = [i for i in range(len(utts)) if i % n == k - 1]
+            responsible = share(range(len(utts)), k - 1, n)
         else:
             responsible = list(range(len(utts)))
         done = _collective(dist, _done_indices, wd)
         dist.barrier()  # every rank has listed the chunks before any rank writes a new one
         resumed = sum(1 for i in responsible if i in done)
-        mine = [i for pos, i in enumerate(responsible) if pos % dist.world == dist.rank and i not in done]
+        mine = [i for i in share(responsible, dist.rank, dist.world) if i not in done]
         if resumed and dist.rank == 0:
             log.info("resuming: %d of %d utterances already done", resumed, len(responsible))
 
