@@ -39,11 +39,12 @@ class SamplingRequest:
     def conditional(self) -> bool:
         return any(v is not None for v in self.conditions.values())
 
-    def check(self, generator) -> None:
+    def check(self, generator) -> Dict[str, Any]:
         """Refuse, in one line each, what this generator cannot do (unknown sampler, steps out of range, an
-        attribute it was not trained on, an unknown slider, a bad temperature), before any sampling."""
+        attribute it was not trained on, an unknown slider, a bad temperature), before any sampling; returns
+        :meth:`settings`."""
         generator.sample_seeds([], replace(self, sliders={}))  # sampler, steps, conditions, temperature
-        self.settings(generator)                               # the sliders and their settings
+        return self.settings(generator)                        # the sliders and their settings
 
     def settings(self, generator) -> Dict[str, Any]:
         """What a voice's id and provenance record of this request ({} for plain sampling): the conditions
@@ -66,14 +67,10 @@ class SamplingRequest:
             out["temperature"] = t
         return out
 
-    def variant(self, generator) -> str:
-        """A short stable hash of :meth:`settings` ("" for plain sampling): a voice id's third part, so that an
-        id never names two different vectors."""
-        return variant_tag(self.settings(generator))
-
 
 def variant_tag(settings: Dict[str, Any]) -> str:
-    """A short stable hash of recorded sampling settings ("" when there are none)."""
+    """A short stable hash of recorded sampling settings ("" when there are none): a voice id's third part, so
+    that an id never names two different vectors."""
     if not settings:
         return ""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:6]

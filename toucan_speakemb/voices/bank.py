@@ -88,9 +88,8 @@ class SamplingPlan:
 
         self.generator = generator
         self.request = request = request or SamplingRequest()
-        request.check(generator)  # every setting is refused here, before any file is opened
+        settings = request.check(generator)  # every setting is refused here, before any file is opened
         self.seeds = voice_seeds(seed, n)
-        settings = request.settings(generator)
         sc = generator.cfg.sample
         variant = variant_tag(settings)
         used = sc.sampler if request.sampler is None else request.sampler

@@ -51,9 +51,6 @@ DEFAULT_MAX_DRAWS = 1000
 # The most candidates sampled in one call of the generator (when most candidates are rejected).
 MAX_BLOCK = 128
 
-
-
-
 UNSEEN_RULE = "unseen"
 SAME_SPEAKER_RULE = "same-speaker"
 RULE_HELP = ("Which voices count as new: 'unseen' (no closer to a training speaker, or to another voice, than 9 "
@@ -66,8 +63,8 @@ RULE_HELP = ("Which voices count as new: 'unseen' (no closer to a training speak
 def resolve_rule(generator, threshold: Union[None, float, str]) -> Tuple[float, str]:
     """The threshold a voice must stay under, and the rule it comes from (see the module's docstring).
 
-    ``threshold``: None (the unseen-speaker rule), "unseen", "unseen:Q", "same-speaker", or a cosine (a number
-    or its text). Bad values and generators that cannot give the rule raise SpeakEmbError.
+    ``threshold``: None (the looser of the unseen-speaker and the same-speaker rules), "unseen", "unseen:Q",
+    "same-speaker", or a cosine (a number or its text). Bad values and generators that cannot give the rule raise SpeakEmbError.
     """
     spec = UNSEEN_RULE if threshold is None else threshold
     if isinstance(spec, str):
@@ -123,11 +120,6 @@ def _same_speaker(generator) -> float:
         raise SpeakEmbError(f"generator {generator.path} has no same-speaker threshold ({why}); give one "
                             f"with --threshold (a cosine similarity, e.g. 0.5)")
     return stored
-
-
-def resolve_threshold(generator, threshold: Union[None, float, str]) -> float:
-    """The threshold of :func:`resolve_rule` alone."""
-    return resolve_rule(generator, threshold)[0]
 
 
 def random_draw_seed() -> int:
