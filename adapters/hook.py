@@ -17,12 +17,11 @@ the block the interface is as before: its methods and its embedding are restored
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from toucan_speakemb.core.errors import SpeakEmbError
-from toucan_speakemb.core.fileio import atomic_write_json
+from toucan_speakemb.core.fileio import atomic_write_json, utc_timestamp
 from toucan_speakemb.core.version import __version__
 from toucan_speakemb.generate.generator import Generator
 from toucan_speakemb.generate.request import SamplingRequest
@@ -56,7 +55,7 @@ class VoiceSession:
         return {"generator": {"path": str(g.path), "fingerprint": g.fingerprint}, "profile": g.profile.name,
                 "toucan": self.adapter.info(), "sampling": self.sampler.provenance(),
                 "toucan_speakemb_version": __version__,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                "created": utc_timestamp()}
 
     def save(self, path: Union[str, Path]) -> Path:
         """The session as JSON: generator, draw seed, threshold, and one record per call."""

@@ -11,7 +11,6 @@ the same software and thread count.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
 import logging
 import random
@@ -21,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from toucan_speakemb.core.errors import SpeakEmbError
-from toucan_speakemb.core.fileio import atomic_write_json
+from toucan_speakemb.core.fileio import atomic_write_json, utc_timestamp
 from toucan_speakemb.core.version import __version__
 from toucan_speakemb.generate.request import SamplingRequest
 from toucan_speakemb.voices.bank import VoiceBank
@@ -56,10 +55,6 @@ def seeded(seed: int):
         torch.set_rng_state(states[0])
         np.random.set_state(states[1])
         random.setstate(states[2])
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 class Synthesis:
@@ -100,7 +95,7 @@ class Synthesis:
                 "generator": {"path": str(g.path), "fingerprint": g.fingerprint}, "profile": g.profile.name,
                 "dim": g.dim, **voice.figures(), **({"sampling": self.sampling} if self.sampling else {}),
                 "distinctness_against": self.distinctness_against, "toucan": self.adapter.info(),
-                "toucan_speakemb_version": __version__, "created": _now()}
+                "toucan_speakemb_version": __version__, "created": utc_timestamp()}
 
     def speak(self, voice: Voice, text: str, wav: Path, **fields) -> Dict[str, Any]:
         """Synthesise ``text`` in ``voice``; write ``wav`` and its sidecar (``wav`` with .json) atomically."""
@@ -160,6 +155,6 @@ def synth(texts: Sequence[str], outputs: Sequence[Path], generator, models: Touc
         the_bank = the_bank if the_bank is not None else VoiceBank.empty(generator.profile,
                                                                          {"generator": generator.describe()})
         fresh = list({v.id: v for v in voices if v.id not in the_bank.ids}.values())
-        the_bank.added(fresh, dict(sampler.provenance(), created=_now(), via="synth")).save(bank)
+        the_bank.added(fresh, dict(sampler.provenance(), created=utc_timestamp(), via="synth")).save(bank)
         added = len(fresh)
     return cars, added

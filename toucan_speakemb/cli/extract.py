@@ -14,7 +14,7 @@ from toucan_speakemb.core.errors import SpeakEmbError
 def _shard(ctx, param, value):
     if value is None:
         return None
-    from toucan_speakemb.extract.pipeline import parse_shard
+    from toucan_speakemb.core.distributed import parse_shard
 
     try:
         return parse_shard(value)

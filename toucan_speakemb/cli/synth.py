@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import datetime as _dt
 import io
 import json
 import logging
@@ -15,7 +14,7 @@ import click
 import numpy as np
 
 from toucan_speakemb.core.errors import SpeakEmbError
-from toucan_speakemb.core.fileio import atomic_write_text, check_output, check_writable
+from toucan_speakemb.core.fileio import atomic_write_text, check_output, check_writable, utc_timestamp
 from toucan_speakemb.voices.novelty import RULE_HELP
 from toucan_speakemb.cli.generate import condition_options, request_from, slider_options
 
@@ -135,10 +134,6 @@ def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, 
         click.echo(f"{added} voices added to {bank}")
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 # ---- the voice bank -------------------------------------------------------------------------------------------
 @click.group(context_settings={"show_default": True})
 def voices():
@@ -217,7 +212,7 @@ def voices_add(bank, generator, n, seed, threshold, max_draws, gender, age, acce
                            request=request_from(gender, age, accent, extra_conditions, guidance, sliders,
                                                 slider_method, slider_strength))
     new = sampler.take(n)
-    b.added(new, dict(sampler.provenance(), created=_now(), via="voices add", n=n)).save(bank)
+    b.added(new, dict(sampler.provenance(), created=utc_timestamp(), via="voices add", n=n)).save(bank)
     p = sampler.provenance()
     click.echo(f"{n} voices added to {bank} ({len(b) + n} in all); {p['candidates_drawn']} candidates drawn, "
                f"{p['rejected']['training speaker']} too close to a training speaker, "

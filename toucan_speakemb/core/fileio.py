@@ -19,6 +19,13 @@ from toucan_speakemb.core.errors import SpeakEmbError
 META_KEY = "toucan_speakemb"
 
 
+
+def utc_timestamp() -> str:
+    """The time stamp the project writes into provenance and sidecars: UTC, ISO 8601, to the second."""
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -15,7 +15,7 @@ voice re-made alone from its seed is then the very same vector as in a bank of t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Sequence, Tuple
 
 import numpy as np
 

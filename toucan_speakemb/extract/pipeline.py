@@ -45,7 +45,7 @@ from toucan_speakemb.core.version import __version__
 from toucan_speakemb.extract.audio import BadAudio, probe
 from toucan_speakemb.extract.corpora import Utterance
 from toucan_speakemb.core.embedding_set import EmbeddingSet
-from toucan_speakemb.core.distributed import Dist as _Dist, collective as _collective, parse_shard, resolve_device, share
+from toucan_speakemb.core.distributed import Dist as _Dist, collective as _collective, resolve_device, share
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, load_tensors, read_json, save_tensors
 from toucan_speakemb.core.profiles import DEFAULT_PROFILE, Profile

@@ -10,7 +10,6 @@ names two different vectors.
 
 from __future__ import annotations
 
-import datetime as _dt
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from toucan_speakemb.core.version import __version__
 from toucan_speakemb.core.errors import SpeakEmbError
-from toucan_speakemb.core.fileio import atomic_write_bytes, check_finite, load_tensors, save_tensors
+from toucan_speakemb.core.fileio import atomic_write_bytes, check_finite, load_tensors, save_tensors, utc_timestamp
 from toucan_speakemb.core.embedding_set import EmbeddingSet
 from toucan_speakemb.core.profiles import Profile
 from toucan_speakemb.diffusion.samplers import get_sampler
@@ -100,7 +99,7 @@ class SamplingPlan:
             "sampler": used,
             "temperature": generator.check_temperature(request.temperature),
             "steps": get_sampler(used).steps_used(generator.diffusion, steps),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": utc_timestamp(),
             "toucan_speakemb_version": __version__,
         }
         if settings:
