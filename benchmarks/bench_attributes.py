@@ -20,7 +20,9 @@
     (``labels={"pitch": ...}``, ``label_pitch`` in an .npz). The unseen speakers are only measured against,
     never tuned on: precision and recall (k = 5) are computed against their speaker means, at their number.
     To fit the time, one unconditional model serves all three attributes, one conditional model is trained
-    per attribute, and the "network only" variant is left out; pc1 / eig1 sliders are measured once.
+    per attribute, and the "network only" variant is left out; pc1 / eig1 sliders are measured once. Also
+    printed: the pitch classifier's accuracy on the unseen speakers by the distance of their pitch from the
+    cut (a median split is ambiguous near the cut).
 
 For (a) and (b): the default recipe trained unconditionally and with the attribute as a condition (same data,
 same steps), the conditional one both as the default (the Gaussian part's mean moves per value, plus the
@@ -28,8 +30,9 @@ network) and with model.condition_gaussian=false (the network's correction alone
 attribute classifier (logistic regression) is trained on the real training speakers; its accuracy on real
 unseen speakers is the ceiling to read the shares against. Printed:
 
-1. conditional generation: the share of voices the classifier assigns to the requested value, per guidance
-   w (0 = unconditional, 1 = plain conditional, default sample.guidance), with precision (against all unseen
+1. conditional generation: the share of voices the classifier assigns to the requested value and their mean
+   logit of it (how far, not only on which side), per guidance w (0 = unconditional, 1 = plain conditional,
+   default sample.guidance), with precision (against all unseen
    real speakers and against those of the requested value), recall, memorised share and close pairs, beside
    the unconditional model; and, at the default guidance, which values the voices of each requested value
    are assigned to, beside the same for the real unseen speakers;
@@ -79,8 +82,8 @@ N_VOICES = 1000
 N_POOL = 10 * N_VOICES   # unedited voices the score-matched precision of slider edits draws its matches from
 MATCH_K = 10             # unedited voices matched to each edited voice by score
 GUIDANCE = (0.0, 1.0, 1.5, 2.0, 3.0, 4.0)
-COND_COLUMNS = [("share", "share assigned", ".2f"), ("precision", "P", ".2f"), ("precision_value", "P (same value)", ".2f"),
-                ("recall", "R", ".2f"), ("recall_value", "R (same value)", ".2f"), ("memorised", "memorised", ".2f"),
+COND_COLUMNS = [("share", "share assigned", ".2f"), ("logit", "mean logit of value", "+.2f"), ("precision", "P", ".2f"),
+                ("precision_value", "P (same value)", ".2f"), ("recall", "R", ".2f"), ("recall_value", "R (same value)", ".2f"), ("memorised", "memorised", ".2f"),
                 ("close_pairs", "close pairs", ".3f")]
 SLIDER_COLUMNS = [("score", "attribute score", "+.2f"), ("share", "share of value", ".2f"),
                   ("precision", "P", ".2f"), ("precision_rel", "P / P(unedited)", ".2f"),
@@ -109,7 +112,8 @@ def pitch_labels(pitch_hz: np.ndarray, sex: Sequence[str], medians: Dict[str, fl
 
 def load_population(train_path, unseen_path):
     """The training and unseen sets of a population, the unseen one with the training set's profile, both with
-    the `pitch` label (see the module docstring); and the two medians the label is cut at."""
+    the `pitch` label (see the module docstring); the two medians the label is cut at; and each set's per-row
+    pitch in Hz."""
     sets, pitch = [], []
     for path in (train_path, unseen_path):
         es = EmbeddingSet.load(path, profile=sets[0].profile.name if sets else None)
@@ -128,7 +132,32 @@ def load_population(train_path, unseen_path):
     out = []
     for es, hz in zip(sets, pitch):
         out.append(dataclasses.replace(es, labels={**(es.labels or {}), "pitch": pitch_labels(hz, es.gender, medians)}))
-    return out[0], out[1], medians
+    return out[0], out[1], medians, pitch
+
+
+def pitch_cut_accuracy(tr, tm, un, um, hz_tr, hz_un, medians) -> Dict[str, Dict[str, float]]:
+    """How well the pitch classifier (the one evaluate() fits) reads the unseen speakers, by how far their pitch
+    lies from the cut, in standard deviations of the pitch of the training speakers of their sex: a median split
+    of a continuous attribute is ambiguous near the cut whatever the judge. Printed and returned."""
+    def per_speaker(rows_set, hz, means):
+        of = dict(zip(rows_set.speaker_ids, np.asarray(hz, np.float64)))
+        return np.array([of[sp] for sp in means.speaker_ids])
+
+    hz_t, hz_u = per_speaker(tr, hz_tr, tm), per_speaker(un, hz_un, um)
+    sex_t, sex_u = np.asarray(tm.gender), np.asarray(um.gender)
+    sd = {g: float(hz_t[sex_t == g].std()) for g in medians}
+    z = np.array([(h - medians[g]) / sd[g] for h, g in zip(hz_u, sex_u)])
+    clf = AttributeClassifier.fit(tm.embeddings, tm.labels["pitch"])
+    right = clf.predict(um.embeddings) == np.asarray(um.labels["pitch"])
+    out = {}
+    for lo, hi in ((0.0, 0.5), (0.5, 1.0), (1.0, np.inf)):
+        pick = (np.abs(z) >= lo) & (np.abs(z) < hi)
+        out[f"{lo:g}-{hi:g} SD"] = {"speakers": int(pick.sum()), "accuracy": float(right[pick].mean())}
+    print("(c) pitch classifier on unseen speakers by distance of their pitch from the cut (SDs of their sex: "
+          + ", ".join(f"{g} {v:.1f} Hz" for g, v in sd.items()) + "): "
+          + "; ".join(f"{k}: {v['speakers']} speakers, accuracy {v['accuracy']:.2f}" for k, v in out.items()),
+          flush=True)
+    return out
 
 
 def train_run(data, run: Path, overrides, reuse: bool = False):
@@ -192,6 +221,7 @@ def evaluate(tag, gens, attribute, heldout, heldout_labels, train_means, train_l
              "close_pairs": M.close_pair_share(x, thr)}
         if value is not None:
             m["share"] = clf.share(x, value)
+            m["logit"] = float(clf.logit(x, value).mean())
             same = heldout[heldout_labels == value]
             m["precision_value"], m["recall_value"] = precision_at(same, x, min(size, len(same)))
         return m
@@ -323,7 +353,7 @@ POPULATION_ATTRIBUTES = (("gender", "m"), ("accent", None), ("pitch", "high"))  
 
 
 def run_population(train_path, unseen_path, out: Path, reuse: bool):
-    tr, un, medians = load_population(train_path, unseen_path)
+    tr, un, medians, (hz_tr, hz_un) = load_population(train_path, unseen_path)
     thr, _ = M.same_speaker_threshold(tr.embeddings, tr.speaker_ids)
     tm, um = tr.speaker_means(), un.speaker_means()
     labels = {"gender": (tm.gender, um.gender), "accent": (tm.accent, um.accent),
@@ -332,6 +362,7 @@ def run_population(train_path, unseen_path, out: Path, reuse: bool):
           + ", ".join(f"{g} {hz:.1f} Hz" for g, hz in medians.items()) + "; "
           + "; ".join(f"{a}: train " + ", ".join(f"{v} {list(labels[a][0]).count(v)}" for v in sorted(set(labels[a][0])))
                       for a in labels), flush=True)
+    cut = pitch_cut_accuracy(tr, tm, un, um, hz_tr, hz_un, medians)
     uncond, uncond_s = train_run(tr, out / "c_uncond", [], reuse)
     results, checks = {}, []
     for i, (attribute, slider_value) in enumerate(POPULATION_ATTRIBUTES):
@@ -347,6 +378,7 @@ def run_population(train_path, unseen_path, out: Path, reuse: bool):
         checks += c
     results["uncond_train_seconds"] = uncond_s
     results["pitch_medians_hz"] = medians
+    results["pitch_accuracy_by_distance_from_the_cut"] = cut
     return results, checks
 
 
