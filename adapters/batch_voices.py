@@ -277,8 +277,6 @@ def synthesise_share(plan: Plan, gen, adapter, voice_indices: Sequence[int], nam
     check.add(plan.bank.ids, plan.bank.embeddings)
     voices = {i: check.judge(plan.bank.ids[i], plan.bank.seeds[i], plan.bank.embeddings[i]) for i in mine}
     synthesis = Synthesis(adapter, gen, plan.settings["seed"], distinctness_against="the other voices of the batch")
-    # the same first call in every worker, so that no utterance is a fresh interface's first
-    synthesis.warm_up(voices[todo[0]["voice_index"]], plan.jobs[0]["text"])
     started = time.time()  # wall clock (unix seconds): shares of one run can be lined up (benchmark)
     meter = Progress(len(jobs), len(jobs) - len(todo), name, progress, log_every, position)
     try:

@@ -74,17 +74,9 @@ class Synthesis:
     def conditioned(self, voice: Voice, text: str):
         """Inside: the interface speaks in ``voice`` with its randomness seeded from the voice and ``text``;
         yields the seed."""
-        self.adapter.prepare_text(text)  # before seeding: the first conversion of a text is not neutral
+        self.adapter.before_utterance()
         with seeded(utterance_seed(voice.id, text)) as seed, self.adapter.voice(voice.embedding):
             yield seed
-
-    def warm_up(self, voice: Voice, text: str) -> None:
-        """One utterance made and thrown away. A freshly built Toucan interface's first call is not like the
-        later ones (measured at v2.2: the next two utterances came out a few 16-bit steps from what the same
-        voice, text and seed give later), so a worker that must give the same audio whatever it said before
-        (a batch share, a resumed share) warms up first."""
-        with self.conditioned(voice, text):
-            self.adapter.synthesize(text)
 
     def record(self, voice: Voice, synthesis_seed: int, **fields) -> Dict[str, Any]:
         """The sidecar of one utterance (or one hooked call): ``fields`` first, then voice, seeds, generator,

@@ -127,17 +127,15 @@ class ToucanAdapter:
                 setattr(it, k, v)
 
     # ---- synthesis -----------------------------------------------------------------------------------------
-    def prepare_text(self, text: str) -> None:
-        """Run ``text`` through Toucan's text front end once, outside any seeded block. The first time a
-        text is converted changes what follows it (measured at v2.2: the same text, voice and seed gave audio
-        a few 16-bit steps apart the first time and later), so without this an utterance's audio would
-        depend on which texts its process had said before (and a batch on its number of workers)."""
-        frontend = getattr(self.interface, "text2phone", None)
-        if hasattr(frontend, "string_to_tensor"):
-            frontend.string_to_tensor(text)
+    def before_utterance(self) -> None:
+        """Make the next utterance independent of what the interface said before (:meth:`Release.before_utterance`;
+        the synthesis path and the hook call it before every utterance)."""
+        self.release.before_utterance(self.interface)
 
     def synthesize(self, text: str, **kwargs) -> Tuple[np.ndarray, int]:
-        """One utterance with the current embedding: (float32 wave, sample rate)."""
+        """One utterance with the current embedding: (float32 wave, sample rate), independent of what the
+        interface said before."""
+        self.before_utterance()
         wave, sr = self.release.read_output(self.interface(text, **kwargs))
         if hasattr(wave, "detach"):
             wave = wave.detach().cpu().numpy()
