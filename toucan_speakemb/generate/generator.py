@@ -38,7 +38,7 @@ from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import load_tensors
 from toucan_speakemb.core.profiles import Profile
 from toucan_speakemb.diffusion.standardize import Standardizer
-from toucan_speakemb.training.trainer import GENERATOR_KIND, FORMAT_VERSION, build_diffusion, build_model
+from toucan_speakemb.training.trainer import GENERATOR_KIND, FORMAT_VERSION, build_diffusion, build_model, model_device
 
 
 def voice_seeds(seed: int, n: int) -> np.ndarray:
@@ -71,11 +71,7 @@ class Generator:
     @property
     def device(self) -> torch.device:
         """The torch device the model runs on."""
-        for t in self.model.buffers():
-            return t.device
-        for t in self.model.parameters():
-            return t.device
-        return torch.device("cpu")
+        return model_device(self.model)
 
     def to(self, device: str = "auto") -> "Generator":
         """Move the model to ``device`` (auto, cpu, cuda, cuda:<i>; see core/distributed.resolve_device);
