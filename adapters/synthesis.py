@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from toucan_speakemb.core.distributed import resolve_device
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_json, utc_timestamp
 from toucan_speakemb.core.version import __version__
@@ -105,13 +106,16 @@ class Synthesis:
 def synth(texts: Sequence[str], outputs: Sequence[Path], generator, models: ToucanModels,
           voice_id: Optional[str] = None, seed: Optional[int] = None, same_voice: bool = False,
           bank: Optional[Path] = None, threshold: Optional[float] = None,
-          request: Optional[SamplingRequest] = None, device: str = "cpu", language: Optional[str] = None,
+          request: Optional[SamplingRequest] = None, device: str = "auto", language: Optional[str] = None,
           progress: bool = True) -> Tuple[List[Dict[str, Any]], int]:
     """What `synth` does: the texts in fresh voices (or one re-made voice), each to its wav and sidecar.
 
-    Everything that can be checked is checked before Toucan (slow to load) is built. Returns the sidecars
-    and how many voices were added to ``bank`` (made if missing, updated only with fresh voices).
+    Everything that can be checked is checked before Toucan (slow to load) is built. Toucan runs on ``device``
+    (auto: the GPU of this process's LOCAL_RANK when CUDA is there, else cpu); the generator where it was
+    loaded. Returns the sidecars and how many voices were added to ``bank`` (made if missing, updated only with
+    fresh voices).
     """
+    device = resolve_device(device)
     models.check_generator(generator)
     the_bank = None
     if bank is not None and Path(bank).exists():

@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
+from toucan_speakemb.core.distributed import resolve_device
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_bytes
 from toucan_speakemb.core.profiles import Profile, get_profile
@@ -201,9 +202,11 @@ class ToucanModels:
                                 f"model {self.tts} is {self.release.title()} with a {self.dim}-dim default_emb "
                                 f"('{self.profile.name}')")
 
-    def load(self, device: str = "cpu", language: Optional[str] = None) -> ToucanAdapter:
+    def load(self, device: str = "auto", language: Optional[str] = None) -> ToucanAdapter:
         """Build the checkout's own inference interface on these files (``Release.build``, with the checkout's
-        code importable: ``core.toucan_checkout``) and wrap it."""
+        code importable: ``core.toucan_checkout``) on ``device`` (auto: the GPU of this process's LOCAL_RANK when
+        CUDA is there, else cpu) and wrap it."""
+        device = resolve_device(device)
         try:
             with checkout_code(self.root, f"Toucan {self.release.name} checkout"):
                 interface = self.release.build(self.root, self.tts, self.vocoder, device, language)
@@ -214,7 +217,7 @@ class ToucanModels:
         return ToucanAdapter(interface, self.dim, release=self.release, source=self.describe())
 
 
-def load_interface(toucan_dir, tts_model=None, vocoder=None, device: str = "cpu",
+def load_interface(toucan_dir, tts_model=None, vocoder=None, device: str = "auto",
                    language: Optional[str] = None) -> ToucanAdapter:
     """``ToucanModels(toucan_dir, tts_model, vocoder).load(device, language)``."""
     return ToucanModels(toucan_dir, tts_model, vocoder).load(device, language)

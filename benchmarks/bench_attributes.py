@@ -41,7 +41,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generation import add_data_argument, load_ge2e_split, require_data  # noqa: E402
+from bench_generation import (add_data_argument, add_device_argument, header, load_ge2e_split,  # noqa: E402
+                              require_data)
 
 from toucan_speakemb import EmbeddingSet, get_profile  # noqa: E402
 from toucan_speakemb.training.config import SLIDER_METHODS, TrainConfig  # noqa: E402
@@ -75,24 +76,25 @@ def precision_at(real: np.ndarray, generated: np.ndarray, size: int):
     return pr["precision"], pr["recall"]
 
 
-def train_pair(tag, data, attribute, out: Path):
+def train_pair(tag, data, attribute, out: Path, device: str = "auto"):
     gens = {}
     for name, extra in (("uncond", []), ("cond", [f"model.conditions=[{attribute}]"]),
                         ("cond_net", [f"model.conditions=[{attribute}]", "model.condition_gaussian=false"])):
         run = out / f"{tag}_{name}"
         if run.exists():
             shutil.rmtree(run)
-        cfg = TrainConfig.from_yaml(ROOT / "recipes" / "default" / "hparams.yaml", ["data.path=null", *extra])
+        cfg = TrainConfig.from_yaml(ROOT / "recipes" / "default" / "hparams.yaml",
+                                    ["data.path=null", f"train.device={device}", *extra])
         train(data, run, cfg, progress=False)
-        gens[name] = Generator.load(run)
+        gens[name] = Generator.load(run, device)
         gens[name + "_train_s"] = json.loads((run / "summary.json").read_text())["train_seconds"]
     return gens
 
 
 def evaluate(tag, data, attribute, heldout, heldout_labels, train_means, train_labels, thr, size, out: Path,
-             ref_label: str):
+             ref_label: str, device: str = "auto"):
     """heldout: real unseen speakers (means) with labels; train_means: the generator's training speakers."""
-    gens = train_pair(tag, data, attribute, out)
+    gens = train_pair(tag, data, attribute, out, device)
     clf = AttributeClassifier.fit(train_means, train_labels)
     values = clf.classes
     heldout_labels = np.asarray(heldout_labels)
@@ -210,10 +212,12 @@ def main(argv=None):
     ap.add_argument("--out", default="runs/bench_attributes", help="folder for runs and results.json")
     add_data_argument(ap)
     ap.add_argument("--only", choices=["a", "b"], default=None)
+    add_device_argument(ap)
     args = ap.parse_args(argv)
     if args.only in (None, "a"):
         require_data(args)
     torch.set_num_threads(1)
+    device = header("bench_attributes", args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -231,7 +235,7 @@ def main(argv=None):
               f"train {tm.labels['pitch'].count('down')} down, {tm.labels['pitch'].count('up')} up, "
               f"{tm.labels['pitch'].count('')} unshifted (unknown)", flush=True)
         rows, srows, c, shares = evaluate("a", tr, "pitch", hm.embeddings, hm.labels["pitch"], tm.embeddings,
-                                          tm.labels["pitch"], thr, len(tm), out, "real held-out speakers")
+                                          tm.labels["pitch"], thr, len(tm), out, "real held-out speakers", device)
         results["a"] = {"rows": rows, "sliders": srows, "shares": shares}
         checks += c
 
@@ -244,7 +248,7 @@ def main(argv=None):
         print(f"(b) {tr.summary()}; reference: 5000 fresh true speakers; gender: train "
               f"{tm.gender.count('f')} f, {tm.gender.count('m')} m", flush=True)
         rows, srows, c, shares = evaluate("b", tr, "gender", fresh.embeddings, fresh.gender, tm.embeddings,
-                                          tm.gender, thr, N_VOICES, out, "fresh true speakers")
+                                          tm.gender, thr, N_VOICES, out, "fresh true speakers", device)
         results["b"] = {"rows": rows, "sliders": srows, "shares": shares}
         checks += c
 
