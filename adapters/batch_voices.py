@@ -162,7 +162,7 @@ def plan_batch(cfg: BatchConfig, gen=None, models=None) -> Plan:
     Deterministic: every process that plans the same settings writes the same files (each atomically, the
     plan last), so job-array tasks may all call it; a finished plan is only read."""
     check_output_folder(cfg.out, option="out", resume_marker="batch.json")  # before any work
-    gen = gen if gen is not None else Generator.load(cfg.generator)
+    gen = gen if gen is not None else Generator.load(cfg.generator, resolve_device(cfg.device, "device"))
     sentences = read_sentences(cfg.sentences)
     if models is not None:
         models.check_generator(gen)
@@ -277,8 +277,6 @@ def synthesise_share(plan: Plan, gen, adapter, voice_indices: Sequence[int], nam
     check.add(plan.bank.ids, plan.bank.embeddings)
     voices = {i: check.judge(plan.bank.ids[i], plan.bank.seeds[i], plan.bank.embeddings[i]) for i in mine}
     synthesis = Synthesis(adapter, gen, plan.settings["seed"], distinctness_against="the other voices of the batch")
-    # the same first call in every worker, so that no utterance is a fresh interface's first
-    synthesis.warm_up(voices[todo[0]["voice_index"]], plan.jobs[0]["text"])
     started = time.time()  # wall clock (unix seconds): shares of one run can be lined up (benchmark)
     meter = Progress(len(jobs), len(jobs) - len(todo), name, progress, log_every, position)
     try:
@@ -378,14 +376,14 @@ def run_batch(cfg: BatchConfig, adapter=None, progress: bool = True, stop_after:
     check_output_folder(cfg.out, option="out", resume_marker="batch.json")  # before any work
     dist = Dist()
     try:
-        gen = Generator.load(cfg.generator)
+        device = collective(dist, batch_device, cfg.device, dist)  # Toucan and the generator (the plan's voices)
+        gen = Generator.load(cfg.generator, device)
         read_sentences(cfg.sentences)  # checked before Toucan is looked at
         models = None
         if adapter is None:
             models = ToucanModels(cfg.toucan_dir, cfg.tts_model, cfg.vocoder)
         else:
             adapter.check_generator(gen)
-        device = collective(dist, batch_device, cfg.device, dist)
         if dist.rank == 0:
             collective(dist, plan_batch, cfg, gen, models)
         else:

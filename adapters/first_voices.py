@@ -52,15 +52,15 @@ def toucan_space_set(models: ToucanModels, n_speakers: int = 100, per_speaker: i
 
 
 def hear_voices(models: ToucanModels, out: Path, texts: Sequence[str] = SENTENCES, voices: int = 3,
-                steps: int = 300, seed: int = 0, device: str = "cpu", language: Optional[str] = None,
+                steps: int = 300, seed: int = 0, device: str = "auto", language: Optional[str] = None,
                 progress: bool = True) -> List[Dict]:
     """Train the stand-in generator in ``out/run`` and speak each of ``texts`` in ``voices`` new voices into
-    ``out/wavs`` (each wav with its sidecar). Returns the sidecars."""
+    ``out/wavs`` (each wav with its sidecar); training, sampling and Toucan on ``device``. Returns the sidecars."""
     out = Path(out)
     cfg = TrainConfig()
-    cfg.train.steps, cfg.seed = steps, seed
+    cfg.train.steps, cfg.seed, cfg.train.device = steps, seed, device
     train(toucan_space_set(models, seed=seed), out / "run", cfg, progress=progress)
-    gen = Generator.load(out / "run")
+    gen = Generator.load(out / "run", device)
     lines = [t for t in texts for _ in range(voices)]  # every utterance in a new voice
     targets = [out / "wavs" / f"{i + 1:02d}_voice{v + 1}.wav" for i in range(len(texts)) for v in range(voices)]
     cars, _ = synthesis.synth(lines, targets, gen, models, seed=seed, device=device, language=language,

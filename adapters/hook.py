@@ -74,7 +74,7 @@ def random_voices(interface, generator, seed: Optional[int] = None, threshold=No
                   bank=None, distinct: bool = True, checkpoint=None, max_draws: int = DEFAULT_MAX_DRAWS,
                   conditions: Optional[dict] = None, guidance: Optional[float] = None,
                   sliders: Optional[dict] = None, slider_method: Optional[str] = None,
-                  slider_strength: Optional[float] = None):
+                  slider_strength: Optional[float] = None, device: Optional[str] = None):
     """Give every ``forward`` / ``read_to_file`` call of a Toucan interface a fresh voice (see the module doc).
 
     ``generator``: a run folder, a ``generator.safetensors`` or a loaded Generator; ``seed``: the draw seed
@@ -84,12 +84,19 @@ def random_voices(interface, generator, seed: Optional[int] = None, threshold=No
     checkpoint (path or dict) if the interface's embedding was changed;
     ``conditions`` (e.g. ``{"gender": "f"}``) and ``guidance``: voices of a chosen attribute from a conditional
     generator (classifier-free guidance, see ``Generator.sample``); ``sliders`` (e.g. ``{"pc1": -1.5}``) with
-    ``slider_method`` / ``slider_strength``: every voice edited so (see ``toucan_speakemb/generate/sliders.py``).
+    ``slider_method`` / ``slider_strength``: every voice edited so (see ``toucan_speakemb/generate/sliders.py``);
+    ``device``: where the generator samples (auto, cpu, cuda, cuda:<i>; auto: the GPU of this process's
+    LOCAL_RANK when CUDA is there, else cpu). None: a generator given by path is loaded on auto, a loaded
+    Generator stays where it is. The interface stays on its own device; a seed gives the same voice on every
+    device up to float rounding.
     """
     adapter = interface if isinstance(interface, ToucanAdapter) else ToucanAdapter(interface, checkpoint)
     if getattr(adapter.interface, "noise_reduce", False):
         raise SpeakEmbError(NOISE_REDUCE_REFUSED)
-    gen = generator if isinstance(generator, Generator) else Generator.load(generator)
+    if isinstance(generator, Generator):
+        gen = generator if device is None else generator.to(device)
+    else:
+        gen = Generator.load(generator, "auto" if device is None else device)
     adapter.check_generator(gen)
     request = SamplingRequest.of(conditions=conditions, guidance=guidance, sliders=sliders,
                                  slider_method=slider_method, slider_strength=slider_strength)

@@ -167,6 +167,10 @@ class Release:
         """(wave, sample rate) from what ``forward`` returned."""
         raise NotImplementedError
 
+    def before_utterance(self, interface) -> None:
+        """Called before every utterance: whatever the release needs so that an utterance depends on its own
+        text, voice and seed only, not on what the interface said before. Nothing by default."""
+
     # ---- random-weight models (tests, benchmarks) ------------------------------------------------------------
     def build_random(self, folder: Path, seed: int = 0, small: bool = False) -> Tuple[Path, Path]:
         raise NotImplementedError

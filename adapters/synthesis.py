@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from toucan_speakemb.core.distributed import resolve_device
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_json, utc_timestamp
 from toucan_speakemb.core.version import __version__
@@ -74,17 +75,9 @@ class Synthesis:
     def conditioned(self, voice: Voice, text: str):
         """Inside: the interface speaks in ``voice`` with its randomness seeded from the voice and ``text``;
         yields the seed."""
-        self.adapter.prepare_text(text)  # before seeding: the first conversion of a text is not neutral
+        self.adapter.before_utterance()
         with seeded(utterance_seed(voice.id, text)) as seed, self.adapter.voice(voice.embedding):
             yield seed
-
-    def warm_up(self, voice: Voice, text: str) -> None:
-        """One utterance made and thrown away. A freshly built Toucan interface's first call is not like the
-        later ones (measured at v2.2: the next two utterances came out a few 16-bit steps from what the same
-        voice, text and seed give later), so a worker that must give the same audio whatever it said before
-        (a batch share, a resumed share) warms up first."""
-        with self.conditioned(voice, text):
-            self.adapter.synthesize(text)
 
     def record(self, voice: Voice, synthesis_seed: int, **fields) -> Dict[str, Any]:
         """The sidecar of one utterance (or one hooked call): ``fields`` first, then voice, seeds, generator,
@@ -113,13 +106,16 @@ class Synthesis:
 def synth(texts: Sequence[str], outputs: Sequence[Path], generator, models: ToucanModels,
           voice_id: Optional[str] = None, seed: Optional[int] = None, same_voice: bool = False,
           bank: Optional[Path] = None, threshold: Optional[float] = None,
-          request: Optional[SamplingRequest] = None, device: str = "cpu", language: Optional[str] = None,
+          request: Optional[SamplingRequest] = None, device: str = "auto", language: Optional[str] = None,
           progress: bool = True) -> Tuple[List[Dict[str, Any]], int]:
     """What `synth` does: the texts in fresh voices (or one re-made voice), each to its wav and sidecar.
 
-    Everything that can be checked is checked before Toucan (slow to load) is built. Returns the sidecars
-    and how many voices were added to ``bank`` (made if missing, updated only with fresh voices).
+    Everything that can be checked is checked before Toucan (slow to load) is built. Toucan runs on ``device``
+    (auto: the GPU of this process's LOCAL_RANK when CUDA is there, else cpu); the generator where it was
+    loaded. Returns the sidecars and how many voices were added to ``bank`` (made if missing, updated only with
+    fresh voices).
     """
+    device = resolve_device(device)
     models.check_generator(generator)
     the_bank = None
     if bank is not None and Path(bank).exists():

@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
+from toucan_speakemb.core.distributed import resolve_device
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_bytes
 from toucan_speakemb.core.profiles import Profile, get_profile
@@ -127,17 +128,15 @@ class ToucanAdapter:
                 setattr(it, k, v)
 
     # ---- synthesis -----------------------------------------------------------------------------------------
-    def prepare_text(self, text: str) -> None:
-        """Run ``text`` through Toucan's text front end once, outside any seeded block. The first time a
-        text is converted changes what follows it (measured at v2.2: the same text, voice and seed gave audio
-        a few 16-bit steps apart the first time and later), so without this an utterance's audio would
-        depend on which texts its process had said before (and a batch on its number of workers)."""
-        frontend = getattr(self.interface, "text2phone", None)
-        if hasattr(frontend, "string_to_tensor"):
-            frontend.string_to_tensor(text)
+    def before_utterance(self) -> None:
+        """Make the next utterance independent of what the interface said before (:meth:`Release.before_utterance`;
+        the synthesis path and the hook call it before every utterance)."""
+        self.release.before_utterance(self.interface)
 
     def synthesize(self, text: str, **kwargs) -> Tuple[np.ndarray, int]:
-        """One utterance with the current embedding: (float32 wave, sample rate)."""
+        """One utterance with the current embedding: (float32 wave, sample rate), independent of what the
+        interface said before."""
+        self.before_utterance()
         wave, sr = self.release.read_output(self.interface(text, **kwargs))
         if hasattr(wave, "detach"):
             wave = wave.detach().cpu().numpy()
@@ -203,9 +202,11 @@ class ToucanModels:
                                 f"model {self.tts} is {self.release.title()} with a {self.dim}-dim default_emb "
                                 f"('{self.profile.name}')")
 
-    def load(self, device: str = "cpu", language: Optional[str] = None) -> ToucanAdapter:
+    def load(self, device: str = "auto", language: Optional[str] = None) -> ToucanAdapter:
         """Build the checkout's own inference interface on these files (``Release.build``, with the checkout's
-        code importable: ``core.toucan_checkout``) and wrap it."""
+        code importable: ``core.toucan_checkout``) on ``device`` (auto: the GPU of this process's LOCAL_RANK when
+        CUDA is there, else cpu) and wrap it."""
+        device = resolve_device(device)
         try:
             with checkout_code(self.root, f"Toucan {self.release.name} checkout"):
                 interface = self.release.build(self.root, self.tts, self.vocoder, device, language)
@@ -216,7 +217,7 @@ class ToucanModels:
         return ToucanAdapter(interface, self.dim, release=self.release, source=self.describe())
 
 
-def load_interface(toucan_dir, tts_model=None, vocoder=None, device: str = "cpu",
+def load_interface(toucan_dir, tts_model=None, vocoder=None, device: str = "auto",
                    language: Optional[str] = None) -> ToucanAdapter:
     """``ToucanModels(toucan_dir, tts_model, vocoder).load(device, language)``."""
     return ToucanModels(toucan_dir, tts_model, vocoder).load(device, language)

@@ -31,6 +31,13 @@ from toucan_speakemb.adapters.releases import Release, register
 from toucan_speakemb.adapters.random_toucan import unloaded
 
 
+class PhoneTableCopies(dict):
+    """A phone table whose lookups return copies, so that flags set on a returned vector stay in that text."""
+
+    def __getitem__(self, phone):
+        return list(super().__getitem__(phone))
+
+
 class ToucanV2(Release):
     family = "v2"
     interface = "InferenceFastSpeech2"
@@ -75,6 +82,19 @@ class ToucanV2(Release):
 
     def read_output(self, out):
         return out, self.sample_rate
+
+    def before_utterance(self, interface) -> None:
+        """v2.x's text front end hands out the lists of its phone table itself (``string_to_tensor``:
+        ``phones_vector.append(self.phone_to_vector[char])``) and then sets the stress and length flags on them,
+        so every stressed or lengthened phone stays flagged in the table for all later texts: the same text
+        gets other features, and other audio, depending on what was said before (measured at v2.2: one voice
+        of a batch came out up to 7 16-bit steps apart between 1 and 2 workers, its mel up to 0.2 apart).
+        v3.0 fixed it with ``.copy()``. The table is read through copies here, as v3.0 does; a front end made
+        later (``set_language``) is wrapped before its first utterance."""
+        frontend = getattr(interface, "text2phone", None)
+        table = getattr(frontend, "phone_to_vector", None)
+        if isinstance(table, dict) and not isinstance(table, PhoneTableCopies):
+            frontend.phone_to_vector = PhoneTableCopies(table)
 
     def build_random(self, folder: Path, seed: int = 0, small: bool = False,
                      fixed_frames_per_phone: Optional[int] = 5) -> Tuple[Path, Path]:

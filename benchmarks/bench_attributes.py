@@ -65,7 +65,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generation import add_data_argument, load_ge2e_split, require_data  # noqa: E402
+from bench_generation import (add_data_argument, add_device_argument, header, load_ge2e_split,  # noqa: E402
+                              require_data)
 
 from toucan_speakemb import EmbeddingSet, get_profile  # noqa: E402
 from toucan_speakemb.training.config import SLIDER_METHODS, TrainConfig  # noqa: E402
@@ -160,22 +161,23 @@ def pitch_cut_accuracy(tr, tm, un, um, hz_tr, hz_un, medians) -> Dict[str, Dict[
     return out
 
 
-def train_run(data, run: Path, overrides, reuse: bool = False):
-    """The default recipe with ``overrides`` trained on ``data`` into ``run`` (a finished run there is loaded
-    instead when ``reuse``); returns the generator and its training seconds."""
+def train_run(data, run: Path, overrides, reuse: bool = False, device: str = "auto"):
+    """The default recipe with ``overrides`` trained on ``data`` into ``run`` on ``device`` (a finished run
+    there is loaded instead when ``reuse``); returns the generator and its training seconds."""
     if not (reuse and (run / "summary.json").exists()):
         if run.exists():
             shutil.rmtree(run)
-        cfg = TrainConfig.from_yaml(ROOT / "recipes" / "default" / "hparams.yaml", ["data.path=null", *overrides])
+        cfg = TrainConfig.from_yaml(ROOT / "recipes" / "default" / "hparams.yaml",
+                                    ["data.path=null", f"train.device={device}", *overrides])
         train(data, run, cfg, progress=False)
-    return Generator.load(run), json.loads((run / "summary.json").read_text())["train_seconds"]
+    return Generator.load(run, device), json.loads((run / "summary.json").read_text())["train_seconds"]
 
 
-def train_pair(tag, data, attribute, out: Path, reuse: bool = False):
+def train_pair(tag, data, attribute, out: Path, reuse: bool = False, device: str = "auto"):
     gens = {}
     for name, extra in (("uncond", []), ("cond", [f"model.conditions=[{attribute}]"]),
                         ("cond_net", [f"model.conditions=[{attribute}]", "model.condition_gaussian=false"])):
-        gens[name], gens[name + "_train_s"] = train_run(data, out / f"{tag}_{name}", extra, reuse)
+        gens[name], gens[name + "_train_s"] = train_run(data, out / f"{tag}_{name}", extra, reuse, device)
     return gens
 
 
@@ -352,7 +354,7 @@ def evaluate(tag, gens, attribute, heldout, heldout_labels, train_means, train_l
 POPULATION_ATTRIBUTES = (("gender", "m"), ("accent", None), ("pitch", "high"))  # attribute, slider towards
 
 
-def run_population(train_path, unseen_path, out: Path, reuse: bool):
+def run_population(train_path, unseen_path, out: Path, reuse: bool, device: str):
     tr, un, medians, (hz_tr, hz_un) = load_population(train_path, unseen_path)
     thr, _ = M.same_speaker_threshold(tr.embeddings, tr.speaker_ids)
     tm, um = tr.speaker_means(), un.speaker_means()
@@ -363,10 +365,11 @@ def run_population(train_path, unseen_path, out: Path, reuse: bool):
           + "; ".join(f"{a}: train " + ", ".join(f"{v} {list(labels[a][0]).count(v)}" for v in sorted(set(labels[a][0])))
                       for a in labels), flush=True)
     cut = pitch_cut_accuracy(tr, tm, un, um, hz_tr, hz_un, medians)
-    uncond, uncond_s = train_run(tr, out / "c_uncond", [], reuse)
+    uncond, uncond_s = train_run(tr, out / "c_uncond", [], reuse, device)
     results, checks = {}, []
     for i, (attribute, slider_value) in enumerate(POPULATION_ATTRIBUTES):
-        cond, cond_s = train_run(tr, out / f"c_cond_{attribute}", [f"model.conditions=[{attribute}]"], reuse)
+        cond, cond_s = train_run(tr, out / f"c_cond_{attribute}", [f"model.conditions=[{attribute}]"], reuse,
+                                 device)
         gens = {"uncond": uncond, "uncond_train_s": uncond_s, "cond": cond, "cond_train_s": cond_s}
         train_labels, unseen_labels = labels[attribute]
         rows, srows, c, shares, confusion = evaluate(
@@ -392,6 +395,7 @@ def main(argv=None):
     ap.add_argument("--reuse-runs", action="store_true",
                     help="load finished run folders of an earlier run of this benchmark under --out instead of "
                          "training them again (only for the same data and code)")
+    add_device_argument(ap)
     args = ap.parse_args(argv)
     if args.population:
         if args.only:
@@ -402,13 +406,14 @@ def main(argv=None):
     elif args.only in (None, "a"):
         require_data(args)
     torch.set_num_threads(1)
+    device = header("bench_attributes", args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     results, checks = {}, []
 
     if args.population:
-        results["c"], checks = run_population(*args.population, out, args.reuse_runs)
+        results["c"], checks = run_population(*args.population, out, args.reuse_runs, device)
 
     if not args.population and args.only in (None, "a"):
         X, spk, is_train = load_ge2e_split(args.data)
@@ -421,7 +426,7 @@ def main(argv=None):
         print(f"(a) {tr.summary()} train / {ho.summary()} held out (by source voice); pitch from speaker names: "
               f"train {tm.labels['pitch'].count('down')} down, {tm.labels['pitch'].count('up')} up, "
               f"{tm.labels['pitch'].count('')} unshifted (unknown)", flush=True)
-        gens = train_pair("a", tr, "pitch", out, args.reuse_runs)
+        gens = train_pair("a", tr, "pitch", out, args.reuse_runs, device)
         rows, srows, c, shares, _ = evaluate("a", gens, "pitch", hm.embeddings, hm.labels["pitch"], tm.embeddings,
                                              tm.labels["pitch"], thr, len(tm), "real held-out speakers")
         results["a"] = {"rows": rows, "sliders": srows, "shares": shares}
@@ -435,7 +440,7 @@ def main(argv=None):
         tm = tr.speaker_means()
         print(f"(b) {tr.summary()}; reference: 5000 fresh true speakers; gender: train "
               f"{tm.gender.count('f')} f, {tm.gender.count('m')} m", flush=True)
-        gens = train_pair("b", tr, "gender", out, args.reuse_runs)
+        gens = train_pair("b", tr, "gender", out, args.reuse_runs, device)
         rows, srows, c, shares, _ = evaluate("b", gens, "gender", fresh.embeddings, fresh.gender, tm.embeddings,
                                              tm.gender, thr, N_VOICES, "fresh true speakers")
         results["b"] = {"rows": rows, "sliders": srows, "shares": shares}

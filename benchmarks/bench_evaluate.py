@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generation import ROOT, add_data_argument, load_ge2e_split, require_data, run_system  # noqa: E402
+from bench_generation import (ROOT, add_data_argument, add_device_argument, header, load_ge2e_split,  # noqa: E402
+                              require_data, run_system)
 
 from toucan_speakemb import EmbeddingSet, get_profile  # noqa: E402
 from toucan_speakemb.training.config import TrainConfig  # noqa: E402
@@ -44,12 +45,12 @@ COLUMNS = [("precision", "P", ".2f"), ("recall", "R", ".2f"), ("density", "D", "
            ("mean_abs_variance_difference", "mean abs Δ var", ".3g")]
 
 
-def systems_for(tag: str, train: EmbeddingSet, out: Path):
+def systems_for(tag: str, train: EmbeddingSet, out: Path, device: str = "auto"):
     default = TrainConfig.from_yaml(ROOT / "recipes" / "default" / "hparams.yaml")
     baseline = TrainConfig.from_yaml(ROOT / "recipes" / "source_baseline" / "linear.yaml", ["data.path=null"])
     gens = []
     for name, cfg in (("default generator", default), ("source baseline (linear)", baseline)):
-        _, x, summary, sample_s = run_system(f"{tag}_{name.split()[0]}", train, cfg, out)
+        _, x, summary, sample_s = run_system(f"{tag}_{name.split()[0]}", train, cfg, out, device=device)
         print(f"({tag}) {name}: trained in {summary['train_seconds']:.0f} s (weights of step "
               f"{summary.get('selected_step', summary.get('trained_steps'))}), 1000 voices in {sample_s:.2f} s",
               flush=True)
@@ -113,9 +114,11 @@ def main(argv=None):
     add_data_argument(ap)
     ap.add_argument("--only", choices=["a", "b", "scale"], default=None)
     ap.add_argument("--no-direct", action="store_true", help="skip the direct (whole-matrix) computation")
+    add_device_argument(ap)
     args = ap.parse_args(argv)
     if args.only in (None, "a"):
         require_data(args)
+    device = header("bench_evaluate", args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, results = {}, {}
@@ -126,13 +129,13 @@ def main(argv=None):
         prof = get_profile("ge2e-256")
         train = EmbeddingSet(X[is_train], spk[is_train].tolist(), prof)
         held = EmbeddingSet(X[~is_train], spk[~is_train].tolist(), prof)
-        run_split("a", train, held, systems_for("a", train, out), out, rows)
+        run_split("a", train, held, systems_for("a", train, out, device), out, rows)
 
     if args.only in (None, "b"):
         pop = SyntheticPopulation(dim=704)
         train = pop.make_set(2000, 8, seed=11, prefix="train")
         held = pop.make_set(2000, 8, seed=12, prefix="fresh")
-        gens = systems_for("b", train, out)
+        gens = systems_for("b", train, out, device)
         gens.append(GeneratedSet("fresh true speakers", pop.make_set(N_VOICES, 8, seed=13, prefix="new")
                                  .speaker_means().embeddings, train.profile))
         run_split("b", train, held, gens, out, rows)

@@ -1,7 +1,7 @@
 """Quality and speed of the default generator against the source's baseline and a Gaussian fit.
 
     python benchmarks/bench_generation.py --data path/to/ge2e_dev_voices.npz [--out DIR] [--only a|b]
-                                          [--b-speakers N] [--set KEY=VALUE ...] [--threads N]
+                                          [--b-speakers N] [--set KEY=VALUE ...] [--threads N] [--device D]
 
 (a) real GE2E embeddings (--data, or the environment variable SPEAKEMB_GE2E_DATA; not needed with --only b),
     split by source voice (`group`): two thirds of the groups train, the rest are held-out real speakers;
@@ -27,11 +27,13 @@ import numpy as np
 import torch
 
 from toucan_speakemb import EmbeddingSet, get_profile
+from toucan_speakemb.core.distributed import DEVICE_HELP, resolve_device
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.evaluation import metrics as M
 from toucan_speakemb.evaluation.generation import Reference, format_table, gaussian_fit_sample, measure
 from toucan_speakemb.core.fileio import atomic_write_json
 from toucan_speakemb.generate.generator import Generator
+from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.synthetic import SyntheticPopulation
 from toucan_speakemb.training.trainer import train
 
@@ -56,13 +58,14 @@ def load_recipe(path: Path, **overrides) -> TrainConfig:
     return cfg
 
 
-def run_system(name, data: EmbeddingSet, cfg: TrainConfig, out: Path, n=N_VOICES, seed=0):
+def run_system(name, data: EmbeddingSet, cfg: TrainConfig, out: Path, n=N_VOICES, seed=0, device="auto"):
     run = out / name
     if run.exists():  # a finished run would "train" in 0 s: every run here starts from nothing
         shutil.rmtree(run)
+    cfg.train.device = device
     train(data, run, cfg, progress=False)
     summary = json.loads((run / "summary.json").read_text())
-    gen = Generator.load(out / name)
+    gen = Generator.load(out / name, device)
     t0 = time.perf_counter()
     x = gen.sample(n, seed)
     sample_s = time.perf_counter() - t0
@@ -73,6 +76,23 @@ def add_data_argument(ap: argparse.ArgumentParser) -> None:
     """--data: the GE2E set of split (a); the benchmarks reach for no file outside the repository themselves."""
     ap.add_argument("--data", default=os.environ.get(DATA_ENV), metavar="PATH",
                     help=f"ge2e_dev_voices.npz, the real GE2E embeddings of split (a) (default: ${DATA_ENV})")
+
+
+def add_device_argument(ap: argparse.ArgumentParser) -> None:
+    """--device: where training and sampling run (the same values and text as the command's --device)."""
+    ap.add_argument("--device", default="auto", help=DEVICE_HELP + " Default: auto.")
+
+
+def header(name: str, args) -> str:
+    """The benchmark's first line: the device it runs on (resolved, so 'auto' names the real one) and the
+    torch threads; a device this torch cannot use is one error line. Returns the device."""
+    try:
+        device = resolve_device(args.device, "--device")
+    except SpeakEmbError as e:
+        sys.exit(f"error: {e}")
+    print(f"{name}: device {device} (--device {args.device}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU thread(s)", flush=True)
+    return device
 
 
 def require_data(args) -> None:
@@ -108,10 +128,10 @@ def measured_row(x, ref: Reference, match, floor, strict, level="speaker", **ext
 
 
 def evaluate_dataset(tag, train_set: EmbeddingSet, refs: dict, out: Path, recipes: dict, rows: dict,
-                     extra: dict, fresh_rows: dict, steps_sweep=True):
+                     extra: dict, fresh_rows: dict, steps_sweep=True, device="auto"):
     """refs: level -> (Reference, strict threshold, fd floor, match)."""
     for sys_name, (cfg, level) in recipes.items():
-        gen, x, summary, sample_s = run_system(f"{tag}_{sys_name}", train_set, cfg, out)
+        gen, x, summary, sample_s = run_system(f"{tag}_{sys_name}", train_set, cfg, out, device=device)
         ref, strict, floor, match = refs[level]
         rows[f"({tag}) {sys_name}"] = measured_row(
             x, ref, match, floor, strict, level, train_s=summary["train_seconds"], sample_s=sample_s,
@@ -130,6 +150,7 @@ def main(argv=None):
     add_data_argument(ap)
     ap.add_argument("--only", choices=["a", "b"], default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    add_device_argument(ap)
     ap.add_argument("--b-speakers", type=int, default=2000,
                     help="training speakers of the synthetic set (b) (default 2000; at least 2000 for the targets)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -141,6 +162,7 @@ def main(argv=None):
         ap.error(f"--b-speakers must be at least {N_VOICES} (the Fréchet floor compares {N_VOICES} training speakers)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = header("bench_generation", args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     default_yaml = ROOT / "recipes" / "default" / "hparams.yaml"
@@ -178,7 +200,7 @@ def main(argv=None):
                    "default, polar=never": (TrainConfig.from_yaml(default_yaml, [*args.set, "normalization.polar=never"]), "speaker"),
                    "source baseline (linear)": (TrainConfig.from_yaml(baseline_yaml, ["data.path=null"]), "utterance")}
         evaluate_dataset("a", tr, refs, out, recipes, rows, extra,
-                         {"(a) real held-out speakers (reference)": real_row})
+                         {"(a) real held-out speakers (reference)": real_row}, device=device)
 
     # ---------------------------------------------------------------- (b) synthetic 704-dim, known truth
     if args.only in (None, "b"):
@@ -214,7 +236,7 @@ def main(argv=None):
         evaluate_dataset("b", tr, refs, out, recipes, rows, extra,
                          {f"(b) fresh true speakers, {N_VOICES} (reference)": fresh_row,
                           "(b) Gaussian with the true covariance (oracle)": oracle_row,
-                          "(b) copies of 1000 training speakers (memoriser)": copies_row})
+                          "(b) copies of 1000 training speakers (memoriser)": copies_row}, device=device)
 
     print()
     print(format_table(rows, COLUMNS, "Generated voices against real held-out speakers (1000 voices per system)"))

@@ -2,7 +2,7 @@
 speakers it never saw, and the acceptance rule for new voices.
 
     python benchmarks/bench_realism.py --train TRAIN.npz --unseen UNSEEN.npz [--out DIR] [--run RUN_DIR]
-                                       [--n 500] [--seed 0] [--threads 1] [--set KEY=VALUE ...]
+                                       [--n 500] [--seed 0] [--threads 1] [--device D] [--set KEY=VALUE ...]
     python benchmarks/bench_realism.py --train TRAIN.npz --against-validation [--set ...]   # for choosing
 
 TRAIN and UNSEEN are interchange sets of one population (e.g. the espeak population's _train and _unseen
@@ -56,6 +56,9 @@ from toucan_speakemb.training.config import TrainConfig, apply_overrides
 from toucan_speakemb.training.trainer import pick_validation_speakers, train
 from toucan_speakemb.voices.novelty import VoiceSampler
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_generation import add_device_argument, header  # noqa: E402
+
 COLUMNS = [("setting", "setting", "s"), ("precision", "P", ".2f"), ("recall", "R", ".2f"),
            ("frechet_ratio", "FD / floor", ".2f"), ("novelty_median", "median cos to nearest training", ".3f"),
            ("share_above", "share above split-half thr", ".2f"), ("as_novel", "as novel as unseen", "s")]
@@ -74,6 +77,7 @@ def parse_args(argv=None):
     ap.add_argument("--n", type=int, default=500, help="vectors per system")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (training and sampling)")
+    add_device_argument(ap)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="training config override (repeatable), e.g. train.steps=3000; sample.* keys also "
                          "apply to a --run")
@@ -83,6 +87,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    device = header("bench_realism", args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.unseen and not args.against_validation:
@@ -100,11 +105,12 @@ def main(argv=None) -> int:
         run = out / "run"
         if run.exists():  # every benchmark run trains from nothing
             shutil.rmtree(run)
-        cfg = TrainConfig.from_dict(apply_overrides({"train": {"threads": args.threads}}, args.overrides), "--set")
+        cfg = TrainConfig.from_dict(apply_overrides({"train": {"threads": args.threads, "device": device}},
+                                                    args.overrides), "--set")
         t0 = time.perf_counter()
         train(tr, run, cfg, progress=False)
         train_s = time.perf_counter() - t0
-    gen = Generator.load(run)
+    gen = Generator.load(run, device)
     for item in args.overrides:  # sampling settings apply to a loaded run too
         key, _, value = item.partition("=")
         if key.startswith("sample.") and args.run:

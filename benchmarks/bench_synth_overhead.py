@@ -66,7 +66,7 @@ from toucan_speakemb.core.synthetic import SyntheticPopulation
 from toucan_speakemb.training.trainer import train
 
 tts, voc = random_toucan.build_random(CHECKOUT, WORK + "/models")
-adapter = ToucanModels(CHECKOUT, tts, voc).load()
+adapter = ToucanModels(CHECKOUT, tts, voc).load("cpu")  # the overhead on the CPU, as documented
 it = adapter.interface
 FAMILY, SR = adapter.release.family, adapter.release.sample_rate
 
@@ -75,9 +75,9 @@ p = adapter.profile
 # utterance-level threshold most candidates are rejected, as with real data, so rejection is part of the cost
 synth = SyntheticPopulation(dim=p.dim).make_set(600, 8, seed=1)
 es = EmbeddingSet(synth.embeddings, synth.speaker_ids, p)
-cfg = TrainConfig.from_yaml(RECIPE, ["train.threads=1"])
+cfg = TrainConfig.from_yaml(RECIPE, ["train.threads=1", "train.device=cpu"])
 train(es, WORK + "/gen", cfg, progress=False)
-gen = Generator.load(WORK + "/gen")
+gen = Generator.load(WORK + "/gen", "cpu")
 synthesis = Synthesis(adapter, gen)  # the one synthesis path: the voice injected, Toucan's randomness seeded
 
 kw = {}

@@ -73,8 +73,8 @@ def test_a_batch_is_a_folder_per_new_voice_with_metadata_and_the_bank(gen, adapt
         texts = [r["text"] for r in rows if r["voice_id"] == vid]
         assert len(set(texts)) == 4
     # the audio is in the voice it says: utterances of one voice share its embedding in the model
-    used = adapter.interface.used_embeddings  # 12 utterances and the worker's warm-up call first
-    assert len(used) == 13 and len({tuple(u.numpy().round(6)) for u in used}) == 3
+    used = adapter.interface.used_embeddings  # 12 utterances, nothing else
+    assert len(used) == 12 and len({tuple(u.numpy().round(6)) for u in used}) == 3
 
 
 def test_a_killed_batch_resumes_keeping_finished_files(gen, adapter, tmp_path):
@@ -87,7 +87,7 @@ def test_a_killed_batch_resumes_keeping_finished_files(gen, adapter, tmp_path):
         merge_batch(out)
     calls = len(adapter.interface.used_embeddings)
     run_batch(config(gen, out), adapter, progress=False)
-    assert len(adapter.interface.used_embeddings) - calls == 1 + 7  # a warm-up call, then only the rest
+    assert len(adapter.interface.used_embeddings) - calls == 7  # only the rest
     for p, (mtime, data) in first.items():
         assert p.stat().st_mtime_ns == mtime and p.read_bytes() == data
     assert len(read_metadata(out)) == 12
@@ -158,7 +158,7 @@ def test_a_damaged_or_partial_wav_is_made_again(gen, adapter, tmp_path, caplog):
     stamp = keep.stat().st_mtime_ns
     calls = len(adapter.interface.used_embeddings)
     run_batch(config(gen, out), adapter, progress=False)
-    assert len(adapter.interface.used_embeddings) - calls == 1 + 2  # a warm-up call and the two
+    assert len(adapter.interface.used_embeddings) - calls == 2  # only the two
     assert wav_bytes(out) == good and keep.stat().st_mtime_ns == stamp
     assert "2 partial or damaged" in caplog.text
 

@@ -170,6 +170,30 @@ def test_voices_export_refuses_to_replace_a_file_without_overwrite(tmp_path, run
     assert_error(invoke("voices", "export", bank, "-o", tmp_path / "v.wav"), ".npy")
 
 
+def test_synth_refuses_to_replace_a_wav_or_its_sidecar_without_overwrite(tmp_path, run):
+    gen, _ = run
+    wav = tmp_path / "hello.wav"
+    wav.write_bytes(b"precious")
+    assert_error(invoke("synth", "Hi.", "--random-speaker", "--generator", gen, "-o", wav), "exists", "--overwrite")
+    assert wav.read_bytes() == b"precious"
+    # several utterances: every numbered wav and sidecar is checked before anything is said
+    (tmp_path / "line_002.json").write_text("{}")
+    assert_error(invoke("synth", "One.", "Two.", "--random-speaker", "--generator", gen, "-o", tmp_path / "line.wav"),
+                 "line_002.json", "exists")
+    assert_error(invoke("synth", "Hi.", "--random-speaker", "--generator", gen, "-o", tmp_path / "hi.mp3"),
+                 "hi.mp3", ".wav")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hello.wav", "line_002.json"]
+
+
+def test_a_voice_bank_is_named_safetensors(tmp_path, run):
+    gen, _ = run
+    assert_error(invoke("voices", "add", tmp_path / "bank.npy", "--generator", gen, "-n", 1), "bank.npy",
+                 ".safetensors")
+    assert_error(invoke("synth", "Hi.", "--random-speaker", "--generator", gen, "--bank", tmp_path / "b.npz",
+                        "-o", tmp_path / "hi.wav"), "b.npz", ".safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---- folders of outputs -----------------------------------------------------------------------------------
 
 def test_evaluate_refuses_a_report_folder_holding_a_report_and_says_nothing_of_pickles(tmp_path, run):

@@ -352,6 +352,17 @@ def test_console_script_help_runs_as_a_real_process():
     assert "Traceback" not in p.stderr
 
 
+def test_the_command_line_and_its_help_pages_load_without_torch():
+    # --help stays fast: torch (seconds to import) is loaded by the commands that run it, when they run
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom toucan_speakemb.cli.main import main\n"
+            "for args in ([], ['sample'], ['synth'], ['voices', 'add'], ['extract'], ['train']):\n"
+            "    assert CliRunner().invoke(main, args + ['--help']).exit_code == 0, args\n"
+            "print('torch' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "False"
+
+
 def test_quiet_flag_silences_training_info_on_the_console(tmp_path):
     import subprocess
     import sys

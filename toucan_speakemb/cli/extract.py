@@ -9,6 +9,7 @@ import click
 from toucan_speakemb.core.profiles import DEFAULT_PROFILE, KNOWN_PROFILES, NATIVE, extractable_profiles
 
 from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.cli.options import device_option
 
 
 def _shard(ctx, param, value):
@@ -57,8 +58,7 @@ def _shard(ctx, param, value):
 @click.option("--toucan-vad/--no-toucan-vad", default=True, show_default=True,
               help="toucan-native: cut leading/trailing silence with Toucan's Silero VAD as its inference "
                    "interface does (needs the VAD from torch.hub once).")
-@click.option("--device", default="auto", show_default=True,
-              help="cpu, cuda, cuda:N or auto (the GPU of this process's LOCAL_RANK when there is one).")
+@device_option
 @click.option("--batch-size", type=click.IntRange(1),
               help="Utterances per batch at most [default: 32 on a GPU; 1 on CPU, where batching these models "
                    "is slower than one by one]. Batches hold utterances of similar length.")
@@ -118,7 +118,7 @@ def extract(corpus, out, corpus_type, speaker_regex, vctk_mic, profile, encoder_
                             "of to a --shard run")
     check_outputs(shard_output(out, *shard) if shard else out, overwrite, speaker_means)
     dirs = parse_encoder_dirs(encoder_dirs, get_profile(profile)) if encoder_dirs else {}
-    resolve_device(device)  # a device this torch cannot use, and an unreachable hub, fail before any work
+    resolve_device(device, "--device")  # a device this torch cannot use, and an unreachable hub, fail before any work
     for comp, _ in get_profile(profile).components if profile != "toucan-native" else ():
         if comp not in dirs:
             offline_copy(HUB_IDS[comp], model_cache)

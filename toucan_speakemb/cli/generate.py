@@ -9,7 +9,9 @@ import click
 
 from toucan_speakemb.diffusion.samplers import SAMPLERS, sampler_names
 
+from toucan_speakemb.core.distributed import DEVICE_HELP
 from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.cli.options import device_option
 
 log = logging.getLogger("toucan_speakemb.cli.main")
 
@@ -42,7 +44,11 @@ def train(data, out, config, profile, no_progress, overrides):
     Training uses one CPU thread (train.threads=1): these small networks gain little from more, and jobs
     sharing a machine then do not slow each other down (with a thread per core, two trainings on two cores
     ran several times slower). train.threads=N uses N; on a GPU it does not matter.
+
+    train.device=DEVICE. {device_help} The run's log and summary.json say which device was used; the
+    generator file holds CPU tensors, so it loads on any machine.
     """
+    from toucan_speakemb.core.distributed import resolve_device
     from toucan_speakemb.core.profiles import check_profile_name
     from toucan_speakemb.training.config import TrainConfig, apply_overrides
     from toucan_speakemb.training.trainer import load_training_set
@@ -52,15 +58,19 @@ def train(data, out, config, profile, no_progress, overrides):
         check_profile_name(profile)
     cfg = TrainConfig.from_yaml(config, overrides) if config else TrainConfig.from_dict(
         apply_overrides({}, overrides), "overrides")
+    device = resolve_device(cfg.train.device, "train.device")  # before the data is read
     source = data or cfg.data.path
     if not source:
         raise SpeakEmbError("no training data: give --data SET (or data.path in the config)")
     es = load_training_set(source, profile=profile)
-    click.echo(f"training on {es.summary()} ({cfg.data.level} level) -> {out}")
+    click.echo(f"training on {es.summary()} ({cfg.data.level} level, device {device}) -> {out}")
     path = run_training(es, out, cfg, progress=not no_progress,
                         data_name=source if str(source).startswith("builtin:") else str(Path(source).resolve()))
     if path.exists():
         click.echo(f"generator written: {path}")
+
+
+train.help = train.help.replace("{device_help}", DEVICE_HELP)  # the same text as every --device option
 
 
 def condition_options(command):
@@ -141,10 +151,11 @@ def request_from(gender, age, accent, extra_conditions, guidance, sliders, slide
                    "precise, less varied); above 1, more varied. Default: the one stored with the generator "
                    "(1.0 unless training chose another).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (shown for more than 4096 voices).")
+@device_option
 @condition_options
 @slider_options
-def sample(generator, n, seed, out, npy, overwrite, sampler, steps, temperature, no_progress, gender, age, accent,
-           extra_conditions, guidance, sliders, slider_method, slider_strength):
+def sample(generator, n, seed, out, npy, overwrite, sampler, steps, temperature, no_progress, device, gender, age,
+           accent, extra_conditions, guidance, sliders, slider_method, slider_strength):
     """Sample new voices from a trained generator into a voice bank.
 
     The voices are sampled in chunks and streamed to disk, so memory holds one chunk (and the ids), and the
@@ -154,6 +165,7 @@ def sample(generator, n, seed, out, npy, overwrite, sampler, steps, temperature,
     Conditional generators (trained with model.conditions) take --gender, --age, --accent or --condition;
     sliders (--slider) work on any generator; see docs/attribute-control.md.
     """
+    from toucan_speakemb.core.distributed import resolve_device
     from toucan_speakemb.core.fileio import check_output
     from toucan_speakemb.generate.generator import Generator
     from toucan_speakemb.voices.bank import MAX_BANK_VOICES, SamplingPlan, check_sample_request
@@ -168,7 +180,8 @@ def sample(generator, n, seed, out, npy, overwrite, sampler, steps, temperature,
         check_output(npy, (".npy",), overwrite=overwrite, option="--npy", what="the bare array")
         if Path(npy).resolve() == Path(out).resolve():
             raise SpeakEmbError("--npy and --out name the same file")
-    gen = Generator.load(generator)
+    device = resolve_device(device, "--device")
+    gen = Generator.load(generator, device)
     check_sample_request(n, gen.dim, out, npy)
     plan = SamplingPlan(gen, n, seed, request)
     prov = plan.provenance
@@ -176,7 +189,7 @@ def sample(generator, n, seed, out, npy, overwrite, sampler, steps, temperature,
         click.echo("conditions: " + ", ".join(f"{k}={v}" for k, v in prov["conditions"].items())
                    + f" (guidance {prov['guidance']:g})")
     plan.write(out, npy, progress=not no_progress)
-    click.echo(f"{n} voices ({gen.profile.name}, {gen.dim}-dim) written to {out}")
+    click.echo(f"{n} voices ({gen.profile.name}, {gen.dim}-dim, sampled on {device}) written to {out}")
     if npy:
         click.echo(f"array written to {npy}")
 

@@ -14,9 +14,10 @@ import click
 import numpy as np
 
 from toucan_speakemb.core.errors import SpeakEmbError
-from toucan_speakemb.core.fileio import atomic_write_text, check_output, check_writable, utc_timestamp
+from toucan_speakemb.core.fileio import atomic_write_text, check_output, utc_timestamp
 from toucan_speakemb.voices.novelty import RULE_HELP
 from toucan_speakemb.cli.generate import condition_options, request_from, slider_options
+from toucan_speakemb.cli.options import device_option
 
 log = logging.getLogger("toucan_speakemb.cli.main")
 
@@ -24,14 +25,14 @@ _GENERATOR_HELP = "A run folder from `train` (or its generator.safetensors). Def
 _THRESHOLD_HELP = RULE_HELP + "."
 
 
-def _load_generator(path: Optional[str]):
+def _load_generator(path: Optional[str], device: str):
     from toucan_speakemb.generate.generator import Generator
 
     path = path or os.environ.get("TOUCAN_SPEAKEMB_GENERATOR")
     if not path:
         raise SpeakEmbError("no generator: give --generator RUN_DIR (a run folder from `toucan-speakemb train`) or set "
                             "TOUCAN_SPEAKEMB_GENERATOR")
-    return Generator.load(path)
+    return Generator.load(path, device)
 
 
 def _read_texts(texts, text_file) -> List[str]:
@@ -52,13 +53,19 @@ def _read_texts(texts, text_file) -> List[str]:
     return out
 
 
-def _outputs(out: Path, n: int) -> List[Path]:
-    """One wav per utterance: OUT itself for one, OUT_001.wav ... for several."""
-    if out.suffix.lower() != ".wav":
-        raise SpeakEmbError(f"-o {out}: give a file name ending in .wav")
-    if n == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}_{i + 1:03d}{out.suffix}") for i in range(n)]
+def _outputs(out: Path, n: int, overwrite: bool) -> List[Path]:
+    """One wav per utterance: OUT itself for one, OUT_001.wav ... for several; each with its sidecar, under the
+    output rule (neither may exist without --overwrite; OUT's folder is made)."""
+    targets = [out] if n == 1 else [out.with_name(f"{out.stem}_{i + 1:03d}{out.suffix}") for i in range(n)]
+    for wav in targets:
+        check_output(wav, (".wav",), overwrite=overwrite, option="-o", what="audio", make_parent=True,
+                     companions=[wav.with_suffix(".json")])
+    return targets
+
+
+def _check_bank_name(bank, option: str) -> None:
+    """A voice bank is a .safetensors file; it is changed in place (append mode), so it may exist."""
+    check_output(bank, (".safetensors",), overwrite=True, option=option, what="a voice bank")
 
 
 @click.command(context_settings={"show_default": True})
@@ -86,14 +93,16 @@ def _outputs(out: Path, n: int) -> List[Path]:
               help="Vocoder checkpoint. Default: v2.x Models/HiFiGAN_combined/best.pt, v3.0-v3.1.1 "
                    "Models/Vocoder/best.pt; v3.1.2 Vocoder.pt from the cache.")
 @click.option("--language", default=None, help="Toucan language code (default: en for v2.2, eng for v3).")
-@click.option("--device", default="cpu", help="torch device for Toucan.")
+@device_option
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), metavar="OUT.wav",
-              help="Output wav; several utterances give OUT_001.wav, OUT_002.wav, ... Each gets OUT.json beside it.")
+              help="Output wav (its folder is made); several utterances give OUT_001.wav, OUT_002.wav, ... Each "
+                   "gets OUT.json beside it.")
+@click.option("--overwrite", is_flag=True, help="Replace existing wavs and sidecars (refused otherwise).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @condition_options
 @slider_options
 def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, threshold, bank, toucan_dir,
-          tts_model, vocoder, language, device, out, no_progress, gender, age, accent, extra_conditions, guidance,
+          tts_model, vocoder, language, device, out, overwrite, no_progress, gender, age, accent, extra_conditions, guidance,
           sliders, slider_method, slider_strength):
     """Synthesise TEXT with IMS Toucan in voices no real speaker has.
 
@@ -108,20 +117,23 @@ def synth(texts, text_file, random_speaker, voice, seed, same_voice, generator, 
     Each wav gets a JSON sidecar: voice id, seeds, generator, profile, Toucan release, and the voice's cosine
     to its nearest training speaker and to the nearest other voice, next to the threshold and its rule
     (--threshold). Same seed, same audio: Toucan's randomness is seeded per utterance from the voice and the text.
+    Toucan and the generator run on --device.
     """
     from toucan_speakemb.adapters import ToucanModels, synthesis
+    from toucan_speakemb.core.distributed import resolve_device
 
     if not random_speaker and not voice:
         raise SpeakEmbError("say which voice: --random-speaker (fresh voices) or --voice ID")
     if voice and seed is not None:
         raise SpeakEmbError("--voice ID already fixes the voice; --seed is for --random-speaker")
     lines = _read_texts(texts, text_file)
-    targets = _outputs(Path(out), len(lines))
-    for t in targets + ([Path(bank)] if bank else []):
-        check_writable(t)
+    targets = _outputs(Path(out), len(lines), overwrite)
+    if bank:
+        _check_bank_name(bank, "--bank")
+    device = resolve_device(device, "--device")  # Toucan and the generator run there
     cars, added = synthesis.synth(
-        lines, targets, _load_generator(generator), ToucanModels(toucan_dir, tts_model, vocoder), voice_id=voice,
-        seed=seed, same_voice=same_voice, bank=Path(bank) if bank else None, threshold=threshold,
+        lines, targets, _load_generator(generator, device), ToucanModels(toucan_dir, tts_model, vocoder),
+        voice_id=voice, seed=seed, same_voice=same_voice, bank=Path(bank) if bank else None, threshold=threshold,
         request=request_from(gender, age, accent, extra_conditions, guidance, sliders, slider_method, slider_strength),
         device=device, language=language, progress=not no_progress)
     if len(cars) > 1 and not no_progress:
@@ -196,16 +208,18 @@ def voices_show(bank, voice_id):
 @click.option("--threshold", default=None, metavar="RULE|COSINE", help=_THRESHOLD_HELP)
 @click.option("--max-draws", type=click.IntRange(min=1), default=1000,
               help="Give up after this many rejected candidates in a row.")
+@device_option
 @condition_options
 @slider_options
-def voices_add(bank, generator, n, seed, threshold, max_draws, gender, age, accent, extra_conditions, guidance,
-               sliders, slider_method, slider_strength):
+def voices_add(bank, generator, n, seed, threshold, max_draws, device, gender, age, accent, extra_conditions,
+               guidance, sliders, slider_method, slider_strength):
     """Sample N new, distinct voices into BANK (made if missing)."""
+    from toucan_speakemb.core.distributed import resolve_device
     from toucan_speakemb.voices.novelty import VoiceSampler
     from toucan_speakemb.voices.bank import VoiceBank
 
-    check_writable(bank)
-    gen = _load_generator(generator)
+    _check_bank_name(bank, "BANK")
+    gen = _load_generator(generator, resolve_device(device, "--device"))
     b = VoiceBank.load(bank) if Path(bank).exists() else VoiceBank.empty(gen.profile, {"generator": gen.describe()})
     b.check_generator(gen, bank)
     sampler = VoiceSampler(gen, seed, threshold, b, max_draws=max_draws,

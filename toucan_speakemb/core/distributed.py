@@ -11,6 +11,10 @@ from typing import Optional, Tuple
 from toucan_speakemb.core.errors import SpeakEmbError
 
 DEVICES = "auto, cpu, cuda or cuda:<i>"
+# The help of every device option (extract, train's train.device, sample, voices add, synth, the batch recipe,
+# the benchmarks): one text, one set of accepted values.
+DEVICE_HELP = ("Where torch runs: auto (cuda:LOCAL_RANK when this torch sees CUDA, i.e. one GPU per torchrun "
+               "rank; else cpu), cpu, cuda or cuda:<i>.")
 
 
 def check_device_name(device, what: str = "device") -> str:
@@ -20,17 +24,23 @@ def check_device_name(device, what: str = "device") -> str:
     return device
 
 
-def resolve_device(device: Optional[str] = "auto") -> str:
-    """``auto``: ``cuda:LOCAL_RANK`` when CUDA is there (one device per torchrun rank), else ``cpu``."""
+def resolve_device(device: Optional[str] = "auto", what: str = "device") -> str:
+    """The torch device to use: ``auto`` is ``cuda:LOCAL_RANK`` when CUDA is there (one device per torchrun
+    rank), else ``cpu``; a CUDA device this torch cannot see is refused in one line naming ``what``."""
     import torch
 
     if device in (None, "", "auto"):
         if torch.cuda.is_available():
             return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         return "cpu"
-    check_device_name(device)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpeakEmbError(f"device '{device}' asked for, but this torch sees no CUDA device")
+    check_device_name(device, what)
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SpeakEmbError(f"{what} '{device}' asked for, but this torch sees no CUDA device (use auto or cpu)")
+        index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            raise SpeakEmbError(f"{what} '{device}' asked for, but this torch sees {count} CUDA device(s) "
+                                f"(cuda:0 to cuda:{count - 1})")
     return device
 
 

@@ -137,7 +137,10 @@ class GaussianResidual(nn.Module):
 
     def fit_gaussian(self, x: torch.Tensor, weights: Optional[torch.Tensor] = None) -> None:
         x = x.double()
-        w = torch.full((len(x),), 1.0 / len(x), dtype=torch.float64) if weights is None else weights.double() / weights.sum()
+        if weights is None:
+            w = torch.full((len(x),), 1.0 / len(x), dtype=torch.float64, device=x.device)
+        else:
+            w = weights.double().to(x.device) / weights.sum().to(x.device)
         mean = w @ x
         xc = x - mean
         cov = (xc * w[:, None]).T @ xc * (len(x) / max(len(x) - 1, 1))

@@ -5,6 +5,11 @@ alone, in any batch, by id, bit for bit (its noise comes from its own seed and e
 blocks of one fixed shape: :mod:`toucan_speakemb.diffusion.samplers`). Stochastic samplers draw each voice's
 noise from its own seed too.
 
+A generator runs on one torch device (``Generator.load(path, device="auto")``: ``cuda:LOCAL_RANK`` when CUDA
+is there, else ``cpu``; :meth:`Generator.to`). Every noise is drawn on the CPU from the voice's seeds and moved
+to the device, and the voices come back to the CPU as numpy arrays: a seed gives the same voice on every device
+up to the device's float rounding, and on the CPU bit for bit as before devices existed.
+
 A generator trained with conditions (``model.conditions``) samples unconditionally as before, or with
 ``conditions={"gender": "f"}`` and classifier-free guidance ``guidance`` w (Ho & Salimans 2022):
 prediction = uncond + w (cond - uncond), so w = 0 is the unconditional model, w = 1 the plain conditional one
@@ -28,11 +33,12 @@ from toucan_speakemb.diffusion.denoisers import gaussian_part
 from toucan_speakemb.generate.request import SamplingRequest
 from toucan_speakemb.generate.sliders import SliderSpace, apply_sliders, check_sliders
 from toucan_speakemb.diffusion.samplers import RENOISE_STREAM, VoiceNoise, get_sampler, in_blocks, sample as run_sampler
+from toucan_speakemb.core.distributed import resolve_device
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import load_tensors
 from toucan_speakemb.core.profiles import Profile
 from toucan_speakemb.diffusion.standardize import Standardizer
-from toucan_speakemb.training.trainer import GENERATOR_KIND, FORMAT_VERSION, build_diffusion, build_model
+from toucan_speakemb.training.trainer import GENERATOR_KIND, FORMAT_VERSION, build_diffusion, build_model, model_device
 
 
 def voice_seeds(seed: int, n: int) -> np.ndarray:
@@ -61,6 +67,17 @@ class Generator:
     @property
     def dim(self) -> int:
         return self.profile.dim
+
+    @property
+    def device(self) -> torch.device:
+        """The torch device the model runs on."""
+        return model_device(self.model)
+
+    def to(self, device: str = "auto") -> "Generator":
+        """Move the model to ``device`` (auto, cpu, cuda, cuda:<i>; see core/distributed.resolve_device);
+        returns the generator. Voices keep their seeds: only float rounding differs between devices."""
+        self.model.to(resolve_device(device))
+        return self
 
     @property
     def same_speaker_threshold(self) -> Optional[float]:
@@ -98,8 +115,11 @@ class Generator:
         return self.standardizer.model_dim
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "Generator":
-        """Load from a run folder (its ``generator.safetensors``) or the file itself."""
+    def load(cls, path: Union[str, Path], device: str = "auto") -> "Generator":
+        """Load from a run folder (its ``generator.safetensors``) or the file itself, onto ``device`` (auto: the
+        GPU of this process's LOCAL_RANK when CUDA is there, else cpu). The file holds CPU tensors only, so a
+        generator trained on a GPU loads on any machine."""
+        device = resolve_device(device)  # a device this torch cannot use fails before the file is read
         path = Path(path)
         if path.is_dir():
             if not (path / "generator.safetensors").exists():
@@ -133,11 +153,11 @@ class Generator:
                 raise SpeakEmbError(f"generator {path}: its training speakers are damaged ({means.shape}, "
                                     f"{len(g._train_ids)} ids)")
             g._train_means = means
-        return g
+        return g.to(device)
 
     # ---- sampling ---------------------------------------------------------------------------------
     def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
-        """x_T for each voice from its own seed."""
+        """x_T for each voice from its own seed (on the CPU, whatever the generator's device)."""
         return VoiceNoise(seeds, self.model_dim).draw()
 
     def guided(self, conditions: Optional[Mapping[str, Any]] = None, guidance: Optional[float] = None):
@@ -152,7 +172,8 @@ class Generator:
         w = self.cfg.sample.guidance if guidance is None else float(guidance)
         if not w >= 0:
             raise SpeakEmbError(f"guidance must be at least 0; got {guidance}")
-        return GuidedDenoiser(self.model, torch.from_numpy(self.conditions.encode_request(conditions)), w)
+        codes = torch.from_numpy(self.conditions.encode_request(conditions)).to(self.device)
+        return GuidedDenoiser(self.model, codes, w)
 
     @torch.no_grad()
     def sample_seeds(self, seeds: Sequence[int], request: Optional[SamplingRequest] = None,
@@ -189,8 +210,8 @@ class Generator:
             # x_T (times the temperature) and the noise of stochastic steps come from each voice's own seed, so a
             # voice never depends on the batch it is sampled in
             z = run_sampler(method, self.diffusion, model, seeds[b:b + batch_size], self.model_dim, steps, eta,
-                            gaussian_part(model), temperature=temperature)
-            out.append(self.standardizer.inverse(z.numpy()))
+                            gaussian_part(model), temperature=temperature, device=self.device)
+            out.append(self.standardizer.inverse(z.cpu().numpy()))
         x = np.concatenate(out, axis=0) if out else np.zeros((0, self.dim), np.float32)
         if req.sliders:
             latents, known_steps = self.known_latents(seeds, sampler, steps, eta, temperature)
@@ -245,7 +266,7 @@ class Generator:
         model = self.guided(conditions, guidance)
         steps = self.cfg.sample.steps if steps is None else int(steps)
         return in_blocks(lambda x: self.diffusion.ddim_sample_loop(model, x, steps=steps, gaussian=gaussian_part(model)),
-                         torch.as_tensor(latents, dtype=torch.float32)).numpy()
+                         torch.as_tensor(latents, dtype=torch.float32).to(self.device)).cpu().numpy()
 
     @property
     def inversion_steps(self) -> int:
@@ -256,12 +277,12 @@ class Generator:
     def invert(self, z: np.ndarray, steps: Optional[int] = None, conditions: Optional[Mapping[str, Any]] = None,
                guidance: Optional[float] = None) -> torch.Tensor:
         """DDIM inversion: the noise that :meth:`decode` with the same ``steps`` maps back to ≈ ``z`` (n, d,
-        model space); exact for the Gaussian part, first-order accurate in ``steps`` for the network's."""
+        model space; on the CPU); exact for the Gaussian part, first-order accurate in ``steps`` for the network's."""
         model = self.guided(conditions, guidance)
         steps = self.inversion_steps if steps is None else int(steps)
         ts = self.diffusion.ddim_timesteps(self.diffusion.num_timesteps, steps)
         return in_blocks(lambda x: self.diffusion.ddim_invert_loop(model, x, timesteps=ts, gaussian=gaussian_part(model)),
-                         torch.as_tensor(np.asarray(z, np.float32)))
+                         torch.as_tensor(np.asarray(z, np.float32)).to(self.device)).cpu()
 
     def slider_space(self):
         """The slider directions of this generator (:class:`toucan_speakemb.generate.sliders.SliderSpace`)."""
@@ -284,11 +305,11 @@ class Generator:
         start = max(1, int(round(strength * T)))
         steps = steps or max(2, int(np.ceil(self.cfg.sample.steps * strength)))
         ts = self.diffusion.ddim_timesteps(T, min(steps, start), start=start)
-        z = torch.as_tensor(np.asarray(z, np.float32))
-        x_t = self.diffusion.q_sample(z, torch.full((len(z),), int(ts[0]), dtype=torch.long),
-                                      VoiceNoise(seeds, self.model_dim, RENOISE_STREAM).draw())
+        z = torch.as_tensor(np.asarray(z, np.float32)).to(self.device)
+        x_t = self.diffusion.q_sample(z, torch.full((len(z),), int(ts[0]), dtype=torch.long, device=self.device),
+                                      VoiceNoise(seeds, self.model_dim, RENOISE_STREAM).draw().to(self.device))
         return in_blocks(lambda x: self.diffusion.ddim_sample_loop(model, x, timesteps=ts, gaussian=gaussian_part(model)),
-                         x_t).numpy()
+                         x_t).cpu().numpy()
 
     def describe(self) -> Dict:
         out = {"path": str(self.path) if self.path else None, "fingerprint": self.fingerprint,
@@ -326,7 +347,8 @@ class GuidedDenoiser:
     def correction(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The guided network part (for a Gaussian-residual model: the guided correction to its Gaussian)."""
         n = len(x)
-        cond = torch.cat([self.codes.expand(n, -1), torch.zeros(n, self.codes.shape[1], dtype=torch.long)])
+        cond = torch.cat([self.codes.expand(n, -1),
+                          torch.zeros(n, self.codes.shape[1], dtype=torch.long, device=self.codes.device)])
         out = self._net(torch.cat([x, x]), torch.cat([t, t]), cond)
         return out[n:] + self.guidance * (out[:n] - out[n:])
 

@@ -14,7 +14,6 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Mapping, Optional
 
-from toucan_speakemb.generate.sliders import check_sliders
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,8 @@ class SamplingRequest:
             out["conditions"] = spec.describe(spec.encode_request(self.conditions))
             out["guidance"] = generator.cfg.sample.guidance if self.guidance is None else float(self.guidance)
         if self.sliders:
+            from toucan_speakemb.generate.sliders import check_sliders  # here: reading a request loads no torch
+
             method = check_sliders(generator, self.sliders, self.slider_method, self.slider_strength)
             out["sliders"] = {k: float(v) for k, v in self.sliders.items()}
             out["slider_method"] = method

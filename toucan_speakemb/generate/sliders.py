@@ -104,9 +104,9 @@ class SliderSpace:
             space = cls.from_rows(z, data, age_edges=generator.conditions.age_edges or generator.cfg.model.age_bands)
         elif gaussian_part(model) is not None:
             part = gaussian_part(model)
-            vals = part.eigvals.double().numpy()
+            vals = part.eigvals.double().cpu().numpy()
             order = np.argsort(vals)[::-1]
-            space = cls(part.mean.double().numpy(), part.eigvecs.double().numpy()[:, order], vals[order])
+            space = cls(part.mean.double().cpu().numpy(), part.eigvecs.double().cpu().numpy()[:, order], vals[order])
         else:
             raise SpeakEmbError("sliders need the training speakers: give data= (an EmbeddingSet), or keep "
                                 "train_speakers.safetensors beside the generator file")
@@ -320,7 +320,7 @@ def _covariance_of(generator, space: SliderSpace):
     (then a Gaussian model's edits are exact), else the training speakers' covariance."""
     part = gaussian_part(generator.model)
     if part is not None:
-        return part.eigvecs.double().numpy(), part.eigvals.double().numpy()
+        return part.eigvecs.double().cpu().numpy(), part.eigvals.double().cpu().numpy()
     # no Gaussian of its own: directions the speakers (nearly) do not vary along (fewer speakers than
     # dimensions) would turn a small move into a huge one in the noise; floor their variance
     return space.eigvecs, np.maximum(space.eigvals, EIGVAL_FLOOR * float(np.mean(space.eigvals)))

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
+from toucan_speakemb.core.distributed import check_device_name
 from toucan_speakemb.core.errors import SpeakEmbError
 
 DATA_LEVELS = ("speaker", "balanced", "utterance")
@@ -116,6 +117,9 @@ class TrainLoopConfig:
     # torch CPU threads. 1 by default: these small networks gain little from more, and two jobs with torch's
     # default (a thread per core) on one machine slow each other several-fold (None: torch's default)
     threads: Optional[int] = 1
+    # torch device of the model, the batches, the noise and the EMA: auto (cuda:LOCAL_RANK when this torch sees
+    # CUDA, else cpu), cpu, cuda or cuda:<i>. The checkpoints and the generator hold CPU tensors whatever it is
+    device: str = "auto"
     # conditional models: probability that a row's conditions are all replaced by the null token (the
     # unconditional model of classifier-free guidance); otherwise each is replaced with this probability alone
     p_uncond: float = 0.1
@@ -198,6 +202,7 @@ class TrainConfig:
         for key, value, allowed in choices:
             if value not in allowed:
                 raise SpeakEmbError(f"{source}: {key} must be one of {', '.join(allowed)}; got '{value}'")
+        check_device_name(self.train.device, f"{source}: train.device")
         positive = [("diffusion.timesteps", self.diffusion.timesteps), ("train.steps", self.train.steps),
                     ("train.batch_size", self.train.batch_size), ("train.lr", self.train.lr),
                     ("model.hidden", self.model.hidden), ("model.subspace_dims", self.model.subspace_dims),

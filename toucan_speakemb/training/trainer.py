@@ -12,6 +12,11 @@ A run folder holds, as the run goes::
 
 Resuming after a kill restarts from the newest checkpoint and gives the same weights as a run that was never
 interrupted (all randomness comes from generators whose states are checkpointed).
+
+Devices (``train.device``, default auto: ``cuda:LOCAL_RANK`` when CUDA is there, else ``cpu``): the model, the
+EMA, the batches and the noise live there; the noise and the batch indices are drawn on the CPU from the
+checkpointed generator and moved, and the Gaussian fit is computed on the CPU, so a run on a GPU differs from
+one on the CPU by float rounding only. Checkpoints and the generator hold CPU tensors: they load anywhere.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from toucan_speakemb.diffusion.denoisers import GaussianResidual, build_denoiser
 from toucan_speakemb.diffusion.gaussian import GaussianDiffusion
 from toucan_speakemb.diffusion.schedules import make_betas
 from toucan_speakemb.training.conditions import ConditionSpec, draw_null_mask
+from toucan_speakemb.core.distributed import resolve_device
 from toucan_speakemb.core.embedding_set import EmbeddingSet
 from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import atomic_write_json, atomic_write_text, load_tensors, save_tensors
@@ -127,8 +133,9 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
     model.eval()
 
     def voices(t: float) -> np.ndarray:
-        z = diffusion.ddim_sample_loop(model, noise * t, steps=cfg.sample.steps, gaussian=gaussian)
-        return data.standardizer.inverse(z.numpy())
+        x_T = (noise * t).to(model_device(model))
+        z = diffusion.ddim_sample_loop(model, x_T, steps=cfg.sample.steps, gaussian=gaussian)
+        return data.standardizer.inverse(z.cpu().numpy())
 
     value, median, reached = match_knob(voices, *TEMPERATURE_RANGE, seen, target)
     model.train(was_training)
@@ -166,6 +173,13 @@ def build_model(cfg: TrainConfig, dim: int, spec: Optional[ConditionSpec] = None
         net = GaussianResidual(net, dim, build_diffusion(cfg).alphas_cumprod, cfg.diffusion.prediction,
                                subspace=subspace, conditions=shifts, rest=cfg.model.subspace_rest)
     return net
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device a model's weights are on."""
+    for t in model.parameters():
+        return t.device
+    return torch.device("cpu")
 
 
 def subspace_dims(cfg: TrainConfig, data: "TrainingData") -> Optional[int]:
@@ -377,7 +391,8 @@ def validation_loss(diffusion: GaussianDiffusion, model: torch.nn.Module, rows: 
     """Denoising loss of ``model`` on ``rows`` at fixed noise levels with fixed noise (the same every call,
     so scores of different checkpoints differ only by the weights). ``codes``: the rows' condition codes
     (conditional models are scored on their conditional prediction, as they are trained)."""
-    x0 = torch.from_numpy(np.asarray(rows, np.float32))
+    device = model_device(model)  # the noise is drawn on the CPU (the same on every device) and moved there
+    x0 = torch.from_numpy(np.asarray(rows, np.float32)).to(device)
     repeats = int(min(max_repeats, max(1, math.ceil(min_terms / (len(x0) * VALIDATION_LEVELS)))))
     levels = np.linspace(0, diffusion.num_timesteps - 1, VALIDATION_LEVELS).round().astype(np.int64)
     g = torch.Generator().manual_seed(seed)
@@ -386,9 +401,10 @@ def validation_loss(diffusion: GaussianDiffusion, model: torch.nn.Module, rows: 
     total = 0.0
     for i in levels:
         x = x0.repeat(repeats, 1)
-        t = torch.full((len(x),), int(i), dtype=torch.long)
-        cond = None if codes is None else torch.from_numpy(np.asarray(codes, np.int64)).repeat(repeats, 1)
-        total += float(diffusion.training_loss(model, x, t, torch.randn(x.shape, generator=g), cond))
+        t = torch.full((len(x),), int(i), dtype=torch.long, device=device)
+        cond = None if codes is None else torch.from_numpy(np.asarray(codes, np.int64)).repeat(repeats, 1).to(device)
+        noise = torch.randn(x.shape, generator=g).to(device)
+        total += float(diffusion.training_loss(model, x, t, noise, cond))
     model.train(was_training)
     return total / len(levels)
 
@@ -482,6 +498,7 @@ def train(data: Union[str, Path, EmbeddingSet], out: Union[str, Path], cfg: Opti
     benchmarks); the run can then be resumed with the same call.
     """
     cfg = cfg or TrainConfig()
+    device = resolve_device(cfg.train.device, "train.device")  # a device this torch cannot use: before any work
     es = load_training_set(data)
     prepared = prepare_data(es, cfg)  # bad data fails here, before anything is written
     run_dir = Path(out)
@@ -490,14 +507,15 @@ def train(data: Union[str, Path, EmbeddingSet], out: Union[str, Path], cfg: Opti
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _attach_log_file(run_dir)
     try:
-        return _train(es, prepared, run_dir, cfg, progress, max_steps, data if data_name is None else data_name)
+        return _train(es, prepared, run_dir, cfg, progress, max_steps, data if data_name is None else data_name,
+                      device)
     finally:
         logging.getLogger("toucan_speakemb").removeHandler(handler)
         handler.close()
 
 
 def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_dir: Path, cfg: TrainConfig, progress: bool, max_steps: Optional[int],
-           data_source) -> Path:
+           data_source, device: str = "cpu") -> Path:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     cfg_path = run_dir / "config.yaml"
@@ -506,9 +524,9 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         import yaml
 
         previous = TrainConfig.from_dict(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
-        # threads and checkpoint keeping do not change the result; everything else (train.steps too: the
-        # learning-rate schedule depends on it) must be as before
-        free = ("train.threads", "train.keep_checkpoints")
+        # threads, checkpoint keeping and the device do not change the result (the device: float rounding only);
+        # everything else (train.steps too: the learning-rate schedule depends on it) must be as before
+        free = ("train.threads", "train.keep_checkpoints", "train.device")
         diffs = [d for d in _config_differences(cfg.to_dict(), previous.to_dict()) if not d.startswith(free)]
         if diffs:
             raise SpeakEmbError(f"{run_dir} holds a run with a different config ({diffs[0]}); "
@@ -517,6 +535,7 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
     atomic_write_text(cfg_path, cfg.to_yaml())
     dim = data.standardizer.model_dim  # the data's dimension, + 1 with the polar transform
     log.info("data: %s; training at the %s level on %d rows", es.summary(), cfg.data.level, len(data.rows))
+    log.info("device: %s (train.device %s)", device, cfg.train.device)
 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -535,6 +554,9 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
     ema = build_model(cfg, dim, data.spec, k)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
+    # built and fitted on the CPU (the same on every device), then moved; the optimiser follows the weights
+    model.to(device)
+    ema.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     state = TrainState(0, [], 0.0)
     best: Optional[Dict[str, torch.Tensor]] = None  # EMA weights of the best validation score
@@ -591,6 +613,7 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         lr = lr_at(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
+        # drawn on the CPU from the checkpointed generator (the same on every device), then moved to the device
         idx = data.draw_index(cfg.train.batch_size, gen)
         x0 = torch.from_numpy(data.rows[idx])
         t = torch.randint(diffusion.num_timesteps, (len(x0),), generator=gen)
@@ -599,7 +622,8 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         if data.spec:  # classifier-free guidance: conditions dropped to the null token at random
             codes = data.codes[idx].copy()
             codes[draw_null_mask(len(idx), codes.shape[1], cfg.train.p_uncond, gen)] = 0
-            cond = torch.from_numpy(codes)
+            cond = torch.from_numpy(codes).to(device)
+        x0, t, noise = x0.to(device), t.to(device), noise.to(device)
         loss = diffusion.training_loss(model, x0, t, noise, cond)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -673,6 +697,7 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         "training_speakers": int(data.n_speakers),
         "steps": state.step,
         "train_seconds": round(state.elapsed, 2),
+        "device": device,
         "final_loss": state.history[-1][1] if state.history else None,
         "selected_step": state.best_step if validating else state.step,
         "validation_speakers": int(data.validation.sum()) if validating else 0,
@@ -682,7 +707,7 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         "unseen_speaker_threshold": {k: v for k, v in unseen.items() if k != "nearest_cosines"},
         "temperature": temperature,
     })
-    log.info("finished %d steps in %.1f s; generator: %s", state.step, state.elapsed, gen_path)
+    log.info("finished %d steps in %.1f s on %s; generator: %s", state.step, state.elapsed, device, gen_path)
     return gen_path
 
 

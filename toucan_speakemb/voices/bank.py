@@ -99,6 +99,7 @@ class SamplingPlan:
             "sampler": used,
             "temperature": generator.check_temperature(request.temperature),
             "steps": get_sampler(used).steps_used(generator.diffusion, steps),
+            "device": str(generator.device),  # voices of one seed agree across devices up to float rounding
             "created": utc_timestamp(),
             "toucan_speakemb_version": __version__,
         }

@@ -297,7 +297,7 @@ class VoiceSampler:
 
     def provenance(self) -> Dict:
         return {"draw_seed": self.seed, "threshold": self.threshold, "threshold_rule": self.rule,
-                "candidates_drawn": self.drawn,
+                "candidates_drawn": self.drawn, "device": str(self.generator.device),
                 "rejected": dict(self.rejected), "distinct": self.distinct, **self.settings}
 
 
