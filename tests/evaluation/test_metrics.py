@@ -20,6 +20,7 @@ from toucan_speakemb.evaluation.metrics import (
     effective_voice_count,
     frechet_distance,
     frechet_distance_from_stats,
+    inside_real_balls,
     knn_radii,
     mean_variance_differences,
     memorised_share,
@@ -111,6 +112,20 @@ def test_precision_recall_chunked_equals_brute_force(rng, chunk_size):
     fake = rng.normal(loc=0.5, scale=1.3, size=(19, 4))
     got = precision_recall(real, fake, k=3, chunk_size=chunk_size)
     assert got == pytest.approx(brute_precision_recall(real, fake, 3), abs=1e-12)
+
+
+@pytest.mark.parametrize("chunk_size", CHUNK_SIZES)
+def test_inside_real_balls_is_the_per_row_indicator_whose_mean_is_precision(rng, chunk_size):
+    real = rng.normal(size=(31, 4))
+    fake = rng.normal(loc=0.5, scale=1.3, size=(19, 4))
+    inside = inside_real_balls(real, fake, k=3, chunk_size=chunk_size)
+    assert inside.shape == (19,) and inside.dtype == bool
+    assert inside.mean() == pytest.approx(brute_precision_recall(real, fake, 3)[0], abs=1e-12)
+    d = cdist(fake, real, "sqeuclidean")
+    radii = np.sort(cdist(real, real, "sqeuclidean"), axis=1)[:, 3]
+    np.testing.assert_array_equal(inside, (d <= radii[None, :]).any(axis=1))
+    # a single fake row is enough (no radii of the fake set are needed)
+    assert inside_real_balls(real, fake[:1], k=3).tolist() == inside[:1].tolist()
 
 
 @pytest.mark.parametrize("chunk_size", CHUNK_SIZES)

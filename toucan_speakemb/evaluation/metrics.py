@@ -34,6 +34,7 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_from_stats",
     "precision_recall",
+    "inside_real_balls",
     "density_coverage",
     "knn_measures",
     "cosine_similarity_matrix_max",
@@ -364,6 +365,22 @@ def precision_recall(real, fake, k: int = 5, chunk_size: int = DEFAULT_CHUNK_SIZ
     """
     m = knn_measures(real, fake, k=k, chunk_size=chunk_size)
     return m["precision"], m["recall"]
+
+
+def inside_real_balls(real, fake, k: int = 5, chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
+    """Per fake row, whether it lies inside at least one real k-NN ball: the indicator whose mean is the
+    precision of :func:`precision_recall` (same radii, same ``<=``). Precision is a mean over the fake rows,
+    so the precision of any subset of them (e.g. the voices of one score range) is the mean over that subset.
+    Returns a bool array of shape ``(n_fake,)``."""
+    real, fake, k, chunk_size = _knn_inputs(real, fake, k, chunk_size, fake_needs_radii=False)
+    real_r2 = _knn_sq_radii(real, k, chunk_size)
+    r2, f2 = _sq_norms(real), _sq_norms(fake)
+    inside = np.zeros(fake.shape[0], dtype=bool)
+    for i0, i1 in _blocks(fake.shape[0], chunk_size):
+        for j0, j1 in _blocks(real.shape[0], chunk_size):
+            d = _sq_dists_block(fake[i0:i1], f2[i0:i1], real[j0:j1], r2[j0:j1])
+            inside[i0:i1] |= (d <= real_r2[None, j0:j1]).any(axis=1)
+    return inside
 
 
 def density_coverage(real, fake, k: int = 5, chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[float, float]:
