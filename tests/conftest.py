@@ -361,3 +361,12 @@ def tiny_generator_v22(tmp_path_factory) -> Generator:
     """The same recipe in the toucan-v2.2 space (704-dim; 30 speakers x 2): a generator of another profile."""
     return train_tiny(clustered_set("toucan-v2.2", 30, 2), tmp_path_factory.mktemp("tiny_generator_v22") / "run")
 
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tests that compare runs bit for bit and share two cores with other jobs: one torch thread each
+    (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -63,16 +63,13 @@ def tensors(path: Path) -> dict:
     return load_file(str(path))
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 def assert_bitwise_equal(a: dict, b: dict):
     assert sorted(a) == sorted(b)
     for k in a:
         assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
         assert a[k].tobytes() == b[k].tobytes(), f"tensor {k} differs"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

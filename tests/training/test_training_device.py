@@ -23,11 +23,7 @@ from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.training.trainer import train
 
 CUDA = torch.cuda.is_available()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
