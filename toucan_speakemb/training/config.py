@@ -127,6 +127,9 @@ class TrainLoopConfig:
     validation_share: float = 0.1
     validate_every: int = 250
     patience: int = 6
+    # the weights kept: "best" (of the best validation score) | "last" (the final weights, unless no score beat
+    # step 0's, the Gaussian fit: then step 0, and patience ends such a run as with "best")
+    select: str = "best"
 
 
 SLIDER_METHODS = ("latent", "renoise")
@@ -140,6 +143,9 @@ class SampleConfig:
     batch_size: int = 4096
     # classifier-free guidance of conditional samples: 0 = unconditional, 1 = plain conditional, >1 stronger
     guidance: float = 1.5
+    # autoguidance with the Gaussian fit as the weaker model: prediction = Gaussian + autoguidance x the
+    # network's correction (1: the model as trained; above 1: its departures from the Gaussian amplified)
+    autoguidance: float = 1.0
     # sliders: latent = move the voice's noise x_T and decode it again (found by DDIM inversion when the voice
     # was not sampled with the deterministic DDIM); renoise = move the voice, re-noise it to slider_strength x T
     # and denoise (SDEdit)
@@ -191,6 +197,7 @@ class TrainConfig:
             ("model.subspace", self.model.subspace, ("scaled", "full", "auto", "fixed")),
             ("model.subspace_rest", self.model.subspace_rest, ("full", "isotropic")),
             ("train.lr_schedule", self.train.lr_schedule, ("cosine", "constant")),
+            ("train.select", self.train.select, ("best", "last")),
             ("normalization.transform", self.normalization.transform, ("standard", "quantile", "auto")),
             ("sample.sampler", self.sample.sampler, sampler_names()),
             ("normalization.polar", self.normalization.polar, ("auto", "always", "never")),
@@ -255,6 +262,11 @@ class TrainConfig:
             raise SpeakEmbError(f"{source}: model.age_bands must be increasing positive ages; got {edges}")
         if not 0 < self.train.p_uncond < 1:
             raise SpeakEmbError(f"{source}: train.p_uncond must be in (0, 1); got {self.train.p_uncond}")
+        if not self.sample.autoguidance >= 0:
+            raise SpeakEmbError(f"{source}: sample.autoguidance must be at least 0; got {self.sample.autoguidance}")
+        if self.sample.autoguidance != 1 and not self.model.gaussian_residual:
+            raise SpeakEmbError(f"{source}: sample.autoguidance needs model.gaussian_residual (it guides the "
+                                f"network with the Gaussian fit)")
         if not self.sample.guidance >= 0:
             raise SpeakEmbError(f"{source}: sample.guidance must be at least 0; got {self.sample.guidance}")
         if self.sample.slider_method not in SLIDER_METHODS:

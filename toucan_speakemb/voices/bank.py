@@ -98,6 +98,7 @@ class SamplingPlan:
             "bank_seed": int(seed),
             "sampler": used,
             "temperature": generator.check_temperature(request.temperature),
+            "autoguidance": float(sc.autoguidance),
             "steps": get_sampler(used).steps_used(generator.diffusion, steps),
             "created": utc_timestamp(),
             "toucan_speakemb_version": __version__,
