@@ -102,7 +102,7 @@ class NormalizationConfig:
 
 @dataclass
 class TrainLoopConfig:
-    steps: int = 20000  # at most: model selection stops earlier when validation scores stop improving
+    steps: int = 5000  # the cosine learning-rate schedule spans them (select "best": at most; patience may stop sooner)
     batch_size: int = 256
     lr: float = 2.0e-3
     lr_schedule: str = "cosine"  # cosine | constant
@@ -121,7 +121,7 @@ class TrainLoopConfig:
     p_uncond: float = 0.1
     # model selection on validation speakers (a share of the training speakers the loop never draws): every
     # validate_every steps the EMA weights are scored by their denoising loss on them (fixed noise levels and
-    # noise); the generator keeps the best-scoring weights (step 0 = the untrained model, i.e. the Gaussian
+    # noise); the generator keeps the weights ``select`` says (step 0 = the untrained model, i.e. the Gaussian
     # fit with the Gaussian-residual denoiser). patience > 0 stops after that many scores without a new best,
     # and never sooner than the EMA's memory (1 / (1 - ema_decay) steps) after it.
     validation_share: float = 0.1
@@ -129,7 +129,7 @@ class TrainLoopConfig:
     patience: int = 6
     # the weights kept: "best" (of the best validation score) | "last" (the final weights, unless no score beat
     # step 0's, the Gaussian fit: then step 0, and patience ends such a run as with "best")
-    select: str = "best"
+    select: str = "last"
 
 
 SLIDER_METHODS = ("latent", "renoise")
@@ -144,8 +144,9 @@ class SampleConfig:
     # classifier-free guidance of conditional samples: 0 = unconditional, 1 = plain conditional, >1 stronger
     guidance: float = 1.5
     # autoguidance with the Gaussian fit as the weaker model: prediction = Gaussian + autoguidance x the
-    # network's correction (1: the model as trained; above 1: its departures from the Gaussian amplified)
-    autoguidance: float = 1.0
+    # network's correction (1: the model as trained; above 1: its departures from the Gaussian amplified).
+    # Models without a Gaussian part (model.gaussian_residual false) have nothing to guide with: no effect
+    autoguidance: float = 1.3
     # sliders: latent = move the voice's noise x_T and decode it again (found by DDIM inversion when the voice
     # was not sampled with the deterministic DDIM); renoise = move the voice, re-noise it to slider_strength x T
     # and denoise (SDEdit)
@@ -264,9 +265,6 @@ class TrainConfig:
             raise SpeakEmbError(f"{source}: train.p_uncond must be in (0, 1); got {self.train.p_uncond}")
         if not self.sample.autoguidance >= 0:
             raise SpeakEmbError(f"{source}: sample.autoguidance must be at least 0; got {self.sample.autoguidance}")
-        if self.sample.autoguidance != 1 and not self.model.gaussian_residual:
-            raise SpeakEmbError(f"{source}: sample.autoguidance needs model.gaussian_residual (it guides the "
-                                f"network with the Gaussian fit)")
         if not self.sample.guidance >= 0:
             raise SpeakEmbError(f"{source}: sample.guidance must be at least 0; got {self.sample.guidance}")
         if self.sample.slider_method not in SLIDER_METHODS:
