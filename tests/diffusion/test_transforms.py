@@ -119,6 +119,25 @@ def test_untrained_gaussian_residual_model_samples_the_gaussian_fit_of_its_data(
     np.testing.assert_allclose(np.cov(x.numpy().T), np.cov(data.numpy().T), atol=0.15 * np.abs(np.cov(data.numpy().T)).max())
 
 
+def test_autoguidance_scales_the_networks_correction_to_the_gaussian_fit_and_is_no_saved_state():
+    torch.manual_seed(0)
+    diffusion = GaussianDiffusion(make_betas("cosine", 50))
+    model = GaussianResidual(ResidualMLPDenoiser(3, 50, hidden=8, blocks=1), 3, diffusion.alphas_cumprod, "v")
+    model.fit_gaussian(torch.randn(200, 3) * torch.tensor([1.0, 2.0, 0.5]))
+    torch.nn.init.normal_(model.net.out.weight)  # a network that corrects something
+    for block in model.net.blocks:
+        torch.nn.init.normal_(block.modulation.bias)
+    x, t = torch.randn(6, 3), torch.tensor([0, 5, 10, 20, 40, 49])
+    with torch.no_grad():
+        gaussian, plain = model.gaussian_prediction(x, t), model(x, t)
+        assert (plain - gaussian).abs().max() > 1e-3
+        model.correction_scale = 1.5
+        torch.testing.assert_close(model(x, t), gaussian + 1.5 * (plain - gaussian))
+        model.correction_scale = 0.0
+        torch.testing.assert_close(model(x, t), gaussian)  # 0: the Gaussian fit alone
+    assert not any("scale" in k for k in model.state_dict())
+
+
 def test_gaussian_statistics_are_part_of_the_models_saved_state():
     diffusion = GaussianDiffusion(make_betas("cosine", 10))
     model = GaussianResidual(ResidualMLPDenoiser(2, 10, hidden=8, blocks=1), 2, diffusion.alphas_cumprod, "v")

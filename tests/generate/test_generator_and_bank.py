@@ -180,6 +180,22 @@ def test_voice_seeds_are_distinct_non_negative_63_bit_and_reproducible():
     assert not set(s.tolist()) & set(voice_seeds(1, 1000).tolist())
 
 
+def test_autoguidance_of_the_config_is_what_the_generator_samples_with(run_dir, tmp_path):
+    # the fixture's run keeps the Gaussian fit (step 0): this one, without model selection, its trained weights
+    cfg = TrainConfig.from_yaml(run_dir / "config.yaml", ["train.validation_share=0", "sample.autoguidance=1"])
+    train(EmbeddingSet.load(run_dir / "train_speakers.safetensors"), tmp_path / "run", cfg, progress=False)
+    g = Generator.load(tmp_path / "run")
+    assert g.cfg.sample.autoguidance == 1.0
+    plain = g.sample(20, 3)
+    g.cfg.sample.autoguidance = 1.5
+    guided = g.sample(20, 3)
+    assert np.abs(guided - plain).max() > 1e-4
+    latents, steps = g.known_latents(voice_seeds(3, 20))
+    np.testing.assert_allclose(g.standardizer.inverse(g.decode(latents, steps)), guided, rtol=1e-5, atol=1e-5)
+    g.cfg.sample.autoguidance = 1.0
+    np.testing.assert_array_equal(g.sample(20, 3), plain)
+
+
 def test_sample_of_zero_voices_is_refused(gen):
     with pytest.raises(SpeakEmbError) as ei:
         gen.sample(0)

@@ -181,6 +181,7 @@ def test_a_missing_yaml_file_is_a_clear_error(tmp_path):
     ({"model": {"subspace": "pca"}}, "model.subspace"),
     ({"model": {"subspace_rest": "pooled"}}, "model.subspace_rest"),
     ({"sample": {"slider_method": "sideways"}}, "sample.slider_method"),
+    ({"train": {"select": "median"}}, "train.select"),
 ])
 def test_bad_choice_is_refused_naming_the_key_and_the_allowed_values(d, key):
     with pytest.raises(SpeakEmbError) as ei:
@@ -204,6 +205,7 @@ def test_bad_choice_is_refused_naming_the_key_and_the_allowed_values(d, key):
     ({"model": {"subspace_dims": 0}}, "model.subspace_dims"),
     ({"sample": {"slider_inversion_steps": 0}}, "sample.slider_inversion_steps"),
     ({"normalization": {"radial": True, "polar": "always"}}, "normalization.polar"),
+    ({"sample": {"autoguidance": -0.5}}, "sample.autoguidance"),
 ])
 def test_out_of_range_value_is_refused_naming_the_key(d, key):
     with pytest.raises(SpeakEmbError) as ei:

@@ -458,7 +458,7 @@ def test_standardisation_stored_in_the_generator_equals_the_datas(reference_run)
 
 # ---- model selection on validation speakers ------------------------------------------------------------
 
-VALIDATED = {"validation_share": 0.25, "validate_every": 5, "patience": 0}
+VALIDATED = {"validation_share": 0.25, "validate_every": 5, "patience": 0, "select": "best"}
 
 
 @pytest.mark.parametrize("level", ["speaker", "utterance", "balanced"])
@@ -542,6 +542,35 @@ def test_patience_waits_for_the_ema_to_catch_up_before_stopping(patient_run):
     out = patient_run
     summary = json.loads((out / "summary.json").read_text())
     assert summary["selected_step"] == 0 and summary["stopped_early"] and summary["steps"] == 20
+
+
+def test_select_last_keeps_the_final_weights_once_the_network_beat_the_gaussian_fit(tmp_path):
+    # 40 speakers, lr 0.03: the network beats step 0 (the Gaussian fit) at step 35, then scores worse again
+    run = {**VALIDATED, "lr": 0.03, "steps": 60, "patience": 1}
+    for select in ("best", "last"):
+        train(make_data(n_speakers=40), tmp_path / select, tiny(train={**run, "select": select}), progress=False)
+    scores = np.loadtxt(tmp_path / "best" / "validation.csv", delimiter=",", skiprows=1)
+    best = json.loads((tmp_path / "best" / "summary.json").read_text())
+    assert 0 < best["selected_step"] < 60 and scores[-1, 1] > scores[:, 1].min()
+    summary = json.loads((tmp_path / "last" / "summary.json").read_text())
+    assert summary["steps"] == 60 and summary["selected_step"] == 60 and not summary["stopped_early"]
+    final = tensors(tmp_path / "last" / "checkpoints" / "step_0000060.safetensors")
+    weights = tensors(tmp_path / "last" / "generator.safetensors")
+    for k in (k for k in final if k.startswith("ema.")):
+        assert weights["model." + k[len("ema."):]].tobytes() == final[k].tobytes(), k
+    assert Generator.load(tmp_path / "last").meta["selected_step"] == 60
+
+
+def test_select_last_keeps_step_0_and_stops_by_patience_when_the_network_never_beat_it(tmp_path):
+    # lr 1 without clipping spoils the network at once: step 0 (the Gaussian fit) stays the best score
+    ruinous = {**VALIDATED, "lr": 1.0, "grad_clip": 0.0, "patience": 2, "ema_decay": 0.8, "steps": 60}
+    for select in ("best", "last"):
+        out = tmp_path / select
+        train(make_data(), out, tiny(train={**ruinous, "select": select}), progress=False)
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["selected_step"] == 0 and summary["stopped_early"] and summary["steps"] == 10, select
+        weights = tensors(out / "generator.safetensors")
+        assert not weights["model.net.out.weight"].any()
 
 
 def test_ema_memory():

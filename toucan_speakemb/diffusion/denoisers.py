@@ -117,6 +117,9 @@ class GaussianResidual(nn.Module):
     def __init__(self, net: nn.Module, dim: int, alphas_cumprod, prediction: str,
                  subspace: Optional[int] = None, conditions: Optional[Dict[str, int]] = None, rest: str = "full"):
         super().__init__()
+        # autoguidance (Karras et al. 2024) with the Gaussian fit as the weaker model: the prediction is
+        # Gaussian + scale x correction. 1 while training; samplers set it (Generator.guided)
+        self.correction_scale = 1.0
         if rest not in ("full", "isotropic"):
             raise ValueError(f"rest must be 'full' or 'isotropic'; got {rest!r}")
         self.rest = rest
@@ -183,6 +186,10 @@ class GaussianResidual(nn.Module):
     def correction(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The network's part of the prediction (in the principal subspace when there is one; ``cond``:
         condition codes of a conditional network)."""
+        out = self._correction(x, t, cond)
+        return out if self.correction_scale == 1 else self.correction_scale * out
+
+    def _correction(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
         args = () if cond is None else (cond,)
         if self.subspace is None:
             return self.net(x, t, *args)

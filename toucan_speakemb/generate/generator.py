@@ -162,7 +162,11 @@ class Generator:
 
     def guided(self, conditions: Optional[Mapping[str, Any]] = None, guidance: Optional[float] = None):
         """The denoiser to sample with: the model itself, or for a request of conditions the model with
-        classifier-free guidance (unknown attributes or values raise SpeakEmbError naming the trained ones)."""
+        classifier-free guidance (unknown attributes or values raise SpeakEmbError naming the trained ones).
+        Either way with the autoguidance of ``sample.autoguidance``."""
+        part = gaussian_part(self.model)
+        if part is not None:
+            part.correction_scale = float(self.cfg.sample.autoguidance)
         if not any(v is not None for v in (conditions or {}).values()):
             return self.model
         if not self.conditions:

@@ -103,7 +103,7 @@ class NormalizationConfig:
 
 @dataclass
 class TrainLoopConfig:
-    steps: int = 20000  # at most: model selection stops earlier when validation scores stop improving
+    steps: int = 5000  # the cosine learning-rate schedule spans them (select "best": at most; patience may stop sooner)
     batch_size: int = 256
     lr: float = 2.0e-3
     lr_schedule: str = "cosine"  # cosine | constant
@@ -125,12 +125,15 @@ class TrainLoopConfig:
     p_uncond: float = 0.1
     # model selection on validation speakers (a share of the training speakers the loop never draws): every
     # validate_every steps the EMA weights are scored by their denoising loss on them (fixed noise levels and
-    # noise); the generator keeps the best-scoring weights (step 0 = the untrained model, i.e. the Gaussian
+    # noise); the generator keeps the weights ``select`` says (step 0 = the untrained model, i.e. the Gaussian
     # fit with the Gaussian-residual denoiser). patience > 0 stops after that many scores without a new best,
     # and never sooner than the EMA's memory (1 / (1 - ema_decay) steps) after it.
     validation_share: float = 0.1
     validate_every: int = 250
     patience: int = 6
+    # the weights kept: "best" (of the best validation score) | "last" (the final weights, unless no score beat
+    # step 0's, the Gaussian fit: then step 0, and patience ends such a run as with "best")
+    select: str = "last"
 
 
 SLIDER_METHODS = ("latent", "renoise")
@@ -144,6 +147,10 @@ class SampleConfig:
     batch_size: int = 4096
     # classifier-free guidance of conditional samples: 0 = unconditional, 1 = plain conditional, >1 stronger
     guidance: float = 1.5
+    # autoguidance with the Gaussian fit as the weaker model: prediction = Gaussian + autoguidance x the
+    # network's correction (1: the model as trained; above 1: its departures from the Gaussian amplified).
+    # Models without a Gaussian part (model.gaussian_residual false) have nothing to guide with: no effect
+    autoguidance: float = 1.3
     # sliders: latent = move the voice's noise x_T and decode it again (found by DDIM inversion when the voice
     # was not sampled with the deterministic DDIM); renoise = move the voice, re-noise it to slider_strength x T
     # and denoise (SDEdit)
@@ -195,6 +202,7 @@ class TrainConfig:
             ("model.subspace", self.model.subspace, ("scaled", "full", "auto", "fixed")),
             ("model.subspace_rest", self.model.subspace_rest, ("full", "isotropic")),
             ("train.lr_schedule", self.train.lr_schedule, ("cosine", "constant")),
+            ("train.select", self.train.select, ("best", "last")),
             ("normalization.transform", self.normalization.transform, ("standard", "quantile", "auto")),
             ("sample.sampler", self.sample.sampler, sampler_names()),
             ("normalization.polar", self.normalization.polar, ("auto", "always", "never")),
@@ -260,6 +268,8 @@ class TrainConfig:
             raise SpeakEmbError(f"{source}: model.age_bands must be increasing positive ages; got {edges}")
         if not 0 < self.train.p_uncond < 1:
             raise SpeakEmbError(f"{source}: train.p_uncond must be in (0, 1); got {self.train.p_uncond}")
+        if not self.sample.autoguidance >= 0:
+            raise SpeakEmbError(f"{source}: sample.autoguidance must be at least 0; got {self.sample.autoguidance}")
         if not self.sample.guidance >= 0:
             raise SpeakEmbError(f"{source}: sample.guidance must be at least 0; got {self.sample.guidance}")
         if self.sample.slider_method not in SLIDER_METHODS:

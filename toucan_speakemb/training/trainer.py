@@ -129,6 +129,8 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
     noise = torch.randn(TEMPERATURE_VOICES, data.standardizer.model_dim,
                         generator=torch.Generator().manual_seed(cfg.seed ^ 0x7E3))
     gaussian = gaussian_part(model)
+    if gaussian is not None:  # voices as the generator samples them
+        gaussian.correction_scale = float(cfg.sample.autoguidance)
     was_training = model.training
     model.eval()
 
@@ -139,6 +141,8 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
 
     value, median, reached = match_knob(voices, *TEMPERATURE_RANGE, seen, target)
     model.train(was_training)
+    if gaussian is not None:
+        gaussian.correction_scale = 1.0
     method = ("the temperature at which the median cosine of sampled voices to their nearest training-loop "
               "speaker equals the validation speakers' (bisection)")
     if not reached and abs(median - target) > MEDIAN_TOLERANCE:
@@ -653,7 +657,9 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
                 state.best_step, state.since_best, best = state.step, 0, _copy_state(ema)
             else:
                 state.since_best += 1
-                if (cfg.train.patience and state.since_best >= cfg.train.patience
+                # select last: patience only ends a run whose network never beat step 0 (the Gaussian fit)
+                if (cfg.train.patience and (cfg.train.select == "best" or state.best_step == 0)
+                        and state.since_best >= cfg.train.patience
                         and state.step - state.best_step >= ema_memory(cfg.train.ema_decay)):
                     state.stopped = True
                     log.info("stopping at step %d: no better validation score for %d scores (best at step %d)",
@@ -669,7 +675,12 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         log.info("stopped at step %d of %d (resume with the same command)", state.step, total)
         return run_dir / "generator.safetensors"
 
-    if validating:
+    if validating and cfg.train.select == "last" and state.best_step > 0:
+        state.best_step = state.step  # the final weights (they are the EMA's now)
+        write_validation_log(run_dir, state.validation)
+        log.info("kept the final weights of step %d (validation loss %.5f; best %.5f; step 0: %.5f)", state.step,
+                 state.validation[-1][1], min(v for _, v in state.validation), state.validation[0][1])
+    elif validating:
         ema.load_state_dict(best)
         write_validation_log(run_dir, state.validation)
         log.info("selected the weights of step %d (validation loss %.5f; step 0: %.5f)", state.best_step,

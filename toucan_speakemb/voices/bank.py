@@ -98,6 +98,7 @@ class SamplingPlan:
             "bank_seed": int(seed),
             "sampler": used,
             "temperature": generator.check_temperature(request.temperature),
+            "autoguidance": float(sc.autoguidance),
             "steps": get_sampler(used).steps_used(generator.diffusion, steps),
             "device": str(generator.device),  # voices of one seed agree across devices up to float rounding
             "created": utc_timestamp(),
