@@ -197,6 +197,7 @@ def test_bad_choice_is_refused_naming_the_key_and_the_allowed_values(d, key):
     ({"diffusion": {"timesteps": 0}}, "diffusion.timesteps"),
     ({"model": {"hidden": 0}}, "model.hidden"),
     ({"train": {"ema_decay": 1.0}}, "train.ema_decay"),
+    ({"train": {"overfit_tolerance": -0.1}}, "train.overfit_tolerance"),
     ({"diffusion": {"beta_start": 0.02, "beta_end": 0.01}}, "diffusion.beta_start"),
     ({"diffusion": {"timesteps": 10}, "sample": {"steps": 20}}, "sample.steps"),
     ({"train": {"validation_share": 1.0}}, "train.validation_share"),

@@ -561,6 +561,18 @@ def test_select_last_keeps_the_final_weights_once_the_network_beat_the_gaussian_
     assert Generator.load(tmp_path / "last").meta["selected_step"] == 60
 
 
+def test_select_last_keeps_the_best_weights_of_a_network_that_overfits_beyond_the_tolerance(tmp_path):
+    # the run above (its final score is worse than its best) with no tolerance: the best weights, as "best" does
+    run = {**VALIDATED, "lr": 0.03, "steps": 60, "patience": 1}
+    train(make_data(n_speakers=40), tmp_path / "strict", tiny(train={**run, "select": "last", "overfit_tolerance": 0.0}),
+          progress=False)
+    scores = np.loadtxt(tmp_path / "strict" / "validation.csv", delimiter=",", skiprows=1)
+    summary = json.loads((tmp_path / "strict" / "summary.json").read_text())
+    assert summary["selected_step"] == int(scores[np.argmin(scores[:, 1]), 0]) > 0
+    assert scores[-1, 1] > scores[:, 1].min() and summary["steps"] <= 60
+    assert Generator.load(tmp_path / "strict").meta["selected_step"] == summary["selected_step"]
+
+
 def test_select_last_keeps_step_0_and_stops_by_patience_when_the_network_never_beat_it(tmp_path):
     # lr 1 without clipping spoils the network at once: step 0 (the Gaussian fit) stays the best score
     ruinous = {**VALIDATED, "lr": 1.0, "grad_clip": 0.0, "patience": 2, "ema_decay": 0.8, "steps": 60}

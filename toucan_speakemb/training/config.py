@@ -134,6 +134,11 @@ class TrainLoopConfig:
     # the weights kept: "best" (of the best validation score) | "last" (the final weights, unless no score beat
     # step 0's, the Gaussian fit: then step 0, and patience ends such a run as with "best")
     select: str = "last"
+    # select "last" on data the network overfits: once a score is more than this share above the best one,
+    # patience ends the run as with "best", and the final weights are kept only if their score is within it
+    # (measured: +3 % at the end on 2000 espeak speakers, where the final weights sample better; +60 % on the
+    # demo's 600 speakers, where they copy training speakers)
+    overfit_tolerance: float = 0.05
 
 
 SLIDER_METHODS = ("latent", "renoise")
@@ -266,6 +271,8 @@ class TrainConfig:
         edges = self.model.age_bands
         if not edges or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] <= 0:
             raise SpeakEmbError(f"{source}: model.age_bands must be increasing positive ages; got {edges}")
+        if not 0 <= self.train.overfit_tolerance <= 1:
+            raise SpeakEmbError(f"{source}: train.overfit_tolerance must be in [0, 1]; got {self.train.overfit_tolerance}")
         if not 0 < self.train.p_uncond < 1:
             raise SpeakEmbError(f"{source}: train.p_uncond must be in (0, 1); got {self.train.p_uncond}")
         if not self.sample.autoguidance >= 0:

@@ -389,6 +389,12 @@ def ema_memory(decay: float) -> int:
     return int(math.ceil(round(1.0 / (1.0 - decay), 6))) if decay < 1.0 else 0
 
 
+def overfits(validation: Sequence[Sequence[float]], tolerance: float) -> bool:
+    """The latest validation score is more than ``tolerance`` (a share) above the best one so far."""
+    best = min(v for _, v in validation)
+    return validation[-1][1] > best * (1 + tolerance)
+
+
 @torch.no_grad()
 def validation_loss(diffusion: GaussianDiffusion, model: torch.nn.Module, rows: np.ndarray, seed: int,
                     min_terms: int = 4096, max_repeats: int = 16, codes: Optional[np.ndarray] = None) -> float:
@@ -657,8 +663,10 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
                 state.best_step, state.since_best, best = state.step, 0, _copy_state(ema)
             else:
                 state.since_best += 1
-                # select last: patience only ends a run whose network never beat step 0 (the Gaussian fit)
-                if (cfg.train.patience and (cfg.train.select == "best" or state.best_step == 0)
+                # select last: patience only ends a run whose network never beat step 0 (the Gaussian fit) or
+                # overfits (scores beyond the tolerance above the best)
+                if (cfg.train.patience and (cfg.train.select == "best" or state.best_step == 0
+                                            or overfits(state.validation, cfg.train.overfit_tolerance))
                         and state.since_best >= cfg.train.patience
                         and state.step - state.best_step >= ema_memory(cfg.train.ema_decay)):
                     state.stopped = True
@@ -675,7 +683,8 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         log.info("stopped at step %d of %d (resume with the same command)", state.step, total)
         return run_dir / "generator.safetensors"
 
-    if validating and cfg.train.select == "last" and state.best_step > 0:
+    if (validating and cfg.train.select == "last" and state.best_step > 0
+            and not overfits(state.validation, cfg.train.overfit_tolerance)):
         state.best_step = state.step  # the final weights (they are the EMA's now)
         write_validation_log(run_dir, state.validation)
         log.info("kept the final weights of step %d (validation loss %.5f; best %.5f; step 0: %.5f)", state.step,
@@ -683,8 +692,11 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
     elif validating:
         ema.load_state_dict(best)
         write_validation_log(run_dir, state.validation)
-        log.info("selected the weights of step %d (validation loss %.5f; step 0: %.5f)", state.best_step,
-                 dict((int(a), b) for a, b in state.validation)[state.best_step], state.validation[0][1])
+        log.info("selected the weights of step %d (validation loss %.5f; step 0: %.5f)%s", state.best_step,
+                 dict((int(a), b) for a, b in state.validation)[state.best_step], state.validation[0][1],
+                 " instead of the final ones: the network overfits (validation loss %.5f, more than %g%% above "
+                 "the best)" % (state.validation[-1][1], 100 * cfg.train.overfit_tolerance)
+                 if cfg.train.select == "last" and state.best_step > 0 else "")
     threshold = same_speaker_record(es)
     unseen = unseen_speaker_record(train_speakers.embeddings, data.validation)
     if unseen["value"] is not None:
