@@ -562,14 +562,17 @@ def test_select_last_keeps_the_final_weights_once_the_network_beat_the_gaussian_
 
 
 def test_select_last_keeps_the_best_weights_of_a_network_that_overfits_beyond_the_tolerance(tmp_path):
-    # the run above (its final score is worse than its best) with no tolerance: the best weights, as "best" does
-    run = {**VALIDATED, "lr": 0.03, "steps": 60, "patience": 1}
+    # 40 speakers, lr 0.03, an EMA of 20 steps' memory: the network beats step 0 at step 20, then scores worse.
+    # With no tolerance the best weights are kept, as "best" does, and the run ends 20 steps (the EMA's
+    # memory) after its best, long before patience (50 scores) would
+    run = {**VALIDATED, "lr": 0.03, "steps": 100, "patience": 50, "ema_decay": 0.95}
     train(make_data(n_speakers=40), tmp_path / "strict", tiny(train={**run, "select": "last", "overfit_tolerance": 0.0}),
           progress=False)
     scores = np.loadtxt(tmp_path / "strict" / "validation.csv", delimiter=",", skiprows=1)
     summary = json.loads((tmp_path / "strict" / "summary.json").read_text())
     assert summary["selected_step"] == int(scores[np.argmin(scores[:, 1]), 0]) > 0
-    assert scores[-1, 1] > scores[:, 1].min() and summary["steps"] <= 60
+    assert scores[-1, 1] > scores[:, 1].min()
+    assert summary["stopped_early"] and summary["steps"] == summary["selected_step"] + 20 < 100
     assert Generator.load(tmp_path / "strict").meta["selected_step"] == summary["selected_step"]
 
 
