@@ -52,7 +52,7 @@ def test_synthesis_builds_toucan_on_the_resolved_device(tiny_generator, v3, tmp_
     assert (tmp_path / "a.wav").exists() and cars[0]["draw_seed"] == 1
 
 
-@pytest.mark.skipif(CUDA, reason="this machine has CUDA")
+@pytest.mark.skipif(CUDA, reason="torch sees a CUDA device")
 def test_synthesis_refuses_cuda_without_cuda_before_toucan_is_built_or_anything_written(tiny_generator, v3,
                                                                                        tmp_path):
     models = Models(v3)
@@ -91,7 +91,7 @@ def test_the_hook_gives_the_same_voices_on_auto_and_on_cpu_here(tiny_generator, 
     assert all(isinstance(e, np.ndarray) for e in embeddings)
 
 
-@pytest.mark.skipif(CUDA, reason="this machine has CUDA")
+@pytest.mark.skipif(CUDA, reason="torch sees a CUDA device")
 def test_the_hook_refuses_cuda_without_cuda_and_leaves_the_interface_as_it_was(tiny_generator, v3):
     with pytest.raises(SpeakEmbError) as e:
         with random_voices(v3, tiny_generator.path, device="cuda"):
@@ -100,7 +100,7 @@ def test_the_hook_refuses_cuda_without_cuda_and_leaves_the_interface_as_it_was(t
     assert "forward" not in v3.__dict__ and "read_to_file" not in v3.__dict__
 
 
-@pytest.mark.skipif(CUDA, reason="this machine has CUDA")
+@pytest.mark.skipif(CUDA, reason="torch sees a CUDA device")
 def test_the_batch_recipe_refuses_cuda_without_cuda_before_writing_anything(tiny_generator, v3, tmp_path):
     with pytest.raises(SpeakEmbError) as e:
         run_batch(config(tiny_generator, tmp_path / "batch", device="cuda"), ToucanAdapter(v3), progress=False)

@@ -63,7 +63,7 @@ def test_a_bad_device_is_one_error_line_before_any_work(work, tmp_path, name, ba
     assert list(tmp_path.iterdir()) == []  # the missing corpus, data and Toucan were not even looked at
 
 
-@pytest.mark.skipif(CUDA, reason="this machine has CUDA")
+@pytest.mark.skipif(CUDA, reason="torch sees a CUDA device")
 @pytest.mark.parametrize("name", ["sample", "voices add", "synth", "train"])
 def test_cuda_without_cuda_is_one_error_line_before_any_work(work, tmp_path, name):
     _, _, run = work

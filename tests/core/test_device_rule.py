@@ -23,7 +23,7 @@ def one_line(e) -> str:
 
 @pytest.fixture
 def gpus(monkeypatch):
-    """``gpus(n)``: torch sees n CUDA devices (0: none), whatever this machine has."""
+    """``gpus(n)``: torch sees n CUDA devices (0: none), whatever the host has."""
 
     def see(n: int):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)

@@ -67,7 +67,7 @@ def test_banks_and_samplers_record_the_device_their_voices_were_sampled_on(on_cp
     assert s.provenance()["device"] == "cpu"
 
 
-@pytest.mark.skipif(CUDA, reason="this machine has CUDA")
+@pytest.mark.skipif(CUDA, reason="torch sees a CUDA device")
 def test_cuda_without_cuda_is_refused_in_one_line_before_the_file_is_read(tmp_path):
     with pytest.raises(SpeakEmbError) as e:
         Generator.load(tmp_path / "no such run", "cuda")  # the device is refused first, not the missing file

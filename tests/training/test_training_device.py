@@ -47,7 +47,7 @@ def test_a_bad_device_name_is_one_error_line_naming_the_key(bad):
     assert "train.device" in one_line(e)
 
 
-@pytest.mark.skipif(CUDA, reason="this machine has CUDA")
+@pytest.mark.skipif(CUDA, reason="torch sees a CUDA device")
 @pytest.mark.parametrize("asked", ["cuda", "cuda:0"])
 def test_cuda_without_cuda_is_refused_in_one_line_before_anything_is_written(tmp_path, asked):
     with pytest.raises(SpeakEmbError) as e:
