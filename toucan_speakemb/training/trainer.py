@@ -666,14 +666,14 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
                 # select last: patience only ends a run whose network never beat step 0 (the Gaussian fit);
                 # one that overfits (a score beyond the tolerance above the best) ends at once: its best
                 # weights will be kept whatever comes after
-                waited = (state.since_best >= cfg.train.patience if cfg.train.select == "best" or state.best_step == 0
+                by_patience = cfg.train.select == "best" or state.best_step == 0
+                waited = (state.since_best >= cfg.train.patience if by_patience
                           else overfits(state.validation, cfg.train.overfit_tolerance))
                 if (cfg.train.patience and waited
                         and state.step - state.best_step >= ema_memory(cfg.train.ema_decay)):
                     state.stopped = True
                     log.info("stopping at step %d: %s (best at step %d)", state.step,
-                             f"no better validation score for {state.since_best} scores"
-                             if cfg.train.select == "best" or state.best_step == 0 else
+                             f"no better validation score for {state.since_best} scores" if by_patience else
                              f"validation loss {score:.5f}, more than {100 * cfg.train.overfit_tolerance:g}% above "
                              f"the best: the network overfits", state.best_step)
         if state.step % cfg.train.checkpoint_every == 0 or state.step == total or state.stopped:
