@@ -595,6 +595,16 @@ def test_ema_memory():
     assert ema_memory(0.9999) == 10000 and ema_memory(0.9) == 10
 
 
+def test_ema_decay_ramps_up_to_its_cap():
+    from toucan_speakemb.training.trainer import ema_decay_at
+
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1)  # the first update takes 90% of the trained weights
+    assert ema_decay_at(990, 0.999) == pytest.approx(0.991)
+    assert ema_decay_at(4999, 0.999) == pytest.approx(0.99820, abs=1e-5)  # the default run's last step: below the cap
+    assert ema_decay_at(8991, 0.999) == 0.999 and ema_decay_at(20000, 0.999) == 0.999
+    assert ema_decay_at(100, 0.0) == 0.0  # a zero cap: no averaging at all
+
+
 def test_validation_loss_builds_no_autograd_graph():
     from toucan_speakemb.training.trainer import build_diffusion, build_model, validation_loss
 

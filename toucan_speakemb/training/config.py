@@ -110,6 +110,7 @@ class TrainLoopConfig:
     warmup_steps: int = 200
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    # the cap of the EMA's decay, which ramps up as (1 + t) / (10 + t) (trainer.ema_decay_at)
     ema_decay: float = 0.999
     log_every: int = 50
     checkpoint_every: int = 500

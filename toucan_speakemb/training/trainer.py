@@ -382,6 +382,15 @@ class TrainState:
 VALIDATION_LEVELS = 20  # noise levels the validation loss averages over, evenly spaced over the schedule
 
 
+def ema_decay_at(step: int, decay: float) -> float:
+    """The EMA's decay at optimiser step ``step`` (from 0): ``min(decay, (1 + step) / (10 + step))``, a warm-up
+    so that early weights are not averaged with the random start. The cap ``decay`` is reached only at step
+    ``(10 decay - 1) / (1 - decay)`` (0.999: about 9000); before that the EMA's memory is about a ninth of the
+    steps so far. Within the default 5000 steps this ramp, not 0.999, sets the weights kept: a constant 0.999
+    or 0.9995 from step 1000 on lowered the validation loss and sampled worse (docs/benchmarks.md)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
 def ema_memory(decay: float) -> int:
     """Steps the EMA weights take to reflect what the network learned (1 / (1 - decay)). Patience never
     stops training sooner after the best score: a plateau shorter than this is the EMA lagging, not the
@@ -640,7 +649,7 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         if cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()
-        decay = min(cfg.train.ema_decay, (1 + step) / (10 + step))
+        decay = ema_decay_at(step, cfg.train.ema_decay)
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
