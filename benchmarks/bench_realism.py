@@ -4,6 +4,7 @@ speakers it never saw, and the acceptance rule for new voices.
     python benchmarks/bench_realism.py --train TRAIN.npz --unseen UNSEEN.npz [--out DIR] [--run RUN_DIR]
                                        [--n 500] [--seed 0] [--threads 1] [--device D] [--set KEY=VALUE ...]
     python benchmarks/bench_realism.py --train TRAIN.npz --against-validation [--set ...]   # for choosing
+    python benchmarks/bench_realism.py --preset a --data ge2e_dev_voices.npz | --preset b   # the other two sets
 
 TRAIN and UNSEEN are interchange sets of one population (e.g. the espeak population's _train and _unseen
 halves). The generator trains on TRAIN with the default recipe (plus --set overrides; --run reuses a
@@ -20,11 +21,21 @@ against, at the speaker level (speaker means), ``--n`` vectors per system, k = 5
 - P / R: k-NN precision and recall (Kynkäänniemi et al. 2019) against the unseen speakers; FD / floor: the
   Fréchet distance over that of real speakers; novelty: median nearest-training cosine and the share above
   the split-half same-speaker threshold (between speaker means, from the training utterances); "as novel"
-  is the yardstick of toucan_speakemb/evaluation/matched.py (median within 0.005, share within +0.05).
+  is the yardstick of toucan_speakemb/evaluation/matched.py (median within 0.005, share within +0.05);
+  variance ratio: total variance over the unseen speakers'.
+
+Every row is the mean ± standard deviation over ``--draws`` draws: sample seeds SEED, SEED+1, ... for a
+system (at the knob matched with SEED), other real speakers drawn anew for the real row; the Fréchet floor
+is the real row's mean. One draw of 500 moves precision by about 0.01 and the Fréchet ratio by about 0.05,
+so a difference smaller than the spreads is not a difference.
 
 It also draws 100 voices with the default acceptance rule (VoiceSampler, as `voices add -n 100` does) and
 reports the acceptance rate and the accepted voices' novelty beside the unseen speakers'. Writes
 ``realism.md``, ``realism.json`` and ``precision_novelty.png`` to --out.
+
+``--preset`` builds the two other benchmark sets as bench_generation.py does: (a) the GE2E voices split by
+source voice (100 training speakers, 50 held out: the reference, so ``--n`` is 50 there); (b) the synthetic
+704-dim population (2000 training speakers, 500 fresh speakers of the true distribution as the reference).
 
 ``--against-validation`` judges on the training file alone, for choosing between recipes without looking at
 UNSEEN: the reference is the run's validation speakers (never drawn by its training loop), and the training
@@ -57,10 +68,29 @@ from toucan_speakemb.training.trainer import pick_validation_speakers, train
 from toucan_speakemb.voices.novelty import VoiceSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generation import add_device_argument, header  # noqa: E402
+from bench_generation import add_device_argument, header, load_ge2e_split  # noqa: E402
 
-COLUMNS = [("setting", "setting", "s"), ("precision", "P", ".2f"), ("recall", "R", ".2f"),
-           ("frechet_ratio", "FD / floor", ".2f"), ("novelty_median", "median cos to nearest training", ".3f"),
+
+def preset_sets(name: str, data=None):
+    """(training set, unseen speaker means, description) of benchmark set (a) or (b), split as
+    bench_generation.py splits them."""
+    from toucan_speakemb import get_profile
+    from toucan_speakemb.core.synthetic import SyntheticPopulation
+    if name == "a":
+        if not data:
+            raise SystemExit("--preset a needs --data path/to/ge2e_dev_voices.npz")
+        X, spk, is_train = load_ge2e_split(data)
+        prof = get_profile("ge2e-256")
+        held = EmbeddingSet(X[~is_train], spk[~is_train].tolist(), prof)
+        return (EmbeddingSet(X[is_train], spk[is_train].tolist(), prof), held.speaker_means().embeddings,
+                f"(a) {Path(data).name}: speakers of held-out source voices")
+    pop = SyntheticPopulation(dim=704)
+    return (pop.make_set(2000, 8, seed=11, prefix="train"), pop.make_set(500, 8, seed=13, prefix="new")
+            .speaker_means().embeddings, "(b) 500 fresh speakers of the synthetic population")
+
+COLUMNS = [("setting", "setting", "s"), ("precision_text", "P", "s"), ("recall_text", "R", "s"),
+           ("frechet_text", "FD / floor", "s"), ("variance_ratio", "variance ratio", ".2f"),
+           ("novelty_median", "median cos to nearest training", ".3f"),
            ("share_above", "share above split-half thr", ".2f"), ("as_novel", "as novel as unseen", "s")]
 GENERATOR_RANGE = (0.5, 1.6)   # temperatures the search covers
 CURVE_POINTS = 6
@@ -68,7 +98,10 @@ CURVE_POINTS = 6
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--train", required=True, help="training speakers (interchange .npz or embedding set)")
+    ap.add_argument("--train", help="training speakers (interchange .npz or embedding set)")
+    ap.add_argument("--preset", choices=("a", "b"), help="the GE2E set (a, with --data) or the synthetic set (b) "
+                    "instead of --train/--unseen")
+    ap.add_argument("--data", help="ge2e_dev_voices.npz for --preset a")
     ap.add_argument("--unseen", help="unseen speakers of the same population (the reference)")
     ap.add_argument("--against-validation", action="store_true",
                     help="judge against the run's validation speakers instead (UNSEEN is not read)")
@@ -76,6 +109,8 @@ def parse_args(argv=None):
     ap.add_argument("--run", default=None, help="a finished run folder to use instead of training one")
     ap.add_argument("--n", type=int, default=500, help="vectors per system")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--draws", type=int, default=5,
+                    help="draws per row (sample seeds; other real speakers) for the mean and spread (default 5)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (training and sampling)")
     add_device_argument(ap)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -90,9 +125,14 @@ def main(argv=None) -> int:
     device = header("bench_realism", args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not args.unseen and not args.against_validation:
+    if args.preset:
+        tr, preset_real, preset_reference = preset_sets(args.preset, args.data)
+    elif not args.train:
+        raise SystemExit("give --train TRAIN.npz (or --preset a|b)")
+    elif not args.unseen and not args.against_validation:
         raise SystemExit("give --unseen UNSEEN.npz (or --against-validation)")
-    tr = EmbeddingSet.load(args.train)
+    else:
+        tr = EmbeddingSet.load(args.train)
     train_m = tr.speaker_means().embeddings.astype(np.float64)
     n, seed = args.n, args.seed
     thr, _ = M.split_half_threshold(tr.embeddings, np.asarray(tr.speaker_ids))
@@ -126,6 +166,9 @@ def main(argv=None) -> int:
         n = min(n, len(real))
         reference = (f"{len(real)} validation speakers of the run (judged against the other training speakers; "
                      f"'unseen' below means them)")
+    elif args.preset:
+        real, reference = preset_real.astype(np.float64), preset_reference
+        n = min(n, len(real))
     else:
         real = EmbeddingSet.load(args.unseen).speaker_means().embeddings.astype(np.float64)
         reference = f"{args.unseen}"
@@ -136,44 +179,63 @@ def main(argv=None) -> int:
     print(f"train: {tr.summary()}; reference: {len(real)} speaker means ({reference}); split-half threshold "
           f"{thr:.4f}; their median nearest-training cosine {target:.4f}, share above {unseen_nov.share_above:.2f}")
 
-    # the reference rows
-    others = train_m[np.random.default_rng(seed + 1).choice(len(train_m), n, replace=False)]
-    floor = M.frechet_distance(others, real)
+    # the reference rows: every figure is a mean over draws (sample seeds, or other real speakers)
+    draws = range(seed, seed + max(1, args.draws))
+
+    def other_real(s):
+        return train_m[np.random.default_rng(s + 1).choice(len(train_m), n, replace=False)]
+
+    floor = float(np.mean([M.frechet_distance(other_real(s), real) for s in draws]))
     rows, curves, points = {}, {}, {}
-    p, r = M.precision_recall(real, others, k=5)
-    rows["real speakers (a perfect generator)"] = {
-        "setting": "-", "precision": p, "recall": r, "frechet_ratio": 1.0, "novelty_median": target,
-        "share_above": unseen_nov.share_above, "as_novel": "yes"}
 
-    def add(name, x, setting, knob=0.0):
-        pt = measure_point(x, knob, real, train_m, thr)
-        nov = Novelty(pt.novelty_median, pt.share_above)
-        rows[name] = {"setting": setting, "precision": pt.precision, "recall": pt.recall,
-                      "frechet_ratio": pt.frechet / floor, "novelty_median": pt.novelty_median,
-                      "share_above": pt.share_above, "as_novel": "yes" if as_novel_as(nov, unseen_nov) else "no"}
-        print(f"  {name} [{setting}]: P {pt.precision:.3f} R {pt.recall:.3f} FD/floor {pt.frechet / floor:.2f} "
-              f"median {pt.novelty_median:.4f}", flush=True)
+    def add(name, draw, setting, knob=0.0, novelty=None):
+        """Row ``name``: ``draw(seed)`` measured over the draws (mean and standard deviation)."""
+        pts, variance = [], []
+        for s in draws:
+            x = draw(s)
+            pts.append(measure_point(x, knob, real, train_m, thr))
+            variance.append(M.total_variance_ratio(x, real))
+        stat = {key: [getattr(pt, key) for pt in pts] for key in ("precision", "recall", "frechet",
+                                                                    "novelty_median", "share_above")}
+        stat["frechet"] = [f / floor for f in stat["frechet"]]
+        row = {"setting": setting, "draws": len(pts), "variance_ratio": float(np.mean(variance))}
+        for key, label in (("precision", "precision"), ("recall", "recall"), ("frechet", "frechet_ratio"),
+                           ("novelty_median", "novelty_median"), ("share_above", "share_above")):
+            row[label] = float(np.mean(stat[key]))
+            row[label + "_sd"] = float(np.std(stat[key], ddof=1)) if len(pts) > 1 else 0.0
+        if novelty is not None:  # the real speakers' own novelty (the target)
+            row["novelty_median"], row["share_above"] = novelty.median, novelty.share_above
+        for label, fmt in (("precision", ".2f"), ("recall", ".2f"), ("frechet_ratio", ".2f")):
+            row[label.split("_")[0] + "_text"] = (f"{row[label]:{fmt}} ± {row[label + '_sd']:{fmt}}"
+                                                  if len(pts) > 1 else f"{row[label]:{fmt}}")
+        nov = Novelty(row["novelty_median"], row["share_above"])
+        row["as_novel"] = "yes" if as_novel_as(nov, unseen_nov) else "no"
+        rows[name] = row
+        print(f"  {name} [{setting}]: P {row['precision_text']} R {row['recall_text']} FD/floor "
+              f"{row['frechet_text']} median {row['novelty_median']:.4f}", flush=True)
 
-    add("copies of training speakers", resample_training(train_m, n, seed), "with replacement")
+    add("real speakers (a perfect generator)", other_real, "-", novelty=unseen_nov)
+    add("copies of training speakers", lambda s: resample_training(train_m, n, s), "with replacement")
 
     samplers = {}
     for b in KNOBS:
         if b == "gmm":
             mix = fit_mixture(train_m, seed)
-            samplers[LABELS[b]] = (lambda v, mix=mix: mix(n, seed, v), KNOBS[b])
+            samplers[LABELS[b]] = (lambda v, s=seed, mix=mix: mix(n, s, v), KNOBS[b])
         else:
-            samplers[LABELS[b]] = (lambda v, b=b: sample_baseline(b, train_m, n, seed, v), KNOBS[b])
+            samplers[LABELS[b]] = (lambda v, s=seed, b=b: sample_baseline(b, train_m, n, s, v), KNOBS[b])
     t0 = time.perf_counter()
     gen.sample(n, seed)
     sample_s = time.perf_counter() - t0
-    samplers["default generator"] = (lambda v: gen.sample(n, seed, temperature=v),
+    samplers["default generator"] = (lambda v, s=seed: gen.sample(n, s, temperature=v),
                                      ("temperature", gen.temperature, GENERATOR_RANGE))
 
     for name, (fn, (knob, default, (lo, hi))) in samplers.items():
         t0 = time.perf_counter()
         v, med, reached = match_knob(fn, lo, hi, train_m, target)
-        add(f"{name}, as novel as unseen", fn(v), f"{knob} {v:.3g}" + ("" if reached else " (closest reachable)"), v)
-        add(f"{name}, default", fn(default), f"{knob} {default:g}", default)
+        add(f"{name}, as novel as unseen", lambda s: fn(v, s), f"{knob} {v:.3g}" + ("" if reached else
+                                                                                     " (closest reachable)"), v)
+        add(f"{name}, default", lambda s: fn(default, s), f"{knob} {default:g}", default)
         grid = np.linspace(lo, hi, CURVE_POINTS)
         pts = curve(fn, sorted(set(grid.tolist()) | {v, default}), real, train_m, thr)
         points[name] = [pt.to_json() for pt in pts]
@@ -197,14 +259,15 @@ def main(argv=None) -> int:
     plot_precision_novelty(curves, out / "precision_novelty.png", (target, rows[
         "real speakers (a perfect generator)"]["precision"]), "Precision against novelty (speaker means, k = 5)")
     table = format_table(rows, COLUMNS, f"{n} vectors per system against {len(real)} unseen speakers "
-                                       f"(speaker means, k = 5); split-half threshold {thr:.3f}")
+                                       f"(speaker means, k = 5); mean ± standard deviation over {len(draws)} "
+                                       f"draws; split-half threshold {thr:.3f}")
     acc_line = (f"Acceptance rule '{acceptance['rule']}' (threshold {acceptance['threshold']:.4f}): 100 voices from "
                 f"{acceptance['drawn']} candidates ({acceptance['rate']:.0%} accepted, {accept_s:.1f} s); accepted "
                 f"voices' median nearest-training cosine {acc_nov.median:.4f} (unseen speakers {target:.4f}), share "
                 f"above the split-half threshold {acc_nov.share_above:.2f} (unseen {unseen_nov.share_above:.2f}); "
                 f"the rule would accept {acceptance['unseen_accepted_by_rule']:.0%} of the unseen speakers.")
     text = "\n\n".join([
-        "# Realism at matched novelty", f"train: `{args.train}`; reference: {reference}; generator: selected "
+        "# Realism at matched novelty", f"train: `{args.train or tr.summary()}`; reference: {reference}; generator: selected "
         f"step {summary.get('selected_step')} of {summary.get('steps')}, {train_s:.0f} s training, sampling "
         f"{n} voices {sample_s:.2f} s", table, acc_line, "![precision against novelty](precision_novelty.png)",
         "References:\n\n" + "\n".join(f"- {r}" for r in REFERENCES)]) + "\n"
