@@ -22,7 +22,9 @@ against, at the speaker level (speaker means), ``--n`` vectors per system, k = 5
   Fréchet distance over that of real speakers; novelty: median nearest-training cosine and the share above
   the split-half same-speaker threshold (between speaker means, from the training utterances); "as novel"
   is the yardstick of toucan_speakemb/evaluation/matched.py (median within 0.005, share within +0.05);
-  variance ratio: total variance over the unseen speakers'.
+  variance ratio: total variance over the unseen speakers'; "FD / floor, 5000 vectors": the same ratio with
+  5000 vectors per system (the real row and its floor: every training speaker), which leaves the system's
+  error in mean and covariance without most of the sampling noise of 500.
 
 Every row is the mean ± standard deviation over ``--draws`` draws: sample seeds SEED, SEED+1, ... for a
 system (at the knob matched with SEED), other real speakers drawn anew for the real row; the Fréchet floor
@@ -88,8 +90,10 @@ def preset_sets(name: str, data=None):
     return (pop.make_set(2000, 8, seed=11, prefix="train"), pop.make_set(500, 8, seed=13, prefix="new")
             .speaker_means().embeddings, "(b) 500 fresh speakers of the synthetic population")
 
+LARGE = 5000  # vectors per system for the Fréchet ratio without most of its sampling noise
 COLUMNS = [("setting", "setting", "s"), ("precision_text", "P", "s"), ("recall_text", "R", "s"),
-           ("frechet_text", "FD / floor", "s"), ("variance_ratio", "variance ratio", ".2f"),
+           ("frechet_text", "FD / floor", "s"), ("frechet_ratio_large", f"FD / floor, {LARGE} vectors", ".2f"),
+           ("variance_ratio", "variance ratio", ".2f"),
            ("novelty_median", "median cos to nearest training", ".3f"),
            ("share_above", "share above split-half thr", ".2f"), ("as_novel", "as novel as unseen", "s")]
 GENERATOR_RANGE = (0.5, 1.6)   # temperatures the search covers
@@ -182,14 +186,22 @@ def main(argv=None) -> int:
     # the reference rows: every figure is a mean over draws (sample seeds, or other real speakers)
     draws = range(seed, seed + max(1, args.draws))
 
-    def other_real(s):
-        return train_m[np.random.default_rng(s + 1).choice(len(train_m), n, replace=False)]
+    def other_real(s, m=None):  # m = None: n of them; more than there are: all training speakers
+        if m is not None and m >= len(train_m):
+            return train_m
+        return train_m[np.random.default_rng(s + 1).choice(len(train_m), m or n, replace=False)]
+
+    # the Fréchet distance of one draw of n mixes sampling noise (Gaussian samples estimate their covariance
+    # with less of it than real speakers do) with the system's error in mean and covariance; with LARGE
+    # vectors per system (the real row: every training speaker) the error is what is left
+    big_floor = M.frechet_distance(other_real(seed, LARGE), real)
 
     floor = float(np.mean([M.frechet_distance(other_real(s), real) for s in draws]))
     rows, curves, points = {}, {}, {}
 
     def add(name, draw, setting, knob=0.0, novelty=None):
-        """Row ``name``: ``draw(seed)`` measured over the draws (mean and standard deviation)."""
+        """Row ``name``: ``draw(seed, m=None)`` (m vectors; None: n) measured over the draws (mean and standard
+        deviation), and its Fréchet ratio with LARGE vectors."""
         pts, variance = [], []
         for s in draws:
             x = draw(s)
@@ -198,7 +210,8 @@ def main(argv=None) -> int:
         stat = {key: [getattr(pt, key) for pt in pts] for key in ("precision", "recall", "frechet",
                                                                     "novelty_median", "share_above")}
         stat["frechet"] = [f / floor for f in stat["frechet"]]
-        row = {"setting": setting, "draws": len(pts), "variance_ratio": float(np.mean(variance))}
+        row = {"setting": setting, "draws": len(pts), "variance_ratio": float(np.mean(variance)),
+               "frechet_ratio_large": M.frechet_distance(draw(seed, LARGE), real) / big_floor}
         for key, label in (("precision", "precision"), ("recall", "recall"), ("frechet", "frechet_ratio"),
                            ("novelty_median", "novelty_median"), ("share_above", "share_above")):
             row[label] = float(np.mean(stat[key]))
@@ -215,27 +228,28 @@ def main(argv=None) -> int:
               f"{row['frechet_text']} median {row['novelty_median']:.4f}", flush=True)
 
     add("real speakers (a perfect generator)", other_real, "-", novelty=unseen_nov)
-    add("copies of training speakers", lambda s: resample_training(train_m, n, s), "with replacement")
+    add("copies of training speakers", lambda s, m=None: resample_training(train_m, m or n, s), "with replacement")
 
     samplers = {}
     for b in KNOBS:
         if b == "gmm":
             mix = fit_mixture(train_m, seed)
-            samplers[LABELS[b]] = (lambda v, s=seed, mix=mix: mix(n, s, v), KNOBS[b])
+            samplers[LABELS[b]] = (lambda v, s=seed, m=None, mix=mix: mix(m or n, s, v), KNOBS[b])
         else:
-            samplers[LABELS[b]] = (lambda v, s=seed, b=b: sample_baseline(b, train_m, n, s, v), KNOBS[b])
+            samplers[LABELS[b]] = (lambda v, s=seed, m=None, b=b: sample_baseline(b, train_m, m or n, s, v),
+                                    KNOBS[b])
     t0 = time.perf_counter()
     gen.sample(n, seed)
     sample_s = time.perf_counter() - t0
-    samplers["default generator"] = (lambda v, s=seed: gen.sample(n, s, temperature=v),
+    samplers["default generator"] = (lambda v, s=seed, m=None: gen.sample(m or n, s, temperature=v),
                                      ("temperature", gen.temperature, GENERATOR_RANGE))
 
     for name, (fn, (knob, default, (lo, hi))) in samplers.items():
         t0 = time.perf_counter()
         v, med, reached = match_knob(fn, lo, hi, train_m, target)
-        add(f"{name}, as novel as unseen", lambda s: fn(v, s), f"{knob} {v:.3g}" + ("" if reached else
+        add(f"{name}, as novel as unseen", lambda s, m=None: fn(v, s, m), f"{knob} {v:.3g}" + ("" if reached else
                                                                                      " (closest reachable)"), v)
-        add(f"{name}, default", lambda s: fn(default, s), f"{knob} {default:g}", default)
+        add(f"{name}, default", lambda s, m=None: fn(default, s, m), f"{knob} {default:g}", default)
         grid = np.linspace(lo, hi, CURVE_POINTS)
         pts = curve(fn, sorted(set(grid.tolist()) | {v, default}), real, train_m, thr)
         points[name] = [pt.to_json() for pt in pts]

@@ -319,6 +319,13 @@ def test_the_loss_curve_shows_the_validation_scores_and_the_selected_step(files,
     r = _run(*args, "--out", tmp_path / "with")
     assert r.exit_code == 0, r.output
     assert "model selection kept the weights of step 10" in (tmp_path / "with" / "report.md").read_text()
+    assert "untrained network" not in (tmp_path / "with" / "report.md").read_text()
+    (run / "summary.json").write_text(json.dumps({"selected_step": 0}))  # the Gaussian fit kept: the report says why
+    (run / "validation.csv").write_text("step,validation_loss\n0,0.7\n10,0.9\n20,0.8\n")
+    assert _run(*args, "--out", tmp_path / "zero").exit_code == 0
+    text = (tmp_path / "zero" / "report.md").read_text()
+    assert "step 0 0.70000, the best trained weights 0.80000 at step 20 (+14.3%)" in text
+    (run / "summary.json").write_text(json.dumps({"selected_step": 10}))
     (run / "validation.csv").unlink()
     assert _run(*args, "--out", tmp_path / "without").exit_code == 0
     assert (tmp_path / "with" / "loss.png").read_bytes() != (tmp_path / "without" / "loss.png").read_bytes()

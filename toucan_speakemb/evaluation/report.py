@@ -463,6 +463,25 @@ def _read_validation(run_dir: Path):
     return (rows if len(rows) else None), selected
 
 
+def _why_step_zero(validation, selected) -> Optional[str]:
+    """When model selection kept step 0 (the untrained network: with the Gaussian-residual denoiser, the
+    Gaussian fit in the model's space), why, in numbers: no later validation score beat step 0's."""
+    if selected != 0 or validation is None:
+        return None
+    steps, scores = validation[:, 0], validation[:, 1]
+    zero, later = scores[steps == 0], steps > 0
+    if not len(zero) or not later.any():
+        return None
+    i = int(np.argmin(np.where(later, scores, np.inf)))
+    if scores[i] < zero[0]:  # kept for another reason: no claim
+        return None
+    return (f"Step 0 is the untrained network: with the Gaussian-residual denoiser, the Gaussian fit in the "
+            f"model's space, so the generator samples that Gaussian. Kept because no trained weights scored "
+            f"better on the validation speakers: step 0 {float(zero[0]):.5f}, the best trained weights "
+            f"{float(scores[i]):.5f} at step {int(steps[i])} ({float(scores[i] / zero[0] - 1):+.1%}). With few "
+            f"training speakers the network does not learn more than the Gaussian about speakers it did not see.")
+
+
 def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] = None, tsne: bool = True,
                  title: str = "toucan-speakemb evaluation", intro: Optional[str] = None) -> Path:
     """Write report.md, report.html (self-contained), metrics.json and the PNG plots into ``out``."""
@@ -612,6 +631,9 @@ def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] 
         doc.image(plots.plot_loss(history[:, :2], out / "loss.png", validation, selected),
                   f"Training loss of `{run_dir}`" + (f"; model selection kept the weights of step {selected}."
                                                      if selected is not None else "."))
+        why = _why_step_zero(validation, selected)
+        if why:
+            doc.paragraph(why)
 
     doc.heading("Baselines")
     doc.bullets([
