@@ -386,8 +386,9 @@ def ema_decay_at(step: int, decay: float) -> float:
     """The EMA's decay at optimiser step ``step`` (from 0): ``min(decay, (1 + step) / (10 + step))``, a warm-up
     so that early weights are not averaged with the random start. The cap ``decay`` is reached only at step
     ``(10 decay - 1) / (1 - decay)`` (0.999: about 9000); before that the EMA's memory is about a ninth of the
-    steps so far. Within the default 5000 steps this ramp, not 0.999, sets the weights kept: a constant 0.999
-    or 0.9995 from step 1000 on lowered the validation loss and sampled worse (docs/benchmarks.md)."""
+    steps so far. Within the default 5000 steps this ramp, not 0.999, sets the weights kept: reaching 0.999 or
+    0.9995 early (at steps 1000 / 2000) lowered the final validation loss and sampled worse at matched novelty
+    (docs/benchmarks.md)."""
     return min(decay, (1 + step) / (10 + step))
 
 
