@@ -576,6 +576,59 @@ def test_select_last_keeps_the_best_weights_of_a_network_that_overfits_beyond_th
     assert Generator.load(tmp_path / "strict").meta["selected_step"] == summary["selected_step"]
 
 
+OVERFITTING = {**VALIDATED, "lr": 0.03, "steps": 100, "patience": 50, "ema_decay": 0.95, "select": "last",
+               "overfit_tolerance": 0.0}
+
+
+def _ema_of_checkpoint(run, step):
+    final = tensors(run / "checkpoints" / f"step_{step:07d}.safetensors")
+    return {"model." + k[len("ema."):]: v for k, v in final.items() if k.startswith("ema.")}
+
+
+def test_when_the_network_overfits_the_weights_whose_voices_score_higher_are_kept(tmp_path):
+    # the guard ends the run; the best-scoring and the final weights each sample at their own temperature
+    # and are judged by their voices' precision and recall against the 10 validation speakers
+    out = tmp_path / "run"
+    train(make_data(n_speakers=40), out, tiny(train=OVERFITTING), progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    judged = summary["overfitting"]
+    f1 = {name: judged[name]["voices"]["f1"] for name in ("best", "final")}
+    for name in ("best", "final"):
+        q = judged[name]["voices"]
+        assert 0 <= q["precision"] <= 1 and 0 <= q["recall"] <= 1
+    kept = "final" if f1["final"] > f1["best"] else "best"
+    assert judged["kept"] == kept
+    assert summary["selected_step"] == judged[kept]["step"] and summary["temperature"]["value"] == judged[kept][
+        "temperature"]
+    assert judged["final"]["step"] == summary["steps"] > judged["best"]["step"] > 0
+    if kept == "final":  # the generator holds the final EMA weights
+        weights = tensors(out / "generator.safetensors")
+        for k, v in _ema_of_checkpoint(out, summary["steps"]).items():
+            assert weights[k].tobytes() == v.tobytes(), k
+
+
+def test_the_final_weights_of_an_overfitting_network_are_kept_when_their_voices_are_better(tmp_path, monkeypatch):
+    # the best-scoring weights of a run that overfits a little can shrink to a few voices at the temperature
+    # that makes them as novel as real new speakers: then the final ones are kept, with their own temperature
+    from toucan_speakemb.training import trainer
+
+    scores = iter([{"precision": 0.9, "recall": 0.9, "f1": 0.9}, {"precision": 1.0, "recall": 0.1, "f1": 0.18}])
+    monkeypatch.setattr(trainer, "voice_quality", lambda *a, **k: next(scores))  # final first, then best
+    out = tmp_path / "run"
+    train(make_data(n_speakers=40), out, tiny(train=OVERFITTING), progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overfitting"]["kept"] == "final" and summary["selected_step"] == summary["steps"]
+    assert summary["temperature"]["value"] == summary["overfitting"]["final"]["temperature"]
+    weights = tensors(out / "generator.safetensors")
+    for k, v in _ema_of_checkpoint(out, summary["steps"]).items():
+        assert weights[k].tobytes() == v.tobytes(), k
+    assert "kept the final weights" in (out / "train.log").read_text()
+
+
+def test_a_run_that_does_not_overfit_records_no_comparison(validated_run):
+    assert json.loads((validated_run / "summary.json").read_text())["overfitting"] is None
+
+
 def test_select_last_keeps_step_0_and_stops_by_patience_when_the_network_never_beat_it(tmp_path):
     # lr 1 without clipping spoils the network at once: step 0 (the Gaussian fit) stays the best score
     ruinous = {**VALIDATED, "lr": 1.0, "grad_clip": 0.0, "patience": 2, "ema_decay": 0.8, "steps": 60}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -33,7 +34,7 @@ import torch
 
 from toucan_speakemb.core.version import __version__
 from toucan_speakemb.evaluation.matched import MEDIAN_TOLERANCE, match_knob
-from toucan_speakemb.evaluation.metrics import cosine_similarity_matrix_max, same_speaker_threshold
+from toucan_speakemb.evaluation.metrics import cosine_similarity_matrix_max, knn_measures, same_speaker_threshold
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.diffusion.denoisers import GaussianResidual, build_denoiser, gaussian_part
 from toucan_speakemb.diffusion.gaussian import GaussianDiffusion
@@ -111,6 +112,34 @@ TEMPERATURE_VOICES = 512        # voices sampled per tried temperature
 
 
 @torch.no_grad()
+@contextmanager
+def voices_as_sampled(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
+                      cfg: TrainConfig):
+    """``voices(t)``: ``TEMPERATURE_VOICES`` voices in the data space at temperature ``t``, sampled as the
+    generator samples by default (DDIM with its steps and autoguidance) from the same fixed noise every call,
+    so that two temperatures or two sets of weights differ only by that. The model is back as it was after."""
+    noise = torch.randn(TEMPERATURE_VOICES, data.standardizer.model_dim,
+                        generator=torch.Generator().manual_seed(cfg.seed ^ 0x7E3))
+    gaussian = gaussian_part(model)
+    was_training = model.training
+
+    def voices(t: float) -> np.ndarray:
+        x_T = (noise * t).to(model_device(model))
+        z = diffusion.ddim_sample_loop(model, x_T, steps=cfg.sample.steps, gaussian=gaussian)
+        return data.standardizer.inverse(z.cpu().numpy())
+
+    try:
+        if gaussian is not None:
+            gaussian.correction_scale = float(cfg.sample.autoguidance)
+        model.eval()
+        with torch.no_grad():
+            yield voices
+    finally:
+        model.train(was_training)
+        if gaussian is not None:
+            gaussian.correction_scale = 1.0
+
+
 def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
                        means: np.ndarray, cfg: TrainConfig) -> Dict:
     """The default sampling temperature (scale of the initial noise), chosen on training speakers alone.
@@ -126,23 +155,8 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
     held = np.asarray(data.validation, bool)
     seen = np.asarray(means[~held], np.float64)
     target = float(np.median(cosine_similarity_matrix_max(means[held], seen)[0]))
-    noise = torch.randn(TEMPERATURE_VOICES, data.standardizer.model_dim,
-                        generator=torch.Generator().manual_seed(cfg.seed ^ 0x7E3))
-    gaussian = gaussian_part(model)
-    if gaussian is not None:  # voices as the generator samples them
-        gaussian.correction_scale = float(cfg.sample.autoguidance)
-    was_training = model.training
-    model.eval()
-
-    def voices(t: float) -> np.ndarray:
-        x_T = (noise * t).to(model_device(model))
-        z = diffusion.ddim_sample_loop(model, x_T, steps=cfg.sample.steps, gaussian=gaussian)
-        return data.standardizer.inverse(z.cpu().numpy())
-
-    value, median, reached = match_knob(voices, *TEMPERATURE_RANGE, seen, target)
-    model.train(was_training)
-    if gaussian is not None:
-        gaussian.correction_scale = 1.0
+    with voices_as_sampled(diffusion, model, data, cfg) as voices:
+        value, median, reached = match_knob(voices, *TEMPERATURE_RANGE, seen, target)
     method = ("the temperature at which the median cosine of sampled voices to their nearest training-loop "
               "speaker equals the validation speakers' (bisection)")
     if not reached and abs(median - target) > MEDIAN_TOLERANCE:
@@ -155,6 +169,19 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
                           f"validation speakers' median {target:.4f} (at {value:g}: {median:.4f}); 1.0 kept"}
     return {"value": round(float(value), 4), "reached": reached, "target_median": target, "median": median,
             "method": method}
+
+
+def voice_quality(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData", means: np.ndarray,
+                  cfg: TrainConfig, temperature: float, k: int = 5) -> Optional[Dict[str, float]]:
+    """k-NN precision and recall (Kynkäänniemi et al. 2019) of the model's voices at ``temperature`` against
+    the validation speakers' means, and their harmonic mean; None without enough validation speakers (k + 1)."""
+    if data.validation is None or int(np.sum(data.validation)) <= k or cfg.data.level != "speaker":
+        return None
+    with voices_as_sampled(diffusion, model, data, cfg) as voices:
+        x = voices(temperature)
+    m = knn_measures(np.asarray(means[np.asarray(data.validation, bool)], np.float64), x, k=k)
+    p, r = float(m["precision"]), float(m["recall"])
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0}
 
 
 def build_diffusion(cfg: TrainConfig) -> GaussianDiffusion:
@@ -380,6 +407,42 @@ class TrainState:
 
 
 VALIDATION_LEVELS = 20  # noise levels the validation loss averages over, evenly spaced over the schedule
+
+
+def keep_better_voices(diffusion: GaussianDiffusion, ema: torch.nn.Module, best: Dict[str, torch.Tensor],
+                       data: "TrainingData", means: np.ndarray, cfg: TrainConfig, state: TrainState):
+    """A run the overfitting guard ended: its best-scoring weights and its final ones, judged by their voices.
+
+    The validation loss picks the wrong weights for sampling (docs/benchmarks.md): later weights, worse by it,
+    sample better at the novelty of real new speakers, and the best-scoring ones of a run that overfits a
+    little can shrink to a few voices at the temperature that makes them that novel. So each set of weights
+    samples at its own default temperature and its voices are scored against the validation speakers (k-NN
+    precision and recall, their harmonic mean); the final weights are kept when they score higher. Leaves
+    ``ema`` holding the kept weights; returns (their temperature record, the comparison for summary.json)."""
+    final_state, final_step = _copy_state(ema), state.step
+    judged = {}
+    for name, step, weights in (("final", final_step, final_state), ("best", state.best_step, best)):
+        ema.load_state_dict(weights)
+        t = choose_temperature(diffusion, ema, data, means, cfg)
+        judged[name] = {"step": int(step), "temperature": t, "voices": voice_quality(diffusion, ema, data, means, cfg,
+                                                                                      t["value"])}
+    q_final, q_best = judged["final"]["voices"], judged["best"]["voices"]
+    kept = "final" if q_final is not None and q_best is not None and q_final["f1"] > q_best["f1"] else "best"
+    ema.load_state_dict(final_state if kept == "final" else best)
+    for name in ("best", "final"):
+        q = judged[name]["voices"]
+        log.info("the network overfits: voices of the %s weights (step %d) at temperature %.3f: %s", name,
+                 judged[name]["step"], judged[name]["temperature"]["value"],
+                 "not judged (too few validation speakers)" if q is None else
+                 f"precision {q['precision']:.3f}, recall {q['recall']:.3f} (harmonic mean {q['f1']:.3f}) against "
+                 f"the validation speakers")
+    record = {"kept": kept, "tolerance": cfg.train.overfit_tolerance,
+              "method": "each set of weights samples at its own default temperature; k-NN precision and recall "
+                        "(k = 5) of its voices against the validation speakers; the final weights are kept when "
+                        "the harmonic mean is higher",
+              **{name: {"step": j["step"], "temperature": j["temperature"]["value"], "voices": j["voices"]}
+                 for name, j in judged.items()}}
+    return judged[kept]["temperature"], record
 
 
 def ema_decay_at(step: int, decay: float) -> float:
@@ -697,8 +760,13 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         log.info("stopped at step %d of %d (resume with the same command)", state.step, total)
         return run_dir / "generator.safetensors"
 
-    if (validating and cfg.train.select == "last" and state.best_step > 0
-            and not overfits(state.validation, cfg.train.overfit_tolerance)):
+    temperature, overfitting = None, None
+    last_wins = (validating and cfg.train.select == "last" and state.best_step > 0)
+    if last_wins and overfits(state.validation, cfg.train.overfit_tolerance):
+        temperature, overfitting = keep_better_voices(diffusion, ema, best, data, train_speakers.embeddings, cfg,
+                                                      state)
+        last_wins = overfitting["kept"] == "final"
+    if last_wins:
         state.best_step = state.step  # the final weights (they are the EMA's now)
         write_validation_log(run_dir, state.validation)
         log.info("kept the final weights of step %d (validation loss %.5f; best %.5f; step 0: %.5f)", state.step,
@@ -709,8 +777,8 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         log.info("selected the weights of step %d (validation loss %.5f; step 0: %.5f)%s", state.best_step,
                  dict((int(a), b) for a, b in state.validation)[state.best_step], state.validation[0][1],
                  " instead of the final ones: the network overfits (validation loss %.5f, more than %g%% above "
-                 "the best)" % (state.validation[-1][1], 100 * cfg.train.overfit_tolerance)
-                 if cfg.train.select == "last" and state.best_step > 0 else "")
+                 "the best) and their voices are no better" % (state.validation[-1][1], 100 * cfg.train.overfit_tolerance)
+                 if overfitting else "")
     threshold = same_speaker_record(es)
     unseen = unseen_speaker_record(train_speakers.embeddings, data.validation)
     if unseen["value"] is not None:
@@ -718,7 +786,8 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
                  "(new voices are accepted up to it)", unseen["speakers"],
                  "validation" if unseen["held_out"] else "training", unseen["median"], unseen["quantile"],
                  unseen["value"])
-    temperature = choose_temperature(diffusion, ema, data, train_speakers.embeddings, cfg)
+    if temperature is None:
+        temperature = choose_temperature(diffusion, ema, data, train_speakers.embeddings, cfg)
     log.info("default temperature %.3f (%s)", temperature["value"], temperature.get("reason") or (
         f"validation speakers' median nearest-training cosine {temperature['target_median']:.4f}"))
     gen_path = save_generator(run_dir, cfg, ema, data.standardizer, es, train_speakers, state, threshold, data,
@@ -743,6 +812,7 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         "same_speaker_threshold": threshold,
         "unseen_speaker_threshold": {k: v for k, v in unseen.items() if k != "nearest_cosines"},
         "temperature": temperature,
+        "overfitting": overfitting,
     })
     log.info("finished %d steps in %.1f s on %s; generator: %s", state.step, state.elapsed, device, gen_path)
     return gen_path
