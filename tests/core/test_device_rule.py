@@ -48,6 +48,15 @@ def test_auto_is_the_gpu_of_the_local_rank_when_torch_sees_cuda(gpus, monkeypatc
         assert resolve_device("auto") == f"cuda:{rank}"
 
 
+def test_auto_refuses_a_local_rank_beyond_the_gpus_in_one_line(gpus, monkeypatch):
+    gpus(2)
+    monkeypatch.setenv("LOCAL_RANK", "2")  # torchrun --nproc_per_node 3 on a node with 2 GPUs
+    with pytest.raises(SpeakEmbError) as e:
+        resolve_device("auto", "--device")
+    line = one_line(e)
+    assert line.startswith("--device auto") and "local rank 2" in line and "2 CUDA device(s)" in line
+
+
 def test_a_named_device_is_taken_as_given_when_torch_can_use_it(gpus):
     gpus(2)
     assert [resolve_device(d) for d in ("cpu", "cuda", "cuda:0", "cuda:1")] == ["cpu", "cuda", "cuda:0", "cuda:1"]

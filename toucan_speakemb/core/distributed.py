@@ -30,9 +30,13 @@ def resolve_device(device: Optional[str] = "auto", what: str = "device") -> str:
     import torch
 
     if device in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        return "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        rank, count = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        if rank >= count:  # more ranks on this node than GPUs: say so before any work, not in a CUDA error later
+            raise SpeakEmbError(f"{what} auto: this is local rank {rank}, but this torch sees {count} CUDA "
+                                f"device(s); start at most {count} processes per node, or give cpu")
+        return f"cuda:{rank}"
     check_device_name(device, what)
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
