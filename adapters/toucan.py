@@ -214,7 +214,7 @@ class ToucanModels:
             hint = self.release.build_failure_hint(self.root)
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise SpeakEmbError(f"building Toucan's {self.release.name} interface failed ({first}){hint}") from None
-        return ToucanAdapter(interface, self.dim, release=self.release, source=self.describe())
+        return ToucanAdapter(interface, self.dim, release=self.release, source={**self.describe(), "device": device})
 
 
 def load_interface(toucan_dir, tts_model=None, vocoder=None, device: str = "auto",

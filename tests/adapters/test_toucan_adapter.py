@@ -362,7 +362,7 @@ def test_synth_twice_with_one_seed_writes_the_same_bytes(run_cli, gen_v3, v3_che
         assert (tmp_path / "a" / f"{name}.wav").read_bytes() == (tmp_path / "b" / f"{name}.wav").read_bytes()
         car = json.loads((tmp_path / "a" / f"{name}.json").read_text())
         assert car["synthesis_seed"] == utterance_seed(car["voice_id"], car["text"]) and "sha256" in car["seeding"]
-        assert car["toucan"]["release"] == "v3.1.2"
+        assert car["toucan"]["release"] == "v3.1.2" and car["toucan"]["device"] == "cpu"  # auto, without CUDA
 
 
 def test_hook_blocks_with_one_seed_give_the_same_audio(v3, gen_v3, tmp_path):
