@@ -561,10 +561,11 @@ def test_select_last_keeps_the_final_weights_once_the_network_beat_the_gaussian_
     assert Generator.load(tmp_path / "last").meta["selected_step"] == 60
 
 
-def test_select_last_keeps_the_best_weights_of_a_network_that_overfits_beyond_the_tolerance(tmp_path):
+def test_select_last_ends_a_run_that_overfits_beyond_the_tolerance(tmp_path, monkeypatch):
     # 40 speakers, lr 0.03, an EMA of 20 steps' memory: the network beats step 0 at step 20, then scores worse.
-    # With no tolerance the best weights are kept, as "best" does, and the run ends 20 steps (the EMA's
-    # memory) after its best, long before patience (50 scores) would
+    # With no tolerance the run ends 20 steps (the EMA's memory) after its best, long before patience (50
+    # scores) would; here the best weights' voices are judged the better, so they are kept, as "best" does
+    _judged_as(monkeypatch, final_f1=0.5, best_f1=0.8)
     run = {**VALIDATED, "lr": 0.03, "steps": 100, "patience": 50, "ema_decay": 0.95}
     train(make_data(n_speakers=40), tmp_path / "strict", tiny(train={**run, "select": "last", "overfit_tolerance": 0.0}),
           progress=False)
@@ -607,26 +608,50 @@ def test_when_the_network_overfits_the_weights_whose_voices_score_higher_are_kep
             assert weights[k].tobytes() == v.tobytes(), k
 
 
+def _judged_as(monkeypatch, final_f1, best_f1):
+    """voice_quality and choose_temperature answering per set of weights (final first, then best), with
+    temperatures that tell them apart."""
+    from toucan_speakemb.training import trainer
+
+    scores = iter([{"precision": 0.9, "recall": 0.9, "f1": final_f1}, {"precision": 1.0, "recall": 0.1, "f1": best_f1}])
+    temps = iter([{"value": 1.25, "reached": True, "target_median": 0.5, "median": 0.5, "method": "final"},
+                  {"value": 0.75, "reached": True, "target_median": 0.5, "median": 0.5, "method": "best"}])
+    monkeypatch.setattr(trainer, "voice_quality", lambda *a, **k: next(scores))
+    monkeypatch.setattr(trainer, "choose_temperature", lambda *a, **k: next(temps))
+
+
 def test_the_final_weights_of_an_overfitting_network_are_kept_when_their_voices_are_better(tmp_path, monkeypatch):
     # the best-scoring weights of a run that overfits a little can shrink to a few voices at the temperature
     # that makes them as novel as real new speakers: then the final ones are kept, with their own temperature
-    from toucan_speakemb.training import trainer
-
-    scores = iter([{"precision": 0.9, "recall": 0.9, "f1": 0.9}, {"precision": 1.0, "recall": 0.1, "f1": 0.18}])
-    monkeypatch.setattr(trainer, "voice_quality", lambda *a, **k: next(scores))  # final first, then best
+    _judged_as(monkeypatch, final_f1=0.9, best_f1=0.18)
     out = tmp_path / "run"
     train(make_data(n_speakers=40), out, tiny(train=OVERFITTING), progress=False)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["overfitting"]["kept"] == "final" and summary["selected_step"] == summary["steps"]
-    assert summary["temperature"]["value"] == summary["overfitting"]["final"]["temperature"]
+    assert summary["temperature"]["value"] == 1.25 and summary["temperature"]["method"] == "final"
+    assert Generator.load(out).temperature == 1.25
     weights = tensors(out / "generator.safetensors")
     for k, v in _ema_of_checkpoint(out, summary["steps"]).items():
         assert weights[k].tobytes() == v.tobytes(), k
     assert "kept the final weights" in (out / "train.log").read_text()
 
 
-def test_a_run_that_does_not_overfit_records_no_comparison(validated_run):
-    assert json.loads((validated_run / "summary.json").read_text())["overfitting"] is None
+def test_the_best_weights_of_an_overfitting_network_are_kept_with_their_own_temperature(tmp_path, monkeypatch):
+    _judged_as(monkeypatch, final_f1=0.5, best_f1=0.8)
+    out = tmp_path / "run"
+    train(make_data(n_speakers=40), out, tiny(train=OVERFITTING), progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overfitting"]["kept"] == "best" and summary["selected_step"] == summary["overfitting"]["best"]["step"]
+    assert summary["temperature"]["method"] == "best" and Generator.load(out).temperature == 0.75
+    assert "their voices are no better" in (out / "train.log").read_text()
+
+
+def test_a_run_that_does_not_overfit_records_no_comparison(validated_run, tmp_path):
+    assert json.loads((validated_run / "summary.json").read_text())["overfitting"] is None  # select best
+    run = {**VALIDATED, "lr": 0.03, "steps": 60, "patience": 1, "select": "last"}  # select last, within tolerance
+    train(make_data(n_speakers=40), tmp_path / "last", tiny(train=run), progress=False)
+    summary = json.loads((tmp_path / "last" / "summary.json").read_text())
+    assert summary["selected_step"] == 60 and summary["overfitting"] is None
 
 
 def test_select_last_keeps_step_0_and_stops_by_patience_when_the_network_never_beat_it(tmp_path):

@@ -475,11 +475,11 @@ def _why_step_zero(validation, selected) -> Optional[str]:
     i = int(np.argmin(np.where(later, scores, np.inf)))
     if scores[i] < zero[0]:  # kept for another reason: no claim
         return None
-    return (f"Step 0 is the untrained network: with the Gaussian-residual denoiser, the Gaussian fit in the "
-            f"model's space, so the generator samples that Gaussian. Kept because no trained weights scored "
-            f"better on the validation speakers: step 0 {float(zero[0]):.5f}, the best trained weights "
-            f"{float(scores[i]):.5f} at step {int(steps[i])} ({float(scores[i] / zero[0] - 1):+.1%}). With few "
-            f"training speakers the network does not learn more than the Gaussian about speakers it did not see.")
+    return (f"Step 0 is the untrained network (with the default Gaussian-residual denoiser, the Gaussian fit in "
+            f"the model's space). It was kept because no trained weights scored better on the validation speakers: "
+            f"step 0 {float(zero[0]):.5f}, the best trained weights {float(scores[i]):.5f} at step "
+            f"{int(steps[i])} ({float(scores[i] / zero[0] - 1):+.1%}): the network learned nothing about speakers "
+            f"it did not see that the Gaussian does not already say.")
 
 
 def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] = None, tsne: bool = True,

@@ -111,7 +111,6 @@ TEMPERATURE_RANGE = (0.5, 1.5)  # the default temperature is chosen in this rang
 TEMPERATURE_VOICES = 512        # voices sampled per tried temperature
 
 
-@torch.no_grad()
 @contextmanager
 def voices_as_sampled(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
                       cfg: TrainConfig):
@@ -121,7 +120,7 @@ def voices_as_sampled(diffusion: GaussianDiffusion, model: torch.nn.Module, data
     noise = torch.randn(TEMPERATURE_VOICES, data.standardizer.model_dim,
                         generator=torch.Generator().manual_seed(cfg.seed ^ 0x7E3))
     gaussian = gaussian_part(model)
-    was_training = model.training
+    was_training, scale = model.training, None if gaussian is None else gaussian.correction_scale
 
     def voices(t: float) -> np.ndarray:
         x_T = (noise * t).to(model_device(model))
@@ -137,7 +136,7 @@ def voices_as_sampled(diffusion: GaussianDiffusion, model: torch.nn.Module, data
     finally:
         model.train(was_training)
         if gaussian is not None:
-            gaussian.correction_scale = 1.0
+            gaussian.correction_scale = scale
 
 
 def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
@@ -171,11 +170,21 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
             "method": method}
 
 
+def unjudged_reason(data: "TrainingData", cfg: TrainConfig, k: int = 5) -> Optional[str]:
+    """Why voices cannot be judged against the validation speakers (None: they can)."""
+    if cfg.data.level != "speaker":
+        return f"the model is trained on {cfg.data.level} rows, not on speaker means"
+    if data.validation is None or int(np.sum(data.validation)) <= k:
+        return f"fewer than {k + 1} validation speakers"
+    return None
+
+
 def voice_quality(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData", means: np.ndarray,
                   cfg: TrainConfig, temperature: float, k: int = 5) -> Optional[Dict[str, float]]:
     """k-NN precision and recall (Kynkäänniemi et al. 2019) of the model's voices at ``temperature`` against
-    the validation speakers' means, and their harmonic mean; None without enough validation speakers (k + 1)."""
-    if data.validation is None or int(np.sum(data.validation)) <= k or cfg.data.level != "speaker":
+    the validation speakers' means, and their harmonic mean; None when they cannot be judged so
+    (:func:`unjudged_reason`)."""
+    if unjudged_reason(data, cfg, k):
         return None
     with voices_as_sampled(diffusion, model, data, cfg) as voices:
         x = voices(temperature)
@@ -433,10 +442,10 @@ def keep_better_voices(diffusion: GaussianDiffusion, ema: torch.nn.Module, best:
         q = judged[name]["voices"]
         log.info("the network overfits: voices of the %s weights (step %d) at temperature %.3f: %s", name,
                  judged[name]["step"], judged[name]["temperature"]["value"],
-                 "not judged (too few validation speakers)" if q is None else
+                 f"not judged ({unjudged_reason(data, cfg)})" if q is None else
                  f"precision {q['precision']:.3f}, recall {q['recall']:.3f} (harmonic mean {q['f1']:.3f}) against "
                  f"the validation speakers")
-    record = {"kept": kept, "tolerance": cfg.train.overfit_tolerance,
+    record = {"kept": kept, "tolerance": cfg.train.overfit_tolerance, "not_judged": unjudged_reason(data, cfg),
               "method": "each set of weights samples at its own default temperature; k-NN precision and recall "
                         "(k = 5) of its voices against the validation speakers; the final weights are kept when "
                         "the harmonic mean is higher",
@@ -777,7 +786,9 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         log.info("selected the weights of step %d (validation loss %.5f; step 0: %.5f)%s", state.best_step,
                  dict((int(a), b) for a, b in state.validation)[state.best_step], state.validation[0][1],
                  " instead of the final ones: the network overfits (validation loss %.5f, more than %g%% above "
-                 "the best) and their voices are no better" % (state.validation[-1][1], 100 * cfg.train.overfit_tolerance)
+                 "the best) and %s" % (state.validation[-1][1], 100 * cfg.train.overfit_tolerance,
+                                       "their voices are no better" if overfitting["final"]["voices"] else
+                                       "their voices could not be judged")
                  if overfitting else "")
     threshold = same_speaker_record(es)
     unseen = unseen_speaker_record(train_speakers.embeddings, data.validation)
