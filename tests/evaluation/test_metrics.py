@@ -394,6 +394,18 @@ def test_split_half_threshold_with_two_rows_per_speaker_matches_hand_built_score
     assert got == pytest.approx(eer_threshold(same, diff), abs=1e-12)
 
 
+def test_all_pair_cosines_are_the_upper_triangle_of_the_cosine_matrix_in_any_block_size(rng):
+    from toucan_speakemb.evaluation.metrics import _all_pair_cosines
+
+    X = rng.normal(size=(37, 5))
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    iu, ju = np.triu_indices(37, k=1)
+    want = np.einsum("ij,ij->i", Xn[iu], Xn[ju])
+    for block in (1, 37, 100, 1 << 22):  # one row at a time, one row of 37, a few rows, all at once
+        np.testing.assert_allclose(_all_pair_cosines(Xn, block), want, rtol=0, atol=1e-12)
+    assert _all_pair_cosines(Xn[:1]).shape == (0,)
+
+
 def test_split_half_threshold_splits_each_speaker_into_equal_halves():
     # Each speaker: centre c plus a regular simplex orthogonal to c. Every 2+2 split
     # gives half-means c+u and c-u with |u|^2 = 0.25, so cosine (1-0.25)/(1+0.25) = 0.6

@@ -240,6 +240,22 @@ def _pair_cosines(Xn: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return out
 
 
+def _all_pair_cosines(Xn: np.ndarray, block_entries: int = 1 << 22) -> np.ndarray:
+    """Cosines of every pair ``i < j`` of unit rows, in ``np.triu_indices(n, 1)`` order: blocks of rows times
+    the rows after them (matrix products, a few MB at a time) instead of gathering both rows of each pair."""
+    n = Xn.shape[0]
+    out = np.empty(n * (n - 1) // 2)
+    rows = max(1, block_entries // max(n, 1))
+    pos = 0
+    for s0, s1 in _blocks(n, rows):
+        gram = Xn[s0:s1] @ Xn[s0:].T
+        for r in range(s1 - s0):
+            row = gram[r, r + 1:]
+            out[pos:pos + row.shape[0]] = row
+            pos += row.shape[0]
+    return out
+
+
 def _knn_inputs(real, fake, k, chunk_size, fake_needs_radii: bool):
     """Validated ``(real, fake, k, chunk_size)`` for the k-NN ball measures."""
     k = _check_positive_int(k, "k")
@@ -718,8 +734,7 @@ def split_half_threshold(X, speaker_ids, seed: int = 0) -> tuple[float, float]:
     b_n = _normalize_rows(half_b, "the half-means of X")
     same = np.einsum("ij,ij->i", a_n, b_n)
     m_n = _normalize_rows(means, "the speaker means of X")
-    iu, ju = np.triu_indices(eligible.shape[0], k=1)
-    diff = _pair_cosines(m_n, iu, ju)
+    diff = _all_pair_cosines(m_n)
     return eer_threshold(same, diff)
 
 
