@@ -65,17 +65,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generation import (add_data_argument, add_device_argument, header, load_ge2e_split,  # noqa: E402
+from bench_generation import (add_data_argument, add_device_argument, ge2e_sets, header, set_b,  # noqa: E402
                               require_data)
 
-from toucan_speakemb import EmbeddingSet, get_profile  # noqa: E402
+from toucan_speakemb import EmbeddingSet  # noqa: E402
 from toucan_speakemb.training.config import SLIDER_METHODS, TrainConfig  # noqa: E402
 from toucan_speakemb.evaluation import metrics as M  # noqa: E402
 from toucan_speakemb.evaluation.attributes import AttributeClassifier  # noqa: E402
 from toucan_speakemb.evaluation.generation import format_table, precision_recall_at  # noqa: E402
 from toucan_speakemb.core.fileio import atomic_write_json  # noqa: E402
 from toucan_speakemb.generate.generator import Generator, voice_seeds  # noqa: E402
-from toucan_speakemb.core.synthetic import SyntheticPopulation  # noqa: E402
 from toucan_speakemb.training.trainer import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -416,11 +415,7 @@ def main(argv=None):
         results["c"], checks = run_population(*args.population, out, args.reuse_runs, device)
 
     if not args.population and args.only in (None, "a"):
-        X, spk, is_train = load_ge2e_split(args.data)
-        pitch = np.array([pitch_of(s) for s in spk])
-        prof = get_profile("ge2e-256")
-        tr = EmbeddingSet(X[is_train], spk[is_train].tolist(), prof, labels={"pitch": pitch[is_train].tolist()})
-        ho = EmbeddingSet(X[~is_train], spk[~is_train].tolist(), prof, labels={"pitch": pitch[~is_train].tolist()})
+        tr, ho = ge2e_sets(args.data, {"pitch": pitch_of})
         thr, _ = M.same_speaker_threshold(tr.embeddings, tr.speaker_ids)
         tm, hm = tr.speaker_means(), ho.speaker_means()
         print(f"(a) {tr.summary()} train / {ho.summary()} held out (by source voice); pitch from speaker names: "
@@ -433,9 +428,8 @@ def main(argv=None):
         checks += c
 
     if not args.population and args.only in (None, "b"):
-        pop = SyntheticPopulation(dim=704)
-        tr = pop.make_set(2000, 8, seed=11, prefix="train", attributes=True)
-        fresh = pop.make_set(5000, 8, seed=12, prefix="fresh", attributes=True).speaker_means()
+        tr = set_b("train", 2000, attributes=True)
+        fresh = set_b("fresh", 5000, attributes=True).speaker_means()
         thr, _ = M.same_speaker_threshold(tr.embeddings, tr.speaker_ids)
         tm = tr.speaker_means()
         print(f"(b) {tr.summary()}; reference: 5000 fresh true speakers; gender: train "

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generation import (ROOT, add_data_argument, add_device_argument, header, load_ge2e_split,  # noqa: E402
+from bench_generation import (ROOT, add_data_argument, add_device_argument, ge2e_sets, header, set_b,  # noqa: E402
                               require_data, run_system)
 
-from toucan_speakemb import EmbeddingSet, get_profile  # noqa: E402
+from toucan_speakemb import EmbeddingSet  # noqa: E402
 from toucan_speakemb.training.config import TrainConfig  # noqa: E402
 from toucan_speakemb.evaluation import metrics as M  # noqa: E402
 from toucan_speakemb.evaluation.generation import format_table  # noqa: E402
@@ -125,19 +125,14 @@ def main(argv=None):
     t_start = time.perf_counter()
 
     if args.only in (None, "a"):
-        X, spk, is_train = load_ge2e_split(args.data)
-        prof = get_profile("ge2e-256")
-        train = EmbeddingSet(X[is_train], spk[is_train].tolist(), prof)
-        held = EmbeddingSet(X[~is_train], spk[~is_train].tolist(), prof)
+        train, held = ge2e_sets(args.data)
         run_split("a", train, held, systems_for("a", train, out, device), out, rows)
 
     if args.only in (None, "b"):
-        pop = SyntheticPopulation(dim=704)
-        train = pop.make_set(2000, 8, seed=11, prefix="train")
-        held = pop.make_set(2000, 8, seed=12, prefix="fresh")
+        train, held = set_b("train", 2000), set_b("fresh", 2000)
         gens = systems_for("b", train, out, device)
-        gens.append(GeneratedSet("fresh true speakers", pop.make_set(N_VOICES, 8, seed=13, prefix="new")
-                                 .speaker_means().embeddings, train.profile))
+        gens.append(GeneratedSet("fresh true speakers", set_b("new", N_VOICES).speaker_means().embeddings,
+                                 train.profile))
         run_split("b", train, held, gens, out, rows)
 
     if rows:

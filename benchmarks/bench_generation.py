@@ -114,6 +114,31 @@ def load_ge2e_split(path):
     return X, spk, np.isin(grp, groups[: round(len(groups) * 2 / 3)])
 
 
+def ge2e_sets(path, label_of=None):
+    """Set (a) as every benchmark splits it: (training set, held-out set) of the GE2E voices (:func:`load_ge2e_split`),
+    profile ge2e-256; ``label_of``: label name -> function of the speaker name, for label columns."""
+    X, spk, is_train = load_ge2e_split(path)
+    prof = get_profile("ge2e-256")
+
+    def part(rows):
+        labels = {name: [f(s) for s in spk[rows]] for name, f in (label_of or {}).items()} or None
+        return EmbeddingSet(X[rows], spk[rows].tolist(), prof, labels=labels)
+
+    return part(is_train), part(~is_train)
+
+
+SET_B_DIM, SET_B_PER = 704, 8  # set (b): the synthetic population's dimension, utterances per speaker
+SET_B_SEEDS = {"train": 11, "fresh": 12, "new": 13}
+
+
+def set_b(kind: str, n: int, attributes: bool = False) -> EmbeddingSet:
+    """``n`` speakers of set (b), the synthetic 704-dim population, the same in every benchmark: "train" (the
+    training speakers), "fresh" (fresh speakers of the true distribution: the reference) or "new" (more fresh
+    speakers, measured like a generator)."""
+    return SyntheticPopulation(dim=SET_B_DIM).make_set(n, SET_B_PER, seed=SET_B_SEEDS[kind], prefix=kind,
+                                                       attributes=attributes)
+
+
 def constraints_for(real: np.ndarray, min_entry):
     lo, hi = np.percentile(np.linalg.norm(real, axis=1), [1, 99])
     return min_entry, (float(lo), float(hi))
@@ -172,10 +197,7 @@ def main(argv=None):
 
     # ---------------------------------------------------------------- (a) GE2E, held out by source voice
     if args.only in (None, "a"):
-        X, spk, is_train = load_ge2e_split(args.data)
-        prof = get_profile("ge2e-256")
-        tr = EmbeddingSet(X[is_train], spk[is_train].tolist(), prof)
-        ho = EmbeddingSet(X[~is_train], spk[~is_train].tolist(), prof)
+        tr, ho = ge2e_sets(args.data)
         thr, eer = M.same_speaker_threshold(tr.embeddings, tr.speaker_ids)
         strict, _ = M.split_half_threshold(tr.embeddings, tr.speaker_ids)
         tm, hm = tr.speaker_means().embeddings, ho.speaker_means().embeddings
@@ -204,11 +226,10 @@ def main(argv=None):
 
     # ---------------------------------------------------------------- (b) synthetic 704-dim, known truth
     if args.only in (None, "b"):
-        pop = SyntheticPopulation(dim=704)
-        per = 8
-        tr = pop.make_set(args.b_speakers, per, seed=11, prefix="train")
-        fresh_big = pop.make_set(5000, per, seed=12, prefix="fresh")
-        fresh_same = pop.make_set(N_VOICES, per, seed=13, prefix="new")
+        pop, per = SyntheticPopulation(dim=SET_B_DIM), SET_B_PER  # the oracle's speakers below
+        tr = set_b("train", args.b_speakers)
+        fresh_big = set_b("fresh", 5000)
+        fresh_same = set_b("new", N_VOICES)
         thr, eer = M.same_speaker_threshold(tr.embeddings, tr.speaker_ids)
         strict, _ = M.split_half_threshold(tr.embeddings, tr.speaker_ids)
         tm, fm, sm = (s.speaker_means().embeddings for s in (tr, fresh_big, fresh_same))

@@ -71,25 +71,19 @@ from toucan_speakemb.training.trainer import pick_validation_speakers, train
 from toucan_speakemb.voices.novelty import VoiceSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generation import add_device_argument, header, load_ge2e_split  # noqa: E402
+from bench_generation import add_device_argument, ge2e_sets, header, set_b  # noqa: E402
 
 
 def preset_sets(name: str, data=None):
     """(training set, unseen speaker means, description) of benchmark set (a) or (b), split as
     bench_generation.py splits them."""
-    from toucan_speakemb import get_profile
-    from toucan_speakemb.core.synthetic import SyntheticPopulation
     if name == "a":
         if not data:
             raise SystemExit("--preset a needs --data path/to/ge2e_dev_voices.npz")
-        X, spk, is_train = load_ge2e_split(data)
-        prof = get_profile("ge2e-256")
-        held = EmbeddingSet(X[~is_train], spk[~is_train].tolist(), prof)
-        return (EmbeddingSet(X[is_train], spk[is_train].tolist(), prof), held.speaker_means().embeddings,
-                f"(a) {Path(data).name}: speakers of held-out source voices")
-    pop = SyntheticPopulation(dim=704)
-    return (pop.make_set(2000, 8, seed=11, prefix="train"), pop.make_set(500, 8, seed=13, prefix="new")
-            .speaker_means().embeddings, "(b) 500 fresh speakers of the synthetic population")
+        train, held = ge2e_sets(data)
+        return train, held.speaker_means().embeddings, f"(a) {Path(data).name}: speakers of held-out source voices"
+    return (set_b("train", 2000), set_b("new", 500).speaker_means().embeddings,
+            "(b) 500 fresh speakers of the synthetic population")
 
 LARGE = 5000  # at most this many vectors per system (and every training speaker) for the second Fréchet ratio
 COLUMNS = [("setting", "setting", "s"), ("precision_text", "P", "s"), ("recall_text", "R", "s"),

@@ -244,16 +244,12 @@ def _all_pair_cosines(Xn: np.ndarray, block_entries: int = 1 << 22) -> np.ndarra
     """Cosines of every pair ``i < j`` of unit rows, in ``np.triu_indices(n, 1)`` order: blocks of rows times
     the rows after them (matrix products, a few MB at a time) instead of gathering both rows of each pair."""
     n = Xn.shape[0]
-    out = np.empty(n * (n - 1) // 2)
     rows = max(1, block_entries // max(n, 1))
-    pos = 0
+    parts = []
     for s0, s1 in _blocks(n, rows):
-        gram = Xn[s0:s1] @ Xn[s0:].T
-        for r in range(s1 - s0):
-            row = gram[r, r + 1:]
-            out[pos:pos + row.shape[0]] = row
-            pos += row.shape[0]
-    return out
+        gram = Xn[s0:s1] @ Xn[s0:].T  # row r of the block is row s0 + r; column c is row s0 + c
+        parts.append(gram[np.arange(s1 - s0)[:, None] < np.arange(n - s0)[None, :]])  # c > r, row by row
+    return np.concatenate(parts) if parts else np.empty(0)
 
 
 def _knn_inputs(real, fake, k, chunk_size, fake_needs_radii: bool):

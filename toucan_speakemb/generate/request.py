@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Mapping, Optional
 
 
-
 @dataclass(frozen=True)
 class SamplingRequest:
     sampler: Optional[str] = None            # a name of diffusion.samplers.SAMPLERS; None: the generator's
