@@ -84,12 +84,12 @@ class ToucanV2(Release):
         return out, self.sample_rate
 
     def before_utterance(self, interface) -> None:
-        """v2.x's text front end hands out the lists of its phone table itself (``string_to_tensor``:
-        ``phones_vector.append(self.phone_to_vector[char])``) and then sets the stress and length flags on them,
+        """v2.x's text front end (``string_to_tensor``) puts the lists of its phone table themselves, not
+        copies, into a text's feature vectors and then sets the stress and length flags on them,
         so every stressed or lengthened phone stays flagged in the table for all later texts: the same text
         gets other features, and other audio, depending on what was said before (measured at v2.2: one voice
         of a batch came out up to 7 16-bit steps apart between 1 and 2 workers, its mel up to 0.2 apart).
-        v3.0 fixed it with ``.copy()``. The table is read through copies here, as v3.0 does; a front end made
+        v3.0 fixed it by copying. The table is read through copies here; a front end made
         later (``set_language``) is wrapped before its first utterance."""
         frontend = getattr(interface, "text2phone", None)
         table = getattr(frontend, "phone_to_vector", None)
