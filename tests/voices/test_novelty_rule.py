@@ -121,22 +121,90 @@ def test_a_generator_without_the_record_falls_back_to_the_same_speaker_rule_and_
 
 # ---- temperature ------------------------------------------------------------------------------------------
 
-def test_the_default_temperature_makes_voices_as_novel_as_the_validation_speakers(gen, dense_train):
-    rec = gen.meta["temperature"]
-    assert gen.temperature == rec["value"] and 0.5 <= rec["value"] <= 1.5
-    means = dense_train.speaker_means().embeddings
-    held = pick_validation_speakers(len(means), TINY["train"]["validation_share"], TINY["seed"])
+def novelty_gap(gen, means, held, t):
+    """How far the median nearest-training cosine of ``gen``'s voices at ``t`` is from the validation speakers'."""
     u = unit(means)
     target = float(np.median((u[held] @ u[~held].T).max(1)))
-    assert rec["target_median"] == pytest.approx(target, abs=1e-6)
-    def gap(t):  # how far the voices' novelty is from the real new speakers'
-        x = unit(gen.sample(1000, seed=5, temperature=t))
-        return abs(float(np.median((x @ u[~held].T).max(1))) - target)
+    x = unit(gen.sample(1000, seed=5, temperature=t))
+    return float(np.median((x @ u[~held].T).max(1))) - target
 
-    # no temperature in the range does better (by more than sampling noise) than the chosen one
-    assert gap(rec["value"]) <= min(gap(t) for t in (0.5, 0.75, 1.0, 1.25, 1.5)) + 0.002
+
+def test_with_enough_validation_speakers_the_default_temperature_balances_precision_and_recall(gen, dense_train):
+    from toucan_speakemb.training.trainer import BALANCE_MIN_SPEAKERS, knn_against
+
+    rec = gen.meta["temperature"]
+    means = dense_train.speaker_means().embeddings
+    held = pick_validation_speakers(len(means), TINY["train"]["validation_share"], TINY["seed"])
+    assert held.sum() >= BALANCE_MIN_SPEAKERS and rec["rule"] == "balance"
+    assert gen.temperature == rec["value"] and 0.5 <= rec["value"] <= 1.5
+    assert len(rec["balance_curve"]) == 21 and rec["validation_speakers"] == held.sum()
+
+    def f1(t):  # eight sets of the validation speakers' size, from other noise than the search used
+        return knn_against(means[held].astype(np.float64), gen.sample(8 * int(held.sum()), seed=5, temperature=t))["f1"]
+
+    novel_enough = [t for t in (0.5, 0.75, 1.0, 1.25, 1.5) if novelty_gap(gen, means, held, t) <= 0.005]
+    assert novel_enough
+    # no temperature as novel as real new speakers scores better (by more than sampling noise), and the chosen
+    # one is itself at least that novel
+    assert f1(rec["value"]) >= max(f1(t) for t in novel_enough) - 0.03
+    assert novelty_gap(gen, means, held, rec["value"]) <= 0.005 + 0.002
     summary = json.loads((gen.path.parent / "summary.json").read_text())
     assert summary["temperature"]["value"] == rec["value"]
+
+
+def test_with_few_validation_speakers_the_default_temperature_makes_voices_as_novel_as_they_are(tmp_path):
+    few = dense_population(120, seed=0)  # 24 validation speakers
+    train(few, tmp_path / "run", TrainConfig.from_dict(TINY), progress=False)
+    g = Generator.load(tmp_path / "run")
+    rec = g.meta["temperature"]
+    means = few.speaker_means().embeddings
+    held = pick_validation_speakers(len(means), TINY["train"]["validation_share"], TINY["seed"])
+    assert rec["rule"] == "novelty" and g.temperature == rec["value"]
+    u = unit(means)
+    assert rec["target_median"] == pytest.approx(float(np.median((u[held] @ u[~held].T).max(1))), abs=1e-6)
+    gap = lambda t: abs(novelty_gap(g, means, held, t))
+    # no temperature in the range does better (by more than sampling noise) than the chosen one
+    assert gap(rec["value"]) <= min(gap(t) for t in (0.5, 0.75, 1.0, 1.25, 1.5)) + 0.002
+
+
+def test_the_balance_rule_never_takes_a_temperature_whose_voices_are_closer_than_real_new_speakers(monkeypatch):
+    # Voices stand for their temperature t: their median nearest-training cosine falls with t and crosses the
+    # validation speakers' at t = 1; precision and recall would balance best at t = 0.7, too close to be new.
+    from types import SimpleNamespace
+
+    import torch
+
+    from toucan_speakemb.training import trainer
+    from toucan_speakemb.training.config import TrainConfig
+
+    means = np.random.default_rng(0).normal(size=(300, 8))
+    data = SimpleNamespace(validation=np.arange(300) < 60, standardizer=SimpleNamespace(model_dim=8))
+    target = float(np.median(trainer.cosine_similarity_matrix_max(means[:60], means[60:])[0]))
+    real_cosines = trainer.cosine_similarity_matrix_max
+
+    class Voices:
+        def __init__(self, *a, **k): pass
+        def __enter__(self): return lambda t: np.full((4, 8), t)
+        def __exit__(self, *a): return False
+
+    def cosines(x, seen):
+        if x.shape == (4, 8):  # voices: median target + 0.05 (1 - t)
+            return np.full(4, target + 0.05 * (1 - x[0, 0])), None
+        return real_cosines(x, seen)
+
+    monkeypatch.setattr(trainer, "voices_as_sampled", Voices)
+    monkeypatch.setattr(trainer, "cosine_similarity_matrix_max", cosines)
+    monkeypatch.setattr(trainer, "knn_against", lambda real, x, k=5: {
+        "precision": 0.9, "recall": 0.9, "f1": 1 - (x[0, 0] - 0.7) ** 2})
+    rec = trainer.choose_temperature(None, torch.nn.Linear(8, 8), data, means, TrainConfig())
+    # the best of the temperatures at least as novel (t >= 0.9, within the 0.005 tolerance), not 0.7
+    assert rec["rule"] == "balance" and rec["value"] == pytest.approx(0.9)
+    assert rec["median"] <= target + 0.005 + 1e-9
+    monkeypatch.setattr(trainer, "knn_against", lambda real, x, k=5: {
+        "precision": 0.9, "recall": 0.9, "f1": 1 - (x[0, 0] - 1.23) ** 2})
+    # a peak between grid points is found by the parabola through its neighbours
+    assert trainer.choose_temperature(None, torch.nn.Linear(8, 8), data, means, TrainConfig())["value"] == \
+        pytest.approx(1.23, abs=1e-3)
 
 
 def test_temperature_scales_the_initial_noise_and_defaults_to_the_stored_one(gen):

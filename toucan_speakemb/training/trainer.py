@@ -108,16 +108,19 @@ def unseen_speaker_record(means: np.ndarray, held_out: Optional[np.ndarray]) -> 
 
 
 TEMPERATURE_RANGE = (0.5, 1.5)  # the default temperature is chosen in this range
-TEMPERATURE_VOICES = 512        # voices sampled per tried temperature
+TEMPERATURE_STEP = 0.05         # grid of the precision-recall search over that range
+TEMPERATURE_VOICES = 512        # voices sampled per tried temperature (at least)
+JUDGING_DRAWS = 4               # voice sets of the validation speakers' size each judgement averages over
+BALANCE_MIN_SPEAKERS = 50       # fewer validation speakers: their k-NN balls are too coarse to weigh P against R
 
 
 @contextmanager
 def voices_as_sampled(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
-                      cfg: TrainConfig):
-    """``voices(t)``: ``TEMPERATURE_VOICES`` voices in the data space at temperature ``t``, sampled as the
-    generator samples by default (DDIM with its steps and autoguidance) from the same fixed noise every call,
-    so that two temperatures or two sets of weights differ only by that. The model is back as it was after."""
-    noise = torch.randn(TEMPERATURE_VOICES, data.standardizer.model_dim,
+                      cfg: TrainConfig, n: int = TEMPERATURE_VOICES):
+    """``voices(t)``: ``n`` voices in the data space at temperature ``t``, sampled as the generator samples by
+    default (DDIM with its steps and autoguidance) from the same fixed noise every call, so that two
+    temperatures or two sets of weights differ only by that. The model is back as it was after."""
+    noise = torch.randn(n, data.standardizer.model_dim,
                         generator=torch.Generator().manual_seed(cfg.seed ^ 0x7E3))
     gaussian = gaussian_part(model)
     was_training, scale = model.training, None if gaussian is None else gaussian.correction_scale
@@ -139,35 +142,99 @@ def voices_as_sampled(diffusion: GaussianDiffusion, model: torch.nn.Module, data
             gaussian.correction_scale = scale
 
 
-def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
-                       means: np.ndarray, cfg: TrainConfig) -> Dict:
-    """The default sampling temperature (scale of the initial noise), chosen on training speakers alone.
+def judging_voices(n_validation: int) -> int:
+    """How many voices a judgement against ``n_validation`` speakers samples: ``JUDGING_DRAWS`` sets of their
+    size (k-NN precision and recall are biased when the two sets differ in size), at least ``TEMPERATURE_VOICES``."""
+    return max(TEMPERATURE_VOICES, JUDGING_DRAWS * int(n_validation))
 
-    The validation speakers are real speakers the model never learned from; their median cosine to the
-    nearest speaker the loop trained on is how novel a real new speaker is. The temperature is the one at
-    which the model's voices (sampled as the generator samples by default: DDIM from fixed noise) have that
-    median against the same speakers (bisection in ``TEMPERATURE_RANGE``): voices as novel as real new
-    speakers, neither near-copies nor strays. Without validation speakers it is 1.0 (plain sampling).
-    """
-    if data.validation is None or not np.any(data.validation) or cfg.data.level != "speaker":
-        return {"value": 1.0, "reason": "no validation speakers at the speaker level to choose one on"}
-    held = np.asarray(data.validation, bool)
-    seen = np.asarray(means[~held], np.float64)
-    target = float(np.median(cosine_similarity_matrix_max(means[held], seen)[0]))
-    with voices_as_sampled(diffusion, model, data, cfg) as voices:
-        value, median, reached = match_knob(voices, *TEMPERATURE_RANGE, seen, target)
-    method = ("the temperature at which the median cosine of sampled voices to their nearest training-loop "
-              "speaker equals the validation speakers' (bisection)")
+
+def knn_against(real: np.ndarray, voices: np.ndarray, k: int = 5) -> Dict[str, float]:
+    """k-NN precision and recall (Kynkäänniemi et al. 2019) of ``voices`` against ``real`` speakers, averaged
+    over consecutive sets of ``len(real)`` voices (the sets are of equal size, as in the benchmark), and
+    their harmonic mean."""
+    n = len(real)
+    sets = [voices[i:i + n] for i in range(0, len(voices) - n + 1, n)] or [voices]
+    scores = [knn_measures(real, x, k=k) for x in sets]
+    p = float(np.mean([s["precision"] for s in scores]))
+    r = float(np.mean([s["recall"] for s in scores]))
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0}
+
+
+def _novelty_temperature(voices, seen: np.ndarray, target: float, method: str) -> Dict:
+    """The temperature at which the voices' median nearest-training cosine is ``target`` (bisection)."""
+    value, median, reached = match_knob(voices, *TEMPERATURE_RANGE, seen, target)
     if not reached and abs(median - target) > MEDIAN_TOLERANCE:
         # no temperature in the range makes the voices as novel as real new speakers, nor nearly (the yardstick's
         # tolerance): an end of the range would only shrink (or spread) the voices without reaching it, so plain
         # sampling is kept
-        return {"value": 1.0, "reached": False, "target_median": target, "nearest_end": round(float(value), 4),
-                "median_at_nearest_end": median, "method": method,
+        return {"value": 1.0, "rule": "novelty", "reached": False, "target_median": target,
+                "nearest_end": round(float(value), 4), "median_at_nearest_end": median, "method": method,
                 "reason": f"no temperature in {TEMPERATURE_RANGE[0]:g}..{TEMPERATURE_RANGE[1]:g} reaches the "
                           f"validation speakers' median {target:.4f} (at {value:g}: {median:.4f}); 1.0 kept"}
-    return {"value": round(float(value), 4), "reached": reached, "target_median": target, "median": median,
-            "method": method}
+    return {"value": round(float(value), 4), "rule": "novelty", "reached": reached, "target_median": target,
+            "median": median, "method": method}
+
+
+def _peak(ts: np.ndarray, f1: np.ndarray, i: int, lo: float) -> float:
+    """Where a parabola fitted (least squares) to the scores at up to five grid points around ``i`` peaks,
+    kept within one grid step of ``ts[i]`` and not below ``lo``: the grid's argmax without its noise."""
+    j = np.arange(max(0, i - 2), min(len(ts), i + 3))
+    a, b, _ = np.polyfit(ts[j], f1[j], 2) if len(j) >= 3 else (0.0, 0.0, 0.0)
+    t = -b / (2 * a) if a < 0 else ts[i]
+    return float(np.clip(t, max(lo, ts[max(0, i - 1)]), ts[min(len(ts) - 1, i + 1)]))
+
+
+def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
+                       means: np.ndarray, cfg: TrainConfig) -> Dict:
+    """The default sampling temperature (scale of the initial noise), chosen on training speakers alone.
+
+    The validation speakers are real speakers the model never learned from. Their median cosine to the
+    nearest speaker the loop trained on is how novel a real new speaker is, and they are the sample of the
+    population the model's voices should cover.
+
+    - With at least ``BALANCE_MIN_SPEAKERS`` of them (rule ``"balance"``): the temperature on a grid over
+      ``TEMPERATURE_RANGE`` whose voices score the highest harmonic mean of k-NN precision and recall against
+      them (:func:`knn_against`; refined by a parabola through the grid's best points), among the
+      temperatures whose voices are at least as novel as they are (median within ``MEDIAN_TOLERANCE`` or
+      lower). The median alone is a weak guide on a dense population: over 200 speakers its sampling noise
+      is worth 0.03 of temperature (docs/benchmarks.md).
+    - With fewer (rule ``"novelty"``): the temperature at which the voices' median equals theirs (bisection);
+      1.0 when no temperature in the range reaches it.
+    - Without validation speakers at the speaker level: 1.0 (plain sampling).
+
+    The voices are sampled as the generator samples by default, from fixed noise (:func:`voices_as_sampled`).
+    """
+    if data.validation is None or not np.any(data.validation) or cfg.data.level != "speaker":
+        return {"value": 1.0, "reason": "no validation speakers at the speaker level to choose one on"}
+    held = np.asarray(data.validation, bool)
+    real, seen = np.asarray(means[held], np.float64), np.asarray(means[~held], np.float64)
+    target = float(np.median(cosine_similarity_matrix_max(real, seen)[0]))
+    novelty_method = ("the temperature at which the median cosine of sampled voices to their nearest "
+                      "training-loop speaker equals the validation speakers' (bisection)")
+    if len(real) < BALANCE_MIN_SPEAKERS:
+        with voices_as_sampled(diffusion, model, data, cfg) as voices:
+            return _novelty_temperature(voices, seen, target, novelty_method)
+    ts = np.round(np.arange(TEMPERATURE_RANGE[0], TEMPERATURE_RANGE[1] + 1e-9, TEMPERATURE_STEP), 4)
+    curve = []
+    with voices_as_sampled(diffusion, model, data, cfg, n=judging_voices(len(real))) as voices:
+        for t in ts:
+            x = voices(float(t))
+            curve.append({"temperature": float(t), **knn_against(real, x),
+                          "median": float(np.median(cosine_similarity_matrix_max(x, seen)[0]))})
+        novel = [i for i, c in enumerate(curve) if c["median"] <= target + MEDIAN_TOLERANCE]
+        if not novel:  # closer to the training speakers than real new speakers at every temperature
+            return {**_novelty_temperature(voices, seen, target, novelty_method), "balance_curve": curve}
+        f1 = np.array([c["f1"] for c in curve])
+        best = max(novel, key=lambda i: f1[i])
+        value = round(_peak(ts, f1, best, ts[min(novel)]), 4)
+        x = voices(value)
+    return {"value": value, "rule": "balance", "target_median": target,
+            "median": float(np.median(cosine_similarity_matrix_max(x, seen)[0])), **knn_against(real, x),
+            "validation_speakers": int(len(real)),
+            "method": "the temperature whose voices score the highest harmonic mean of k-NN precision and recall "
+                      "(k = 5) against the validation speakers, among those at least as novel as they are "
+                      f"(median nearest-training cosine at most theirs + {MEDIAN_TOLERANCE})",
+            "balance_curve": [{k: round(v, 4) for k, v in c.items()} for c in curve]}
 
 
 def unjudged_reason(data: "TrainingData", cfg: TrainConfig, k: int = 5) -> Optional[str]:
@@ -181,16 +248,15 @@ def unjudged_reason(data: "TrainingData", cfg: TrainConfig, k: int = 5) -> Optio
 
 def voice_quality(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData", means: np.ndarray,
                   cfg: TrainConfig, temperature: float, k: int = 5) -> Optional[Dict[str, float]]:
-    """k-NN precision and recall (Kynkäänniemi et al. 2019) of the model's voices at ``temperature`` against
-    the validation speakers' means, and their harmonic mean; None when they cannot be judged so
+    """k-NN precision and recall of the model's voices at ``temperature`` against the validation speakers'
+    means, and their harmonic mean (:func:`knn_against`); None when they cannot be judged so
     (:func:`unjudged_reason`)."""
     if unjudged_reason(data, cfg, k):
         return None
-    with voices_as_sampled(diffusion, model, data, cfg) as voices:
+    held = np.asarray(data.validation, bool)
+    with voices_as_sampled(diffusion, model, data, cfg, n=judging_voices(int(held.sum()))) as voices:
         x = voices(temperature)
-    m = knn_measures(np.asarray(means[np.asarray(data.validation, bool)], np.float64), x, k=k)
-    p, r = float(m["precision"]), float(m["recall"])
-    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0}
+    return knn_against(np.asarray(means[held], np.float64), x, k=k)
 
 
 def build_diffusion(cfg: TrainConfig) -> GaussianDiffusion:
