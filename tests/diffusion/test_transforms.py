@@ -84,6 +84,20 @@ def test_transform_survives_saving_as_arrays():
     assert not back.same_as(Standardizer.fit(x, kind="standard"))
 
 
+def test_clipping_keeps_every_generated_value_inside_its_dimensions_training_range_and_only_then_acts():
+    x = nonneg_data()
+    plain, clipped = Standardizer.fit(x, kind="standard"), Standardizer.fit(x, kind="standard", clip=True)
+    z = np.random.default_rng(1).normal(0, 3, (5000, x.shape[1]))  # far wider than the data
+    g, free = clipped.inverse(z), plain.inverse(z)
+    assert free.min() < 0 and g.min() >= 0  # the standard transform alone breaks the ReLU floor; clipped, it holds
+    assert np.all(g >= x.min(0) - 1e-6) and np.all(g <= x.max(0) + 1e-6)
+    inside = np.all((free >= x.min(0)) & (free <= x.max(0)), axis=1)
+    np.testing.assert_array_equal(g[inside], free[inside])  # values inside the range are left as they are
+    np.testing.assert_allclose(clipped.forward(x), plain.forward(x))  # the model's space is the same
+    back = Standardizer.from_arrays({k: v.copy() for k, v in clipped.to_arrays().items()})
+    assert back.same_as(clipped) and not back.same_as(plain)
+
+
 # ---- the Gaussian-residual denoiser --------------------------------------------------------------------
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])

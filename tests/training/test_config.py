@@ -178,6 +178,7 @@ def test_a_missing_yaml_file_is_a_clear_error(tmp_path):
     ({"train": {"lr_schedule": "step"}}, "train.lr_schedule"),
     ({"sample": {"sampler": "euler"}}, "sample.sampler"),
     ({"normalization": {"polar": "on"}}, "normalization.polar"),
+    ({"normalization": {"clip": "yes"}}, "normalization.clip"),
     ({"model": {"subspace": "pca"}}, "model.subspace"),
     ({"model": {"subspace_rest": "pooled"}}, "model.subspace_rest"),
     ({"sample": {"slider_method": "sideways"}}, "sample.slider_method"),

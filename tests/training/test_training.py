@@ -769,6 +769,21 @@ def test_transform_auto_is_quantile_for_data_with_a_point_mass_only():
     assert transform_kind(tiny(normalization={"transform": "quantile"}), x) == "quantile"
 
 
+def test_clip_auto_is_on_for_data_with_a_point_mass_only_and_a_clipping_generator_keeps_its_floors(tmp_path):
+    from toucan_speakemb.training.trainer import use_clip
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 6))
+    relu = np.maximum(x, 0)
+    assert use_clip(tiny(), relu) and not use_clip(tiny(), x)
+    assert not use_clip(tiny(normalization={"clip": "never"}), relu) and use_clip(tiny(normalization={"clip": "always"}), x)
+    es = EmbeddingSet(relu.astype(np.float32), [f"s{i // 2}" for i in range(100)], get_profile("custom-test", 6))
+    train(es, tmp_path / "run", tiny(normalization={"transform": "standard"}), progress=False)
+    g = Generator.load(tmp_path / "run").sample(500, seed=1, temperature=1.5)
+    means = es.speaker_means().embeddings
+    assert g.min() >= 0 and np.all(g <= means.max(0) + 1e-6)
+
+
 def test_a_subspace_leaves_the_other_directions_to_the_gaussian_fit_unless_they_are_pooled():
     from toucan_speakemb.diffusion.denoisers import GaussianResidual, ResidualMLPDenoiser
 

@@ -26,6 +26,11 @@ Stored with the model and undone after sampling:
   its own instead of a factor on every dimension, so a model's small errors in the direction do not move
   the length. For encoders whose vectors have a nearly fixed length (GE2E's speaker means: non-negative,
   lengths within a few per cent).
+- ``clip`` (optional, after all of them): every generated value is clipped to the range its dimension takes in
+  the training rows. With ``standard`` it gives what ``quantile`` gives by construction: encoders whose
+  outputs are non-negative (GE2E's ReLU) or bounded keep that property, while the model works in a space
+  where the joint Gaussian structure is not bent by per-dimension CDFs (docs/benchmarks.md: on GE2E's
+  population the quantile transform costs Fréchet distance).
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ class Standardizer:
     # (k,) sorted quantiles of the vector lengths for the polar transform (the model then sees d + 1
     # values: the direction's d and the length's score last); None when it is off
     lengths: Optional[np.ndarray] = None
+    # (2, d) each dimension's least and greatest training value, which generated values are clipped to;
+    # None when clipping is off
+    bounds: Optional[np.ndarray] = None
 
     @property
     def kind(self) -> str:
@@ -68,11 +76,12 @@ class Standardizer:
     @classmethod
     def fit(cls, x: np.ndarray, weights: Optional[np.ndarray] = None, min_std: float = 1e-4,
             enabled: bool = True, kind: str = "standard", n_quantiles: int = 1000,
-            radial: bool = False, polar: bool = False) -> "Standardizer":
+            radial: bool = False, polar: bool = False, clip: bool = False) -> "Standardizer":
         x = np.asarray(x, dtype=np.float64)
         d = x.shape[1]
+        bounds = np.stack([x.min(axis=0), x.max(axis=0)]).astype(np.float32) if clip else None
         if not enabled:
-            return cls(np.zeros(d, np.float32), np.ones(d, np.float32))
+            return cls(np.zeros(d, np.float32), np.ones(d, np.float32), bounds=bounds)
         if kind not in TRANSFORMS:
             raise ValueError(f"unknown transform '{kind}' (known: {', '.join(TRANSFORMS)})")
         if radial and polar:
@@ -102,7 +111,7 @@ class Standardizer:
         w = w / w.sum()
         mean = w @ x
         std = np.sqrt(w @ (x - mean) ** 2)
-        return cls(mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32), q, radii, lengths)
+        return cls(mean.astype(np.float32), np.maximum(std, min_std).astype(np.float32), q, radii, lengths, bounds)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
@@ -128,6 +137,8 @@ class Standardizer:
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) * _from_normal(scores, self.lengths[:, None])
         if self.radii is not None:
             x = _radial_inverse(x, self.radii)
+        if self.bounds is not None:
+            x = np.clip(x, self.bounds[0], self.bounds[1])
         return x.astype(np.float32)
 
     def to_arrays(self, prefix: str = "norm.") -> Dict[str, np.ndarray]:
@@ -138,12 +149,14 @@ class Standardizer:
             out[f"{prefix}radii"] = self.radii
         if self.lengths is not None:
             out[f"{prefix}lengths"] = self.lengths
+        if self.bounds is not None:
+            out[f"{prefix}bounds"] = self.bounds
         return out
 
     @classmethod
     def from_arrays(cls, arrays: Dict[str, np.ndarray], prefix: str = "norm.") -> "Standardizer":
         return cls(arrays[f"{prefix}mean"], arrays[f"{prefix}std"], arrays.get(f"{prefix}quantiles"),
-                   arrays.get(f"{prefix}radii"), arrays.get(f"{prefix}lengths"))
+                   arrays.get(f"{prefix}radii"), arrays.get(f"{prefix}lengths"), arrays.get(f"{prefix}bounds"))
 
     def same_as(self, other: "Standardizer") -> bool:
         return (np.array_equal(self.mean, other.mean) and np.array_equal(self.std, other.std)
@@ -152,7 +165,9 @@ class Standardizer:
                 and (self.radii is None) == (other.radii is None)
                 and (self.radii is None or np.array_equal(self.radii, other.radii))
                 and (self.lengths is None) == (other.lengths is None)
-                and (self.lengths is None or np.array_equal(self.lengths, other.lengths)))
+                and (self.lengths is None or np.array_equal(self.lengths, other.lengths))
+                and (self.bounds is None) == (other.bounds is None)
+                and (self.bounds is None or np.array_equal(self.bounds, other.bounds)))
 
 
 def _length_quantiles(norms: np.ndarray, weights: Optional[np.ndarray], n_quantiles: int) -> np.ndarray:

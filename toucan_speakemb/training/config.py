@@ -97,6 +97,10 @@ class NormalizationConfig:
     # encoders with (nearly) fixed-length vectors; "always" / "never" force it. Excludes radial.
     polar: str = "auto"
     polar_max_spread: float = 0.02
+    # clip every generated value to its dimension's training range (toucan_speakemb/diffusion/standardize.py).
+    # "auto": on when some dimension has a point mass (as for transform: auto), i.e. an encoder with floors
+    # such as ReLU zeros; "always" / "never" force it
+    clip: str = "auto"
     n_quantiles: int = 1000
     min_std: float = 1.0e-4   # floor for dimensions that are (nearly) constant in the training data
 
@@ -213,6 +217,7 @@ class TrainConfig:
             ("normalization.transform", self.normalization.transform, ("standard", "quantile", "auto")),
             ("sample.sampler", self.sample.sampler, sampler_names()),
             ("normalization.polar", self.normalization.polar, ("auto", "always", "never")),
+            ("normalization.clip", self.normalization.clip, ("auto", "always", "never")),
         ]
         for key, value, allowed in choices:
             if value not in allowed:

@@ -395,7 +395,10 @@ def prepare_data(es: EmbeddingSet, cfg: TrainConfig) -> Tuple[TrainingData, Embe
     if polar:
         log.info("polar transform: direction and length are modelled apart")
     kind = transform_kind(cfg, raw)
-    st = Standardizer.fit(raw, weights, nc.min_std, nc.standardize, kind, nc.n_quantiles, nc.radial, polar)
+    clip = use_clip(cfg, raw)
+    if clip:
+        log.info("generated values are clipped to each dimension's training range")
+    st = Standardizer.fit(raw, weights, nc.min_std, nc.standardize, kind, nc.n_quantiles, nc.radial, polar, clip)
     validation = pick_validation_speakers(len(means), cfg.train.validation_share, cfg.seed)
     data = TrainingData(st.forward(raw), row_spk, level, len(means), st, validation=validation)
     if cfg.model.conditions:
@@ -407,18 +410,32 @@ def prepare_data(es: EmbeddingSet, cfg: TrainConfig) -> Tuple[TrainingData, Embe
     return data, means
 
 
+def has_point_mass(rows: np.ndarray, share: float) -> bool:
+    """Whether some dimension of ``rows`` has one value in at least ``share`` of them (e.g. ReLU zeros)."""
+    x = np.sort(np.asarray(rows), axis=0)
+    need = max(2, int(np.ceil(share * len(x))))
+    if len(x) < need:
+        return False
+    # a value held by `need` rows spans `need` consecutive sorted entries of its dimension
+    return bool(np.any(x[need - 1:] == x[: len(x) - need + 1]))
+
+
+def use_clip(cfg: TrainConfig, rows: np.ndarray) -> bool:
+    """Whether generated values are clipped to the training range: as configured, or ("auto") when some
+    dimension of the training rows has a point mass."""
+    nc = cfg.normalization
+    if nc.clip != "auto":
+        return nc.clip == "always"
+    return has_point_mass(rows, nc.point_mass_share)
+
+
 def transform_kind(cfg: TrainConfig, rows: np.ndarray) -> str:
     """The per-dimension transform: as configured, or ("auto") quantile when some dimension of the training
     rows has a point mass (one value in at least ``normalization.point_mass_share`` of the rows), else standard."""
     nc = cfg.normalization
     if nc.transform != "auto":
         return nc.transform
-    x = np.sort(np.asarray(rows), axis=0)
-    need = max(2, int(np.ceil(nc.point_mass_share * len(x))))
-    if len(x) < need:
-        return "standard"
-    # a value held by `need` rows spans `need` consecutive sorted entries of its dimension
-    has_mass = bool(np.any(x[need - 1:] == x[: len(x) - need + 1]))
+    has_mass = has_point_mass(rows, nc.point_mass_share)
     log.info("per-dimension transform: %s (%s)", "quantile" if has_mass else "standard",
              "a dimension has a point mass" if has_mass else "no dimension has a point mass")
     return "quantile" if has_mass else "standard"
