@@ -137,7 +137,7 @@ def test_with_enough_validation_speakers_the_default_temperature_balances_precis
     held = pick_validation_speakers(len(means), TINY["train"]["validation_share"], TINY["seed"])
     assert held.sum() >= BALANCE_MIN_SPEAKERS and rec["rule"] == "balance"
     assert gen.temperature == rec["value"] and 0.5 <= rec["value"] <= 1.5
-    assert len(rec["balance_curve"]) == 21 and rec["validation_speakers"] == held.sum()
+    assert len(rec["balance_curve"]) >= 3 and rec["validation_speakers"] == held.sum()
 
     def f1(t):  # eight sets of the validation speakers' size, from other noise than the search used
         return knn_against(means[held].astype(np.float64), gen.sample(8 * int(held.sum()), seed=5, temperature=t))["f1"]
@@ -202,9 +202,10 @@ def test_the_balance_rule_never_takes_a_temperature_whose_voices_are_closer_than
     assert rec["median"] <= target + 0.005 + 1e-9
     monkeypatch.setattr(trainer, "knn_against", lambda real, x, k=5: {
         "precision": 0.9, "recall": 0.9, "f1": 1 - (x[0, 0] - 1.23) ** 2})
-    # a peak between grid points is found by the parabola through its neighbours
-    assert trainer.choose_temperature(None, torch.nn.Linear(8, 8), data, means, TrainConfig())["value"] == \
-        pytest.approx(1.23, abs=1e-3)
+    # a peak between grid points is found by the parabola through its neighbours, scoring a few of them only
+    rec = trainer.choose_temperature(None, torch.nn.Linear(8, 8), data, means, TrainConfig())
+    assert rec["value"] == pytest.approx(1.23, abs=1e-3)
+    assert [c["temperature"] for c in rec["balance_curve"]] == pytest.approx([0.9, 1.0, 1.1, 1.2, 1.3])
 
 
 def test_temperature_scales_the_initial_noise_and_defaults_to_the_stored_one(gen):

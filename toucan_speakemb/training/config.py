@@ -98,8 +98,8 @@ class NormalizationConfig:
     polar: str = "auto"
     polar_max_spread: float = 0.02
     # clip every generated value to its dimension's training range (toucan_speakemb/diffusion/standardize.py).
-    # "auto": on when some dimension has a point mass (as for transform: auto), i.e. an encoder with floors
-    # such as ReLU zeros; "always" / "never" force it
+    # "auto": on with the standard transform when some dimension has a point mass (an encoder with floors such
+    # as ReLU zeros; the quantile transform keeps values in range by itself); "always" / "never" force it
     clip: str = "auto"
     n_quantiles: int = 1000
     min_std: float = 1.0e-4   # floor for dimensions that are (nearly) constant in the training data

@@ -108,7 +108,7 @@ def unseen_speaker_record(means: np.ndarray, held_out: Optional[np.ndarray]) -> 
 
 
 TEMPERATURE_RANGE = (0.5, 1.5)  # the default temperature is chosen in this range
-TEMPERATURE_STEP = 0.05         # grid of the precision-recall search over that range
+TEMPERATURE_STEP = 0.1          # grid of the precision-recall search over that range (then refined)
 TEMPERATURE_VOICES = 512        # voices sampled per tried temperature (at least)
 JUDGING_DRAWS = 4               # voice sets of the validation speakers' size each judgement averages over
 BALANCE_MIN_SPEAKERS = 50       # fewer validation speakers: their k-NN balls are too coarse to weigh P against R
@@ -175,13 +175,43 @@ def _novelty_temperature(voices, seen: np.ndarray, target: float, method: str) -
             "median": median, "method": method}
 
 
-def _peak(ts: np.ndarray, f1: np.ndarray, i: int, lo: float) -> float:
-    """Where a parabola fitted (least squares) to the scores at up to five grid points around ``i`` peaks,
-    kept within one grid step of ``ts[i]`` and not below ``lo``: the grid's argmax without its noise."""
-    j = np.arange(max(0, i - 2), min(len(ts), i + 3))
-    a, b, _ = np.polyfit(ts[j], f1[j], 2) if len(j) >= 3 else (0.0, 0.0, 0.0)
-    t = -b / (2 * a) if a < 0 else ts[i]
-    return float(np.clip(t, max(lo, ts[max(0, i - 1)]), ts[min(len(ts) - 1, i + 1)]))
+def _balance_search(score, ts: np.ndarray, eligible) -> Tuple[Optional[float], Dict[float, Dict]]:
+    """Hill-climb on a grid for the highest ``score(t)["f1"]`` among ``eligible`` points, from the grid's
+    middle: the best point's neighbours are scored until it has both (about five scores instead of the
+    whole grid, each a few hundred sampled voices), then a parabola through the three points refines it,
+    kept between the neighbours (and not below the least eligible point). Returns (the value, or None when no
+    scored point is eligible and none is left above; the scores by temperature)."""
+    scored: Dict[int, Dict] = {}
+
+    def at(i: int) -> Dict:
+        if i not in scored:
+            scored[i] = score(float(ts[i]))
+        return scored[i]
+
+    mid = len(ts) // 2
+    for i in (mid - 1, mid, mid + 1):
+        at(i)
+    while True:
+        ok = [i for i in scored if eligible(scored[i])]
+        if not ok:  # everything scored is closer than real new speakers: go up in temperature
+            if max(scored) + 1 >= len(ts):
+                return None, {float(ts[i]): c for i, c in sorted(scored.items())}
+            at(max(scored) + 1)
+            continue
+        best = max(ok, key=lambda i: scored[i]["f1"])
+        missing = [j for j in (best - 1, best + 1) if 0 <= j < len(ts) and j not in scored]
+        if not missing:
+            break
+        at(missing[0])
+    value = float(ts[best])
+    lo = float(ts[best - 1]) if best > 0 and eligible(scored[best - 1]) else value
+    hi = float(ts[best + 1]) if best + 1 < len(ts) else value
+    if 0 < best < len(ts) - 1:
+        j = np.array([best - 1, best, best + 1])
+        a, b, _ = np.polyfit(ts[j], [scored[i]["f1"] for i in j], 2)
+        if a < 0:
+            value = float(np.clip(-b / (2 * a), lo, hi))
+    return value, {float(ts[i]): c for i, c in sorted(scored.items())}
 
 
 def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
@@ -192,12 +222,12 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
     nearest speaker the loop trained on is how novel a real new speaker is, and they are the sample of the
     population the model's voices should cover.
 
-    - With at least ``BALANCE_MIN_SPEAKERS`` of them (rule ``"balance"``): the temperature on a grid over
-      ``TEMPERATURE_RANGE`` whose voices score the highest harmonic mean of k-NN precision and recall against
-      them (:func:`knn_against`; refined by a parabola through the grid's best points), among the
+    - With at least ``BALANCE_MIN_SPEAKERS`` of them (rule ``"balance"``): the temperature whose voices score
+      the highest harmonic mean of k-NN precision and recall against them (:func:`knn_against`), among the
       temperatures whose voices are at least as novel as they are (median within ``MEDIAN_TOLERANCE`` or
-      lower). The median alone is a weak guide on a dense population: over 200 speakers its sampling noise
-      is worth 0.03 of temperature (docs/benchmarks.md).
+      lower); searched on a grid of ``TEMPERATURE_STEP`` over ``TEMPERATURE_RANGE`` and refined by a
+      parabola (:func:`_balance_search`). The median alone is a weak guide on a dense population: over 200
+      speakers its sampling noise is worth 0.03 of temperature (docs/benchmarks.md).
     - With fewer (rule ``"novelty"``): the temperature at which the voices' median equals theirs (bisection);
       1.0 when no temperature in the range reaches it.
     - Without validation speakers at the speaker level: 1.0 (plain sampling).
@@ -215,26 +245,23 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
         with voices_as_sampled(diffusion, model, data, cfg) as voices:
             return _novelty_temperature(voices, seen, target, novelty_method)
     ts = np.round(np.arange(TEMPERATURE_RANGE[0], TEMPERATURE_RANGE[1] + 1e-9, TEMPERATURE_STEP), 4)
-    curve = []
     with voices_as_sampled(diffusion, model, data, cfg, n=judging_voices(len(real))) as voices:
-        for t in ts:
-            x = voices(float(t))
-            curve.append({"temperature": float(t), **knn_against(real, x),
-                          "median": float(np.median(cosine_similarity_matrix_max(x, seen)[0]))})
-        novel = [i for i, c in enumerate(curve) if c["median"] <= target + MEDIAN_TOLERANCE]
-        if not novel:  # closer to the training speakers than real new speakers at every temperature
+        def score(t: float) -> Dict:
+            x = voices(t)
+            return {**knn_against(real, x), "median": float(np.median(cosine_similarity_matrix_max(x, seen)[0]))}
+
+        value, scored = _balance_search(score, ts, lambda c: c["median"] <= target + MEDIAN_TOLERANCE)
+        curve = [{"temperature": t, **{k: round(v, 4) for k, v in c.items()}} for t, c in scored.items()]
+        if value is None:  # closer to the training speakers than real new speakers at every temperature
             return {**_novelty_temperature(voices, seen, target, novelty_method), "balance_curve": curve}
-        f1 = np.array([c["f1"] for c in curve])
-        best = max(novel, key=lambda i: f1[i])
-        value = round(_peak(ts, f1, best, ts[min(novel)]), 4)
-        x = voices(value)
-    return {"value": value, "rule": "balance", "target_median": target,
-            "median": float(np.median(cosine_similarity_matrix_max(x, seen)[0])), **knn_against(real, x),
+        value = round(value, 4)
+        chosen = score(value)
+    return {"value": value, "rule": "balance", "target_median": target, **chosen,
             "validation_speakers": int(len(real)),
             "method": "the temperature whose voices score the highest harmonic mean of k-NN precision and recall "
                       "(k = 5) against the validation speakers, among those at least as novel as they are "
                       f"(median nearest-training cosine at most theirs + {MEDIAN_TOLERANCE})",
-            "balance_curve": [{k: round(v, 4) for k, v in c.items()} for c in curve]}
+            "balance_curve": curve}
 
 
 def unjudged_reason(data: "TrainingData", cfg: TrainConfig, k: int = 5) -> Optional[str]:
@@ -395,7 +422,7 @@ def prepare_data(es: EmbeddingSet, cfg: TrainConfig) -> Tuple[TrainingData, Embe
     if polar:
         log.info("polar transform: direction and length are modelled apart")
     kind = transform_kind(cfg, raw)
-    clip = use_clip(cfg, raw)
+    clip = use_clip(cfg, raw, kind)
     if clip:
         log.info("generated values are clipped to each dimension's training range")
     st = Standardizer.fit(raw, weights, nc.min_std, nc.standardize, kind, nc.n_quantiles, nc.radial, polar, clip)
@@ -420,13 +447,14 @@ def has_point_mass(rows: np.ndarray, share: float) -> bool:
     return bool(np.any(x[need - 1:] == x[: len(x) - need + 1]))
 
 
-def use_clip(cfg: TrainConfig, rows: np.ndarray) -> bool:
-    """Whether generated values are clipped to the training range: as configured, or ("auto") when some
-    dimension of the training rows has a point mass."""
+def use_clip(cfg: TrainConfig, rows: np.ndarray, kind: str = "standard") -> bool:
+    """Whether generated values are clipped to the training range: as configured, or ("auto") with the
+    standard transform when some dimension of the training rows has a point mass (the quantile transform
+    keeps every value in that range by itself)."""
     nc = cfg.normalization
     if nc.clip != "auto":
         return nc.clip == "always"
-    return has_point_mass(rows, nc.point_mass_share)
+    return kind == "standard" and has_point_mass(rows, nc.point_mass_share)
 
 
 def transform_kind(cfg: TrainConfig, rows: np.ndarray) -> str:
