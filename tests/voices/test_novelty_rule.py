@@ -200,6 +200,7 @@ def test_the_balance_rule_never_takes_a_temperature_whose_voices_are_closer_than
     # the best of the temperatures at least as novel (t >= 0.9, within the 0.005 tolerance), not 0.7
     assert rec["rule"] == "balance" and rec["value"] == pytest.approx(0.9)
     assert rec["median"] <= target + 0.005 + 1e-9
+    assert trainer.temperature_reason(rec).startswith("best balance of precision 0.900 and recall 0.900 against 60 ")
     monkeypatch.setattr(trainer, "knn_against", lambda real, x, k=5: {
         "precision": 0.9, "recall": 0.9, "f1": 1 - (x[0, 0] - 1.23) ** 2})
     # a peak between grid points is found by the parabola through its neighbours, scoring a few of them only

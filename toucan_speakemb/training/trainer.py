@@ -264,6 +264,17 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
             "balance_curve": curve}
 
 
+def temperature_reason(rec: Dict) -> str:
+    """How a default temperature record was chosen, in one phrase for the log."""
+    if rec.get("reason"):
+        return rec["reason"]
+    if rec.get("rule") == "balance":
+        return (f"best balance of precision {rec['precision']:.3f} and recall {rec['recall']:.3f} against "
+                f"{rec['validation_speakers']} validation speakers, voices' median nearest-training cosine "
+                f"{rec['median']:.4f}, theirs {rec['target_median']:.4f}")
+    return f"voices as novel as the validation speakers: median nearest-training cosine {rec['target_median']:.4f}"
+
+
 def unjudged_reason(data: "TrainingData", cfg: TrainConfig, k: int = 5) -> Optional[str]:
     """Why voices cannot be judged against the validation speakers (None: they can)."""
     if cfg.data.level != "speaker":
@@ -910,8 +921,7 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
                  unseen["value"])
     if temperature is None:
         temperature = choose_temperature(diffusion, ema, data, train_speakers.embeddings, cfg)
-    log.info("default temperature %.3f (%s)", temperature["value"], temperature.get("reason") or (
-        f"validation speakers' median nearest-training cosine {temperature['target_median']:.4f}"))
+    log.info("default temperature %.3f (%s)", temperature["value"], temperature_reason(temperature))
     gen_path = save_generator(run_dir, cfg, ema, data.standardizer, es, train_speakers, state, threshold, data,
                               unseen, temperature)
     write_loss_log(run_dir, state.history, plot=True, validation=state.validation if validating else None,
