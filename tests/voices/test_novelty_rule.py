@@ -167,9 +167,10 @@ def test_with_few_validation_speakers_the_default_temperature_makes_voices_as_no
     assert gap(rec["value"]) <= min(gap(t) for t in (0.5, 0.75, 1.0, 1.25, 1.5)) + 0.002
 
 
-def test_the_balance_rule_never_takes_a_temperature_whose_voices_are_closer_than_real_new_speakers(monkeypatch):
-    # Voices stand for their temperature t: their median nearest-training cosine falls with t and crosses the
-    # validation speakers' at t = 1; precision and recall would balance best at t = 0.7, too close to be new.
+def balance_choice(monkeypatch, peak: float, slope: float = 0.05, crossing: float = 1.0):
+    """choose_temperature on stand-in voices that stand for their temperature t: their median
+    nearest-training cosine is the validation speakers' + slope (crossing - t), and the harmonic mean of
+    precision and recall peaks at ``peak``. Returns (the record, the validation speakers' median)."""
     from types import SimpleNamespace
 
     import torch
@@ -188,25 +189,51 @@ def test_the_balance_rule_never_takes_a_temperature_whose_voices_are_closer_than
         def __exit__(self, *a): return False
 
     def cosines(x, seen):
-        if x.shape == (4, 8):  # voices: median target + 0.05 (1 - t)
-            return np.full(4, target + 0.05 * (1 - x[0, 0])), None
+        if x.shape == (4, 8):
+            return np.full(4, target + slope * (crossing - x[0, 0])), None
         return real_cosines(x, seen)
 
     monkeypatch.setattr(trainer, "voices_as_sampled", Voices)
     monkeypatch.setattr(trainer, "cosine_similarity_matrix_max", cosines)
     monkeypatch.setattr(trainer, "knn_against", lambda real, x, k=5: {
-        "precision": 0.9, "recall": 0.9, "f1": 1 - (x[0, 0] - 0.7) ** 2})
-    rec = trainer.choose_temperature(None, torch.nn.Linear(8, 8), data, means, TrainConfig())
-    # the best of the temperatures at least as novel (t >= 0.9, within the 0.005 tolerance), not 0.7
-    assert rec["rule"] == "balance" and rec["value"] == pytest.approx(0.9)
-    assert rec["median"] <= target + 0.005 + 1e-9
-    assert trainer.temperature_reason(rec).startswith("best balance of precision 0.900 and recall 0.900 against 60 ")
-    monkeypatch.setattr(trainer, "knn_against", lambda real, x, k=5: {
-        "precision": 0.9, "recall": 0.9, "f1": 1 - (x[0, 0] - 1.23) ** 2})
-    # a peak between grid points is found by the parabola through its neighbours, scoring a few of them only
-    rec = trainer.choose_temperature(None, torch.nn.Linear(8, 8), data, means, TrainConfig())
-    assert rec["value"] == pytest.approx(1.23, abs=1e-3)
-    assert [c["temperature"] for c in rec["balance_curve"]] == pytest.approx([0.9, 1.0, 1.1, 1.2, 1.3])
+        "precision": 0.9, "recall": 0.9, "f1": 1 - (x[0, 0] - peak) ** 2})
+    return trainer.choose_temperature(None, torch.nn.Linear(8, 8), data, means, TrainConfig()), target
+
+
+def test_the_balance_rule_takes_the_best_precision_and_recall_among_temperatures_as_novel_as_real_new_speakers(
+        monkeypatch):
+    from toucan_speakemb.training.trainer import temperature_reason
+
+    # as novel as the validation speakers (median within 0.005) for t in 0.9..1.1; the peak inside is found by
+    # the parabola through its neighbours, scoring three of them only
+    rec, target = balance_choice(monkeypatch, peak=1.03)
+    assert rec["rule"] == "balance" and rec["value"] == pytest.approx(1.03, abs=1e-3)
+    assert [c["temperature"] for c in rec["balance_curve"]] == pytest.approx([0.9, 1.0, 1.1])
+    assert abs(rec["median"] - target) <= 0.005 + 1e-9
+    assert temperature_reason(rec).startswith("best balance of precision 0.900 and recall 0.900 against 60 ")
+    # a peak where the voices are closer to the training speakers than real new speakers: not taken
+    assert balance_choice(monkeypatch, peak=0.7)[0]["value"] == pytest.approx(0.9)
+    # nor one where they are more novel (recall bought off the manifold): the band's edge instead
+    assert balance_choice(monkeypatch, peak=1.23)[0]["value"] == pytest.approx(1.1)
+    # a band about one grid step wide (1.15..1.25) around one point: its edges are interpolated between the
+    # grid points
+    rec, _ = balance_choice(monkeypatch, peak=1.4, crossing=1.2, slope=0.1)  # band 1.15..1.25
+    assert rec["value"] == pytest.approx(1.25, abs=0.006)
+
+
+def test_when_no_temperature_makes_the_voices_as_novel_the_balance_rule_falls_back_to_the_novelty_rule(monkeypatch):
+    from toucan_speakemb.training import trainer
+
+    monkeypatch.setattr(trainer, "match_knob", lambda voices, lo, hi, seen, target: (0.5, target - 0.3, False))
+    rec, _ = balance_choice(monkeypatch, peak=1.0, crossing=-2.0)  # far more novel than real at every t
+    assert rec["rule"] == "novelty" and rec["value"] == 1.0 and "1.0 kept" in rec["reason"]
+    assert rec["nearest_end"] == 0.5  # the scored end nearest to the band, without a bisection
+    # it walked down the grid towards the band before giving up
+    assert [c["temperature"] for c in rec["balance_curve"]][0] == pytest.approx(0.5)
+    # a band narrower than the grid step (1.24..1.26) between two scored points: the novelty match it holds
+    monkeypatch.setattr(trainer, "match_knob", lambda voices, lo, hi, seen, target: (1.25, target, True))
+    rec, _ = balance_choice(monkeypatch, peak=1.4, crossing=1.25, slope=0.5)
+    assert rec["rule"] == "novelty" and rec["value"] == 1.25
 
 
 def test_temperature_scales_the_initial_noise_and_defaults_to_the_stored_one(gen):
