@@ -207,6 +207,9 @@ def _balance_search(score, ts: np.ndarray, side) -> Tuple[Optional[float], Dict[
             step = hi_i + 1 if side(scored[hi_i]) < 0 else lo_i - 1 if side(scored[lo_i]) > 0 else None
             if step is None or not 0 <= step < len(ts):
                 return None, table()
+            end = len(ts) - 1 if step > hi_i else 0  # the range's end first: when even it is on the same
+            if side(at(end)) == side(scored[hi_i if step > hi_i else lo_i]):  # side, no grid point is in the band
+                return None, table()
             at(step)
             continue
         best = max(inside, key=lambda i: scored[i]["f1"])
