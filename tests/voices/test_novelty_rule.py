@@ -215,6 +215,11 @@ def test_the_balance_rule_takes_the_best_precision_and_recall_among_temperatures
     assert balance_choice(monkeypatch, peak=0.7)[0]["value"] == pytest.approx(0.9)
     # nor one where they are more novel (recall bought off the manifold): the band's edge instead
     assert balance_choice(monkeypatch, peak=1.23)[0]["value"] == pytest.approx(1.1)
+    # voices closer than real new speakers at the start (0.9..1.1): the range's end is scored, then the walk
+    # climbs from the start until it meets the band (1.2..1.4), whose best point is the one nearest the peak
+    rec, _ = balance_choice(monkeypatch, peak=1.0, crossing=1.3)
+    assert rec["rule"] == "balance" and rec["value"] == pytest.approx(1.2)
+    assert [c["temperature"] for c in rec["balance_curve"]] == pytest.approx([0.9, 1.0, 1.1, 1.2, 1.3, 1.5])
     # a band about one grid step wide (1.15..1.25) around one point: its edges are interpolated between the
     # grid points
     rec, _ = balance_choice(monkeypatch, peak=1.4, crossing=1.2, slope=0.1)  # band 1.15..1.25

@@ -202,15 +202,18 @@ def _balance_search(score, ts: np.ndarray, side) -> Tuple[Optional[float], Dict[
         at(i)
     while True:
         inside = [i for i in scored if side(scored[i]) == 0]
-        if not inside:  # walk towards the band from the scored end that faces it
-            lo_i, hi_i = min(scored), max(scored)
-            step = hi_i + 1 if side(scored[hi_i]) < 0 else lo_i - 1 if side(scored[lo_i]) > 0 else None
-            if step is None or not 0 <= step < len(ts):
+        if not inside:  # walk towards the band
+            below = [i for i in scored if side(scored[i]) < 0]  # the band is at higher temperatures
+            above = [i for i in scored if side(scored[i]) > 0]  # ... at lower ones
+            if below and above:  # straddled: walk up from the last point below it
+                step = max(below) + 1
+                if step in scored:  # the band lies between two neighbouring grid points
+                    return None, table()
+                at(step)
+                continue
+            end = len(ts) - 1 if below else 0  # the range's end first: when even it is on the same side,
+            if end in scored or side(at(end)) == (-1 if below else 1):  # no grid point is in the band
                 return None, table()
-            end = len(ts) - 1 if step > hi_i else 0  # the range's end first: when even it is on the same
-            if side(at(end)) == side(scored[hi_i if step > hi_i else lo_i]):  # side, no grid point is in the band
-                return None, table()
-            at(step)
             continue
         best = max(inside, key=lambda i: scored[i]["f1"])
         missing = [j for j in (best - 1, best + 1) if 0 <= j < len(ts) and j not in scored]
