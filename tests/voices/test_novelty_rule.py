@@ -226,6 +226,16 @@ def test_the_balance_rule_takes_the_best_precision_and_recall_among_temperatures
     assert rec["value"] == pytest.approx(1.25, abs=0.006)
 
 
+def test_a_score_rising_through_the_band_without_a_peak_takes_the_bands_upper_edge_as_a_plain_float():
+    from toucan_speakemb.training.trainer import _balance_search
+
+    ts = np.round(np.arange(0.5, 1.5001, 0.1), 4)
+    side = lambda c: -1 if c["median"] > -1.15 else 1 if c["median"] < -1.25 else 0  # the band: t in 1.15..1.25
+    value, scored = _balance_search(lambda t: {"f1": float(np.exp(5 * t)), "median": -t}, ts, side)
+    assert value == pytest.approx(1.25, abs=0.006) and type(value) is float  # stored as JSON
+    assert list(scored) == pytest.approx([0.9, 1.0, 1.1, 1.2, 1.3, 1.5])
+
+
 def test_when_no_temperature_makes_the_voices_as_novel_the_balance_rule_falls_back_to_the_novelty_rule(monkeypatch):
     from toucan_speakemb.training import trainer
 

@@ -246,7 +246,7 @@ def _balance_search(score, ts: np.ndarray, side) -> Tuple[Optional[float], Dict[
             value = hi  # rising through the band: its upper edge
         else:
             value = lo
-    return value, table()
+    return float(value), table()
 
 
 def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
