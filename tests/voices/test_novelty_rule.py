@@ -152,6 +152,18 @@ def test_with_enough_validation_speakers_the_default_temperature_balances_precis
     assert summary["temperature"]["value"] == rec["value"]
 
 
+def test_the_balance_record_holds_the_judgement_voice_quality_would_make_at_its_temperature(gen, dense_train):
+    # keep_better_voices takes the voices' precision and recall from the record instead of sampling again
+    from toucan_speakemb.training import trainer
+
+    rec = gen.meta["temperature"]
+    data, means = trainer.prepare_data(dense_train, gen.cfg)
+    again = trainer.voice_quality(trainer.build_diffusion(gen.cfg), gen.model, data, means.embeddings, gen.cfg,
+                                  rec["value"])
+    assert rec["rule"] == "balance"
+    assert (again["precision"], again["recall"], again["f1"]) == (rec["precision"], rec["recall"], rec["f1"])
+
+
 def test_with_few_validation_speakers_the_default_temperature_makes_voices_as_novel_as_they_are(tmp_path):
     few = dense_population(120, seed=0)  # 24 validation speakers
     train(few, tmp_path / "run", TrainConfig.from_dict(TINY), progress=False)

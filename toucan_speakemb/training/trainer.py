@@ -600,8 +600,10 @@ def keep_better_voices(diffusion: GaussianDiffusion, ema: torch.nn.Module, best:
     for name, step, weights in (("final", final_step, final_state), ("best", state.best_step, best)):
         ema.load_state_dict(weights)
         t = choose_temperature(diffusion, ema, data, means, cfg)
-        judged[name] = {"step": int(step), "temperature": t, "voices": voice_quality(diffusion, ema, data, means, cfg,
-                                                                                      t["value"])}
+        # the balance rule has judged the voices at the temperature it chose, from the same noise: not again
+        voices = ({key: t[key] for key in ("precision", "recall", "f1")} if t.get("rule") == "balance" else
+                  voice_quality(diffusion, ema, data, means, cfg, t["value"]))
+        judged[name] = {"step": int(step), "temperature": t, "voices": voices}
     q_final, q_best = judged["final"]["voices"], judged["best"]["voices"]
     kept = "final" if q_final is not None and q_best is not None and q_final["f1"] > q_best["f1"] else "best"
     ema.load_state_dict(final_state if kept == "final" else best)
