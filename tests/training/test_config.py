@@ -183,6 +183,8 @@ def test_a_missing_yaml_file_is_a_clear_error(tmp_path):
     ({"model": {"subspace_rest": "pooled"}}, "model.subspace_rest"),
     ({"sample": {"slider_method": "sideways"}}, "sample.slider_method"),
     ({"train": {"select": "median"}}, "train.select"),
+    ({"normalization": {"clip": True}}, "normalization.clip"),  # YAML's reading of clip: yes
+    ({"normalization": {"polar": False}}, "normalization.polar"),  # ... and of polar: off
 ])
 def test_bad_choice_is_refused_naming_the_key_and_the_allowed_values(d, key):
     with pytest.raises(SpeakEmbError) as ei:

@@ -198,28 +198,9 @@ class TrainConfig:
         return cls.from_dict(apply_overrides(read_yaml_mapping(path), overrides), str(path))
 
     def check(self, source: str = "config") -> None:
-        from toucan_speakemb.diffusion.denoisers import DENOISERS
-        from toucan_speakemb.diffusion.gaussian import LOSSES, PREDICTIONS, VARIANCES
-        from toucan_speakemb.diffusion.samplers import sampler_names
-        from toucan_speakemb.diffusion.schedules import SCHEDULES
-
-        choices = [
-            ("data.level", self.data.level, DATA_LEVELS),
-            ("diffusion.schedule", self.diffusion.schedule, SCHEDULES),
-            ("diffusion.prediction", self.diffusion.prediction, PREDICTIONS),
-            ("diffusion.loss", self.diffusion.loss, LOSSES),
-            ("diffusion.variance", self.diffusion.variance, VARIANCES),
-            ("model.kind", self.model.kind, tuple(DENOISERS)),
-            ("model.subspace", self.model.subspace, ("scaled", "full", "auto", "fixed")),
-            ("model.subspace_rest", self.model.subspace_rest, ("full", "isotropic")),
-            ("train.lr_schedule", self.train.lr_schedule, ("cosine", "constant")),
-            ("train.select", self.train.select, ("best", "last")),
-            ("normalization.transform", self.normalization.transform, ("standard", "quantile", "auto")),
-            ("sample.sampler", self.sample.sampler, sampler_names()),
-            ("normalization.polar", self.normalization.polar, ("auto", "always", "never")),
-            ("normalization.clip", self.normalization.clip, ("auto", "always", "never")),
-        ]
-        for key, value, allowed in choices:
+        for key, allowed in choices().items():
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
             if value not in allowed:
                 raise SpeakEmbError(f"{source}: {key} must be one of {', '.join(allowed)}; got '{value}'")
         check_device_name(self.train.device, f"{source}: train.device")
@@ -297,6 +278,31 @@ class TrainConfig:
                                 f"{self.sample.slider_strength}")
 
 
+def choices() -> Dict[str, Sequence[str]]:
+    """The keys that take one of a few names, and those names."""
+    from toucan_speakemb.diffusion.denoisers import DENOISERS
+    from toucan_speakemb.diffusion.gaussian import LOSSES, PREDICTIONS, VARIANCES
+    from toucan_speakemb.diffusion.samplers import sampler_names
+    from toucan_speakemb.diffusion.schedules import SCHEDULES
+
+    return {
+        "data.level": DATA_LEVELS,
+        "diffusion.schedule": SCHEDULES,
+        "diffusion.prediction": PREDICTIONS,
+        "diffusion.loss": LOSSES,
+        "diffusion.variance": VARIANCES,
+        "model.kind": tuple(DENOISERS),
+        "model.subspace": ("scaled", "full", "auto", "fixed"),
+        "model.subspace_rest": ("full", "isotropic"),
+        "train.lr_schedule": ("cosine", "constant"),
+        "train.select": ("best", "last"),
+        "normalization.transform": ("standard", "quantile", "auto"),
+        "sample.sampler": sampler_names(),
+        "normalization.polar": ("auto", "always", "never"),
+        "normalization.clip": ("auto", "always", "never"),
+    }
+
+
 def _build(cls, d: Dict[str, Any], source: str, prefix: str):
     if not isinstance(d, dict):
         raise SpeakEmbError(f"{source}: '{prefix.rstrip('.') or 'config'}' must be a mapping")
@@ -353,6 +359,9 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     elif base is str:
         if isinstance(value, str):
             return value
+        allowed = choices().get(key)
+        if allowed is not None:  # e.g. YAML reads clip: yes as a boolean
+            raise SpeakEmbError(f"{source}: {key} must be one of {', '.join(allowed)}; got {value!r}")
     raise SpeakEmbError(f"{source}: {key} must be {_a(base)}; got {value!r}")
 
 
