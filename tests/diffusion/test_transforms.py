@@ -367,3 +367,38 @@ def test_subspace_network_corrects_only_the_principal_directions():
     assert (corr @ rest).abs().max() < 1e-5
     # inputs that differ only outside the subspace get the same correction
     torch.testing.assert_close(model.correction(x + torch.randn(20, 10) @ rest, t), corr, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("prediction", ["v", "eps"])
+@pytest.mark.parametrize("conditional", [False, True])
+def test_loss_in_the_eigenbasis_is_the_training_loss_with_rotated_rows_and_noise_value_and_gradient(
+        prediction, conditional):
+    data = torch.tensor(low_rank_plus_scatter(300, 10, 3, 0.5), dtype=torch.float32) + 1.0
+    diffusion = GaussianDiffusion(make_betas("cosine", 50), prediction=prediction)
+    conditions = {"gender": 2} if conditional else None
+    net = ResidualMLPDenoiser(3, 50, hidden=8, blocks=1, conditions=conditions)
+    model = GaussianResidual(net, 10, diffusion.alphas_cumprod, prediction, 3, conditions=conditions)
+    model.fit_gaussian(data)
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 4, (300, 1), generator=g) if conditional else None
+    if conditional:
+        model.fit_condition_offsets(data, codes)
+        assert model.offset0.abs().max() > 0  # the conditional mean moves: the rotated offsets are exercised
+    for p in model.net.parameters():  # a trained-looking network
+        p.data += 0.1 * torch.randn(p.shape, generator=g)
+    x0, t, noise = data[:64], torch.randint(50, (64,), generator=g), torch.randn(64, 10, generator=g)
+    cond = None if codes is None else codes[:64]
+    v = model.eigvecs
+
+    def loss_and_grads(fn):
+        model.zero_grad()
+        loss = fn()
+        loss.backward()
+        return float(loss.detach()), [p.grad.clone() for p in model.net.parameters()]
+
+    direct, g_direct = loss_and_grads(lambda: diffusion.training_loss(model, x0, t, noise @ v.T, cond))
+    rotated, g_rotated = loss_and_grads(lambda: model.loss_in_eigenbasis(diffusion, x0 @ v, t, noise, cond))
+    assert model.trains_in_eigenbasis("l2") and not model.trains_in_eigenbasis("l1")
+    assert rotated == pytest.approx(direct, rel=1e-5)
+    for a, b in zip(g_direct, g_rotated):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)

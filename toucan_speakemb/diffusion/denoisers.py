@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from toucan_speakemb.diffusion.gaussian import gaussian_posterior_x0, prediction_from_x0
+from toucan_speakemb.diffusion.gaussian import gaussian_posterior_x0, posterior_gain, prediction_from_x0
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -194,6 +194,39 @@ class GaussianResidual(nn.Module):
         if self.subspace is None:
             return self.net(x, t, *args)
         return self.net(x @ self.basis, t, *args) @ self.basis.T
+
+    def trains_in_eigenbasis(self, loss: str) -> bool:
+        """Whether :meth:`loss_in_eigenbasis` stands for the training loss: an L2 loss (L1 is not invariant
+        under rotation) of a network that sees a principal subspace (it then reads the first k eigen-
+        coordinates; a full-width network reads the data's own coordinates)."""
+        return loss == "l2" and self.subspace is not None
+
+    def loss_in_eigenbasis(self, diffusion, c0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                           cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The L2 training loss computed in the Gaussian's eigenbasis: ``c0`` the rows' coordinates there
+        (x0 @ eigvecs), ``noise`` ε in those coordinates.
+
+        The same objective as ``diffusion.training_loss(self, x0, t, ε)`` with x0 = c0 Vᵀ and ε = noise Vᵀ (V
+        is orthonormal and a squared error does not change under rotation), without its two d x d products per
+        step: in this basis the Gaussian's posterior is diagonal (:func:`posterior_gain`) and the network's
+        subspace is the first k coordinates. The loss is the mean over all d coordinates, as there."""
+        if self.correction_scale != 1:
+            raise ValueError("the training loss is the model as trained (correction_scale 1)")
+        a = self.abar[t][:, None]
+        ct = diffusion.q_sample(c0, t, noise)
+        m = self._mean_in_eigenbasis(cond)
+        gaussian = prediction_from_x0(self.prediction, ct, a, m + posterior_gain(a, self.eigvals) * (ct - a.sqrt() * m))
+        residual = diffusion.target(c0, t, noise) - gaussian  # what the network must add to the Gaussian
+        k = self.subspace
+        out = self.net(ct[:, :k], t) if cond is None else self.net(ct[:, :k], t, cond)
+        return ((out - residual[:, :k]).pow(2).sum() + residual[:, k:].pow(2).sum()) / residual.numel()
+
+    def _mean_in_eigenbasis(self, cond: Optional[torch.Tensor]) -> torch.Tensor:
+        """:meth:`condition_mean` in eigen-coordinates, (d,) or (n, d), from the (few-row) offset tables."""
+        v = self.eigvecs
+        if cond is None or not self.n_conditions:
+            return self.mean @ v
+        return self.mean @ v + sum((getattr(self, f"offset{j}") @ v)[cond[..., j]] for j in range(self.n_conditions))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
         # with conditions the Gaussian part only moves its mean: guidance w then gives the Gaussian of mean

@@ -224,12 +224,15 @@ def gaussian_posterior_x0(xt: torch.Tensor, abar: torch.Tensor, mean: torch.Tens
     if abar.numel() == 1 or bool((abar == abar.reshape(-1)[0]).all()):
         # one noise level for all rows (samplers): fold the eigenbasis into one d x d matrix, one product
         a0 = abar.reshape(-1)[0]
-        m = (eigvecs * (a0.sqrt() * eigvals / (a0 * eigvals + (1 - a0)))) @ eigvecs.T
+        m = (eigvecs * posterior_gain(a0, eigvals)) @ eigvecs.T
         return mean + (xt - a0.sqrt() * mean) @ m
-    sa = abar.sqrt()
-    c = (xt - sa * mean) @ eigvecs                      # (n, d) coordinates in the eigenbasis
-    gain = sa * eigvals / (abar * eigvals + (1 - abar))  # (n, d)
-    return mean + (gain * c) @ eigvecs.T
+    c = (xt - abar.sqrt() * mean) @ eigvecs             # (n, d) coordinates in the eigenbasis
+    return mean + (posterior_gain(abar, eigvals) * c) @ eigvecs.T
+
+
+def posterior_gain(abar: torch.Tensor, eigvals: torch.Tensor) -> torch.Tensor:
+    """√ᾱ λ / (ᾱ λ + 1 - ᾱ): in the eigenbasis of N(m, V diag(λ) Vᵀ), E[c_0 | c_t] = m + gain (c_t - √ᾱ m)."""
+    return abar.sqrt() * eigvals / (abar * eigvals + (1 - abar))
 
 
 def gaussian_flow_step(xt: torch.Tensor, abar_t: float, abar_s: float, mean: torch.Tensor, eigvecs: torch.Tensor,

@@ -850,6 +850,11 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         log.info("resuming from %s (step %d)", checkpoints[-1].name, state.step)
 
     EmbeddingSet.save(train_speakers, run_dir / "train_speakers.safetensors")
+    # the loss in the Gaussian's eigenbasis: the same objective without two d x d products a step (the rows are
+    # rotated once; the noise drawn as before is ε in those coordinates); validation stays in the data's space
+    rows_in_basis = None
+    if part is model and part.trains_in_eigenbasis(cfg.diffusion.loss):
+        rows_in_basis = (torch.from_numpy(data.rows).double() @ part.eigvecs.cpu().double()).float().to(device)
     validating = data.validation is not None
     if validating:
         val_rows, val_codes = data.validation_rows, data.validation_codes
@@ -876,16 +881,18 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
             g["lr"] = lr
         # drawn on the CPU from the checkpointed generator (the same on every device), then moved to the device
         idx = data.draw_index(cfg.train.batch_size, gen)
-        x0 = torch.from_numpy(data.rows[idx])
-        t = torch.randint(diffusion.num_timesteps, (len(x0),), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(diffusion.num_timesteps, (len(idx),), generator=gen)
+        noise = torch.randn((len(idx), data.rows.shape[1]), generator=gen)
         cond = None
         if data.spec:  # classifier-free guidance: conditions dropped to the null token at random
             codes = data.codes[idx].copy()
             codes[draw_null_mask(len(idx), codes.shape[1], cfg.train.p_uncond, gen)] = 0
             cond = torch.from_numpy(codes).to(device)
-        x0, t, noise = x0.to(device), t.to(device), noise.to(device)
-        loss = diffusion.training_loss(model, x0, t, noise, cond)
+        t, noise = t.to(device), noise.to(device)
+        if rows_in_basis is not None:
+            loss = part.loss_in_eigenbasis(diffusion, rows_in_basis[torch.from_numpy(idx).to(device)], t, noise, cond)
+        else:
+            loss = diffusion.training_loss(model, torch.from_numpy(data.rows[idx]).to(device), t, noise, cond)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.train.grad_clip > 0:
