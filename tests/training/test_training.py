@@ -777,6 +777,7 @@ def test_clip_auto_is_on_for_data_with_a_point_mass_only_and_a_clipping_generato
     relu = np.maximum(x, 0)
     assert use_clip(tiny(), relu) and not use_clip(tiny(), x)
     assert not use_clip(tiny(), relu, "quantile")  # it keeps every value in range by itself
+    assert not use_clip(tiny(normalization={"transform": "auto"}), x, "standard")  # auto found no point mass
     assert not use_clip(tiny(normalization={"clip": "never"}), relu) and use_clip(tiny(normalization={"clip": "always"}), x)
     es = EmbeddingSet(relu.astype(np.float32), [f"s{i // 2}" for i in range(100)], get_profile("custom-test", 6))
     train(es, tmp_path / "run", tiny(normalization={"transform": "standard"}), progress=False)

@@ -510,7 +510,9 @@ def use_clip(cfg: TrainConfig, rows: np.ndarray, kind: str = "standard") -> bool
     nc = cfg.normalization
     if nc.clip != "auto":
         return nc.clip == "always"
-    return kind == "standard" and has_point_mass(rows, nc.point_mass_share)
+    if kind != "standard" or nc.transform == "auto":  # auto chose standard: it found no point mass
+        return False
+    return has_point_mass(rows, nc.point_mass_share)
 
 
 def transform_kind(cfg: TrainConfig, rows: np.ndarray) -> str:
