@@ -27,6 +27,11 @@ def test_demo_trains_samples_and_writes_a_report_with_plots(tmp_path):
     for row in ("fresh true speakers (reference)", "generator (default recipe)", "Gaussian fit",
                 "Gaussian mixture", "real held-out speakers"):
         assert f"| {row} |" in report
+    # the generator along its temperature, like the baselines along their knobs: a row at the held-out
+    # speakers' novelty and a curve on the precision-novelty plot
+    assert "| generator (default recipe), as novel as held-out (temperature " in report
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "generator (default recipe)" in metrics["precision_novelty_curves"]
     for plot in ("pca.png", "tsne.png", "novelty.png", "distinctness.png", "loss.png"):
         assert (out / plot).stat().st_size > 1000, plot
     assert "data:image/png;base64," in (out / "report.html").read_text()

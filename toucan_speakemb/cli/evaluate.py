@@ -94,8 +94,7 @@ def evaluate(real, train, generated, out, run, level, baselines, k, threshold, p
         from toucan_speakemb.generate.generator import Generator
 
         gen = Generator.load(run)  # traced across its temperature on the precision-novelty curve
-        knob_systems = {f"generator of {Path(run).name}": (lambda t, n: gen.sample(n, seed, temperature=t),
-                                                          "temperature", (0.5, 1.5))}
+        knob_systems = {f"generator of {Path(run).name}": gen.temperature_knob(seed)}
     ev = run_evaluation(real_set, gens, train_set, level=level, k=k, baselines=chosen, seed=seed,
                         threshold=threshold, knob_systems=knob_systems)
     report = write_report(ev, out, run_dir=run, tsne=not no_tsne)

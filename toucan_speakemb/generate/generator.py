@@ -38,7 +38,8 @@ from toucan_speakemb.core.errors import SpeakEmbError
 from toucan_speakemb.core.fileio import load_tensors
 from toucan_speakemb.core.profiles import Profile
 from toucan_speakemb.diffusion.standardize import Standardizer
-from toucan_speakemb.training.trainer import GENERATOR_KIND, FORMAT_VERSION, build_diffusion, build_model, model_device
+from toucan_speakemb.training.trainer import (GENERATOR_KIND, FORMAT_VERSION, TEMPERATURE_RANGE, build_diffusion,
+                                              build_model, model_device)
 
 
 def voice_seeds(seed: int, n: int) -> np.ndarray:
@@ -232,6 +233,12 @@ class Generator:
         if n < 1:
             raise SpeakEmbError(f"number of voices must be at least 1; got {n}")
         return self.sample_seeds(voice_seeds(seed, n), request, **settings)
+
+    def temperature_knob(self, seed: int = 0):
+        """This generator as a system with a novelty knob, for ``evaluate(knob_systems=...)``: (sample(t, n) ->
+        n voices of ``seed`` at temperature t, the knob's name, the range the default temperature is chosen
+        in). The report then shows it at the held-out speakers' novelty and along the precision-novelty curve."""
+        return (lambda t, n: self.sample(n, seed, temperature=t)), "temperature", TEMPERATURE_RANGE
 
     def edit(self, voices: np.ndarray, seeds: Sequence[int], sliders: Mapping[str, float],
              strength: Optional[float] = None, conditions: Optional[Mapping[str, Any]] = None,
