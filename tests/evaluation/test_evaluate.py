@@ -427,3 +427,20 @@ def test_a_system_with_a_knob_is_traced_like_the_baselines(population, split):
     assert [p.knob for p in ev.curves["shrunk"]][0] == pytest.approx(0.3)
     rows = [n for n in ev.rows if n.startswith("shrunk, as novel as held-out (temperature")]
     assert len(rows) == 1 and ev.rows[rows[0]]["kind"] == "generated"
+
+
+def test_a_generated_set_also_traced_along_its_knob_is_drawn_as_its_curve_not_as_one_point(
+        population, split, tmp_path, monkeypatch):
+    from toucan_speakemb.core import plots
+
+    train, held = split
+    fresh = _fresh(population, 300, 3)
+    centre = fresh.mean(0)
+    ev = evaluate(held, [GeneratedSet("g", fresh, train.profile)], train, baselines=(),
+                  knob_systems={"g": (lambda t, n: centre + t * (fresh[:n] - centre), "temperature", (0.3, 1.5))})
+    drawn = {}
+    real_plot = plots.plot_precision_novelty
+    monkeypatch.setattr(plots, "plot_precision_novelty",
+                        lambda systems, path, *a, **kw: (drawn.update(systems), real_plot(systems, path, *a, **kw))[1])
+    write_report(ev, tmp_path, tsne=False)
+    assert len(drawn["g"]) == len(ev.curves["g"]) > 1

@@ -185,6 +185,7 @@ def test_a_missing_yaml_file_is_a_clear_error(tmp_path):
     ({"train": {"select": "median"}}, "train.select"),
     ({"normalization": {"clip": True}}, "normalization.clip"),  # YAML's reading of clip: yes
     ({"normalization": {"polar": False}}, "normalization.polar"),  # ... and of polar: off
+    ({"sample": {"slider_method": True}}, "sample.slider_method"),
 ])
 def test_bad_choice_is_refused_naming_the_key_and_the_allowed_values(d, key):
     with pytest.raises(SpeakEmbError) as ei:

@@ -153,6 +153,23 @@ def test_an_interrupted_run_resumes_to_bitwise_the_same_generator(reference_run,
         assert_bitwise_equal(tensors(out / "checkpoints" / name), tensors(ref_out / "checkpoints" / name))
 
 
+def test_a_subspace_network_trains_on_the_loss_in_the_eigenbasis_and_resumes_to_bitwise_the_same_generator(
+        tmp_path, monkeypatch):
+    from toucan_speakemb.diffusion.denoisers import GaussianResidual
+
+    cfg = tiny(model={"subspace": "fixed", "subspace_dims": 2}, train={"steps": 30, "checkpoint_every": 10})
+    steps = []
+    real = GaussianResidual.loss_in_eigenbasis
+    monkeypatch.setattr(GaussianResidual, "loss_in_eigenbasis",
+                        lambda self, *a, **kw: (steps.append(1), real(self, *a, **kw))[1])
+    train(make_data(), tmp_path / "a", cfg, progress=False)
+    assert len(steps) == 30  # every step took the eigenbasis loss
+    train(make_data(), tmp_path / "b", cfg, progress=False, max_steps=17)
+    train(make_data(), tmp_path / "b", cfg, progress=False)
+    assert_bitwise_equal(tensors(tmp_path / "b" / "generator.safetensors"),
+                         tensors(tmp_path / "a" / "generator.safetensors"))
+
+
 def test_loss_log_of_a_resumed_run_equals_the_uninterrupted_one_when_logs_and_checkpoints_are_not_aligned(tmp_path):
     """log_every need not divide checkpoint_every; the running mean of an open log interval must survive."""
     cfg = tiny(train={"log_every": 4, "checkpoint_every": 10, "steps": 20})
@@ -775,10 +792,12 @@ def test_clip_auto_is_on_for_data_with_a_point_mass_only_and_a_clipping_generato
     rng = np.random.default_rng(0)
     x = rng.normal(size=(100, 6))
     relu = np.maximum(x, 0)
-    assert use_clip(tiny(), relu) and not use_clip(tiny(), x)
+    assert use_clip(tiny(), relu, "standard") and not use_clip(tiny(), x, "standard")
     assert not use_clip(tiny(), relu, "quantile")  # it keeps every value in range by itself
-    assert not use_clip(tiny(normalization={"transform": "auto"}), x, "standard")  # auto found no point mass
-    assert not use_clip(tiny(normalization={"clip": "never"}), relu) and use_clip(tiny(normalization={"clip": "always"}), x)
+    # transform auto chose the standard transform only because it found no point mass: no second sort
+    assert not use_clip(tiny(normalization={"transform": "auto"}), relu, "standard")
+    assert not use_clip(tiny(normalization={"clip": "never"}), relu, "standard")
+    assert use_clip(tiny(normalization={"clip": "always"}), x, "standard")
     es = EmbeddingSet(relu.astype(np.float32), [f"s{i // 2}" for i in range(100)], get_profile("custom-test", 6))
     train(es, tmp_path / "run", tiny(normalization={"transform": "standard"}), progress=False)
     g = Generator.load(tmp_path / "run").sample(500, seed=1, temperature=1.5)

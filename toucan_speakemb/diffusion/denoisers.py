@@ -195,11 +195,11 @@ class GaussianResidual(nn.Module):
             return self.net(x, t, *args)
         return self.net(x @ self.basis, t, *args) @ self.basis.T
 
-    def trains_in_eigenbasis(self, loss: str) -> bool:
-        """Whether :meth:`loss_in_eigenbasis` stands for the training loss: an L2 loss (L1 is not invariant
-        under rotation) of a network that sees a principal subspace (it then reads the first k eigen-
-        coordinates; a full-width network reads the data's own coordinates)."""
-        return loss == "l2" and self.subspace is not None
+    def trains_in_eigenbasis(self, diffusion) -> bool:
+        """Whether :meth:`loss_in_eigenbasis` stands for ``diffusion``'s training loss: an L2 loss (L1 is not
+        invariant under rotation) of the prediction this model makes, by a network that sees a principal
+        subspace (it then reads the first k eigen-coordinates; a full-width network reads the data's own)."""
+        return diffusion.loss_type == "l2" and diffusion.prediction == self.prediction and self.subspace is not None
 
     def loss_in_eigenbasis(self, diffusion, c0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
                            cond: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -212,6 +212,8 @@ class GaussianResidual(nn.Module):
         subspace is the first k coordinates. The loss is the mean over all d coordinates, as there."""
         if self.correction_scale != 1:
             raise ValueError("the training loss is the model as trained (correction_scale 1)")
+        if not self.trains_in_eigenbasis(diffusion):
+            raise ValueError("the loss in the eigenbasis is the L2 loss of a subspace network's own prediction")
         a = self.abar[t][:, None]
         ct = diffusion.q_sample(c0, t, noise)
         m = self._mean_in_eigenbasis(cond)

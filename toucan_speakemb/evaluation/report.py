@@ -589,10 +589,11 @@ def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] 
                       if "novelty_median" in ev.rows[n]}
         curves = {n: [(p.novelty_median, p.precision, p.knob) for p in pts] for n, pts in ev.curves.items()}
         held_p = ev.rows[REAL_TRAIN]["precision"] if REAL_TRAIN in ev.rows else None
-        doc.image(plots.plot_precision_novelty({**curves, **gen_points}, out / "precision_novelty.png",
+        # a generated set also traced along its knob (the demo's generator) is drawn as its curve
+        doc.image(plots.plot_precision_novelty({**gen_points, **curves}, out / "precision_novelty.png",
                                                (t["novelty_median"], held_p) if held_p is not None else None),
-                  "Precision against the median cosine to the nearest training speaker, each baseline along its "
-                  "knob (the end values labelled); the star: real speakers (precision of the real training "
+                  "Precision against the median cosine to the nearest training speaker, each baseline (and a "
+                  "generator traced across its temperature) along its knob (the end values labelled); the star: real speakers (precision of the real training "
                   "speakers, novelty of the held-out ones), where a perfect generator sits.")
 
     doc.heading("Distinctness: are the voices different from each other?")

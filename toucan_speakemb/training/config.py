@@ -267,9 +267,6 @@ class TrainConfig:
             raise SpeakEmbError(f"{source}: sample.autoguidance must be at least 0; got {self.sample.autoguidance}")
         if not self.sample.guidance >= 0:
             raise SpeakEmbError(f"{source}: sample.guidance must be at least 0; got {self.sample.guidance}")
-        if self.sample.slider_method not in SLIDER_METHODS:
-            raise SpeakEmbError(f"{source}: sample.slider_method must be one of {', '.join(SLIDER_METHODS)}; got "
-                                f"'{self.sample.slider_method}'")
         if self.sample.slider_inversion_steps < 1:  # more than diffusion.timesteps means all of them
             raise SpeakEmbError(f"{source}: sample.slider_inversion_steps must be at least 1; "
                                 f"got {self.sample.slider_inversion_steps}")
@@ -300,6 +297,7 @@ def choices() -> Dict[str, Sequence[str]]:
         "sample.sampler": sampler_names(),
         "normalization.polar": ("auto", "always", "never"),
         "normalization.clip": ("auto", "always", "never"),
+        "sample.slider_method": SLIDER_METHODS,
     }
 
 

@@ -503,10 +503,10 @@ def has_point_mass(rows: np.ndarray, share: float) -> bool:
     return bool(np.any(x[need - 1:] == x[: len(x) - need + 1]))
 
 
-def use_clip(cfg: TrainConfig, rows: np.ndarray, kind: str = "standard") -> bool:
+def use_clip(cfg: TrainConfig, rows: np.ndarray, kind: str) -> bool:
     """Whether generated values are clipped to the training range: as configured, or ("auto") with the
     standard transform when some dimension of the training rows has a point mass (the quantile transform
-    keeps every value in that range by itself)."""
+    keeps every value in that range by itself). ``kind``: the transform :func:`transform_kind` chose."""
     nc = cfg.normalization
     if nc.clip != "auto":
         return nc.clip == "always"
@@ -854,9 +854,9 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
     EmbeddingSet.save(train_speakers, run_dir / "train_speakers.safetensors")
     # the loss in the Gaussian's eigenbasis: the same objective without two d x d products a step (the rows are
     # rotated once; the noise drawn as before is ε in those coordinates); validation stays in the data's space
-    rows_in_basis = None
-    if part is model and part.trains_in_eigenbasis(cfg.diffusion.loss):
-        rows_in_basis = (torch.from_numpy(data.rows).double() @ part.eigvecs.cpu().double()).float().to(device)
+    rows_in_basis = None  # on the CPU, like data.rows: a batch moves to the device as before
+    if part is model and part.trains_in_eigenbasis(diffusion):
+        rows_in_basis = (torch.from_numpy(data.rows).double() @ part.eigvecs.cpu().double()).float()
     validating = data.validation is not None
     if validating:
         val_rows, val_codes = data.validation_rows, data.validation_codes
@@ -892,7 +892,7 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
             cond = torch.from_numpy(codes).to(device)
         t, noise = t.to(device), noise.to(device)
         if rows_in_basis is not None:
-            loss = part.loss_in_eigenbasis(diffusion, rows_in_basis[torch.from_numpy(idx).to(device)], t, noise, cond)
+            loss = part.loss_in_eigenbasis(diffusion, rows_in_basis[torch.from_numpy(idx)].to(device), t, noise, cond)
         else:
             loss = diffusion.training_loss(model, torch.from_numpy(data.rows[idx]).to(device), t, noise, cond)
         opt.zero_grad(set_to_none=True)
