@@ -33,7 +33,6 @@ from toucan_speakemb.core.fileio import atomic_write_bytes, atomic_write_json, a
 from toucan_speakemb.listening.design import KINDS, plan_trials
 from toucan_speakemb.listening.stimuli import (
     DEFAULT_VOICE_PATTERN,
-    PreparedAudio,
     collect_stimuli,
     prepare_audio,
     wav_bytes,
