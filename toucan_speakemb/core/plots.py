@@ -152,7 +152,7 @@ def plot_precision_novelty(curves: dict, path: Path, target: Optional[tuple] = N
         if not len(p):
             continue
         ax.plot(p[:, 0], p[:, 1], marker="o", ms=3, lw=1.2, label=name)
-        for x, y, knob in p[[0, -1]]:
+        for x, y, knob in (p[[0, -1]] if len(p) > 1 else ()):  # a single point (a voice bank) has no knob
             ax.annotate(f"{knob:g}", (x, y), fontsize=7, xytext=(2, 2), textcoords="offset points")
     if target is not None:
         ax.scatter([target[0]], [target[1]], marker="*", s=160, c="k", zorder=5, label="real unseen speakers")
@@ -161,5 +161,5 @@ def plot_precision_novelty(curves: dict, path: Path, target: Optional[tuple] = N
     ax.set_ylabel("precision (k-NN)")
     ax.set_title(title)
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: curves stay visible
     return _save(plt, fig, path)
