@@ -159,15 +159,9 @@ class Standardizer:
                    arrays.get(f"{prefix}radii"), arrays.get(f"{prefix}lengths"), arrays.get(f"{prefix}bounds"))
 
     def same_as(self, other: "Standardizer") -> bool:
-        return (np.array_equal(self.mean, other.mean) and np.array_equal(self.std, other.std)
-                and (self.quantiles is None) == (other.quantiles is None)
-                and (self.quantiles is None or np.array_equal(self.quantiles, other.quantiles))
-                and (self.radii is None) == (other.radii is None)
-                and (self.radii is None or np.array_equal(self.radii, other.radii))
-                and (self.lengths is None) == (other.lengths is None)
-                and (self.lengths is None or np.array_equal(self.lengths, other.lengths))
-                and (self.bounds is None) == (other.bounds is None)
-                and (self.bounds is None or np.array_equal(self.bounds, other.bounds)))
+        """The same statistics: the same arrays stored (which parts are on), each equal."""
+        mine, theirs = self.to_arrays(), other.to_arrays()
+        return mine.keys() == theirs.keys() and all(np.array_equal(mine[k], theirs[k]) for k in mine)
 
 
 def _length_quantiles(norms: np.ndarray, weights: Optional[np.ndarray], n_quantiles: int) -> np.ndarray:
