@@ -300,7 +300,7 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
             end = min(scored, key=lambda t: abs(scored[t]["median"] - target))  # the walk reached the range's end
             return {**_unreachable(end, scored[end]["median"], target, novelty_method), "balance_curve": curve}
         value = round(value, 4)
-        chosen = score(value)
+        chosen = scored[value] if value in scored else score(value)  # a grid point was scored already
     return {"value": value, "rule": "balance", "target_median": target, **chosen,
             "validation_speakers": int(len(real)),
             "method": "the temperature whose voices score the highest harmonic mean of k-NN precision and recall "
