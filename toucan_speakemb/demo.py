@@ -61,7 +61,8 @@ def run_demo(out: Path, steps: Optional[int] = None, n_voices: int = 500, seed: 
              f"distribution; the row *fresh true speakers* is {n_voices} more of them, measured like a generator: "
              f"a good generator reads like it. The generator is also traced across its sampling temperature, like "
              f"each baseline across its novelty knob: the row *as novel as held-out* is its voices at the "
-             f"temperature where they are as far from the training speakers as the held-out speakers are. Files: `run/` (config, log, checkpoints, loss, generator), "
+             f"temperature where they are as far from the training speakers as the held-out speakers are. Files: "
+             f"`run/` (config, log, checkpoints, loss, generator), "
              f"`voices.safetensors` (voice bank), `voices.npy`, this report as `report.md`, `report.html` and "
              f"`metrics.json`.")
     path = write_report(ev, out, run_dir=out / "run", title="toucan-speakemb demo", intro=intro)

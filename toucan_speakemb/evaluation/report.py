@@ -593,8 +593,9 @@ def write_report(ev: Evaluation, out: str | Path, run_dir: Optional[str | Path] 
         doc.image(plots.plot_precision_novelty({**gen_points, **curves}, out / "precision_novelty.png",
                                                (t["novelty_median"], held_p) if held_p is not None else None),
                   "Precision against the median cosine to the nearest training speaker, each baseline (and a "
-                  "generator traced across its temperature) along its knob (the end values labelled); the star: real speakers (precision of the real training "
-                  "speakers, novelty of the held-out ones), where a perfect generator sits.")
+                  "generator traced across its temperature) along its knob (the end values labelled); the star: "
+                  "real speakers (precision of the real training speakers, novelty of the held-out ones), where a "
+                  "perfect generator sits.")
 
     doc.heading("Distinctness: are the voices different from each other?")
     doc.paragraph("**Close pairs**: the share of all pairs of a system's vectors above the same-speaker threshold — pairs a "
