@@ -150,8 +150,8 @@ def request_from(gender, age, accent, extra_conditions, guidance, sliders, slide
               help="Scale of the initial noise: below 1, voices nearer the population's typical ones (more "
                    "precise, less varied); above 1, more varied. Default: the one stored with the generator, chosen "
                    "at training time on its validation speakers (the best balance of precision and recall "
-                   "against them, among the temperatures whose voices are as novel as they are; see "
-                   "summary.json).")
+                   "against them, among the temperatures whose voices are as novel as real new speakers: "
+                   "the validation speakers and each training speaker left out; see summary.json).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (shown for more than 4096 voices).")
 @device_option
 @condition_options
