@@ -65,6 +65,29 @@ def test_generators_with_different_weights_have_different_fingerprints(run_dir, 
     assert Generator.load(other).fingerprint != Generator.load(run_dir).fingerprint
 
 
+def test_a_generator_written_before_the_width_scaled_with_the_subspace_loads_at_its_trained_width(tmp_path):
+    # a 200-wide network on 6 of 24 principal directions: the width rule would make it 128 wide today; the
+    # file, written without the rule's key, is rebuilt as it was trained and samples the same voices
+    from toucan_speakemb.core.fileio import load_tensors
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(60, 24)) * np.linspace(0.5, 3, 24)
+    es = EmbeddingSet(x.astype(np.float32), [f"s{i // 2}" for i in range(60)], get_profile("custom-wide", 24))
+    cfg = TrainConfig.from_dict({
+        "seed": 1, "model": {"hidden": 200, "hidden_per_64_dims": 0, "blocks": 1, "time_dim": 16,
+                             "subspace": "fixed", "subspace_dims": 6},
+        "diffusion": {"timesteps": 40}, "normalization": {"transform": "standard"},
+        "train": {"steps": 5, "batch_size": 16, "threads": 1, "warmup_steps": 1, "validation_share": 0.0},
+        "sample": {"steps": 4}})
+    train(es, tmp_path / "run", cfg, progress=False)
+    trained = Generator.load(tmp_path / "run")
+    arrays, meta = load_tensors(tmp_path / "run" / "generator.safetensors")
+    del meta["config"]["model"]["hidden_per_64_dims"]
+    old = Generator.load(save_tensors(tmp_path / "old.safetensors", arrays, meta))
+    assert old.cfg.model.width(6) == 200 and TrainConfig().model.width(6) == 128
+    np.testing.assert_array_equal(old.sample(4, seed=3), trained.sample(4, seed=3))
+
+
 def test_run_folder_without_a_generator_is_a_clear_error(tmp_path):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     with pytest.raises(SpeakEmbError) as ei:

@@ -208,6 +208,7 @@ def test_bad_choice_is_refused_naming_the_key_and_the_allowed_values(d, key):
     ({"train": {"validate_every": 0}}, "train.validate_every"),
     ({"train": {"patience": -1}}, "train.patience"),
     ({"model": {"subspace_dims": 0}}, "model.subspace_dims"),
+    ({"model": {"hidden_per_64_dims": -128}}, "model.hidden_per_64_dims"),
     ({"sample": {"slider_inversion_steps": 0}}, "sample.slider_inversion_steps"),
     ({"normalization": {"radial": True, "polar": "always"}}, "normalization.polar"),
     ({"sample": {"autoguidance": -0.5}}, "sample.autoguidance"),
@@ -227,6 +228,33 @@ def test_values_that_would_crash_later_are_refused_up_front_naming_the_key(d, ke
     with pytest.raises(SpeakEmbError) as ei:
         TrainConfig.from_dict(d)
     assert key in one_line(ei)
+
+
+@pytest.mark.parametrize("directions,width", [
+    (None, 256),  # the network sees every dimension: model.hidden
+    (32, 128), (34, 128), (64, 128),  # the demo's 540 speakers: 34 directions
+    (65, 256), (112, 256),            # 1800 speakers: 112 directions
+    (400, 256),                       # never wider than model.hidden
+])
+def test_the_network_is_128_units_wide_per_64_directions_it_sees_at_most_model_hidden(directions, width):
+    assert TrainConfig().model.width(directions) == width
+    assert TrainConfig().model.options(directions)["hidden"] == width
+
+
+def test_hidden_per_64_dims_0_keeps_model_hidden_whatever_the_subspace():
+    cfg = TrainConfig.from_dict({"model": {"hidden": 96, "hidden_per_64_dims": 0}})
+    assert cfg.model.width(20) == cfg.model.width(None) == 96
+
+
+def test_a_file_written_before_the_width_scaled_reads_as_it_was_trained():
+    # every key is stored with a run; one missing from it was added later and takes the value that rebuilds
+    # what the file holds (here: the width was model.hidden), while a new config takes the default
+    old = TrainConfig().to_dict()
+    del old["model"]["hidden_per_64_dims"]
+    assert TrainConfig.of_file(old).model.hidden_per_64_dims == 0
+    assert TrainConfig.from_dict(old).model.hidden_per_64_dims == 128
+    assert "hidden_per_64_dims" not in old["model"]  # the caller's dict is left as it was
+    assert TrainConfig.of_file(TrainConfig().to_dict()).model.hidden_per_64_dims == 128
 
 
 def test_exponent_strings_are_read_as_floats(tmp_path):

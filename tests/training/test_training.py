@@ -829,6 +829,20 @@ def test_a_subspace_leaves_the_other_directions_to_the_gaussian_fit_unless_they_
         untrained(2, "pooled")
 
 
+def test_on_the_demos_540_speakers_the_default_network_sees_34_directions_128_units_wide():
+    # one direction per 16 rows the loop learns from (the least: 32), and 128 units per 64 directions:
+    # a network sized to the data, which overfits later than a 64-direction, 256-unit one (docs/benchmarks.md)
+    from toucan_speakemb.core.synthetic import builtin_set
+    from toucan_speakemb.training.trainer import build_model, subspace_dims
+
+    cfg = TrainConfig()
+    data, _ = prepare_data(builtin_set("builtin:synthetic"), cfg)
+    k = subspace_dims(cfg, data)
+    assert data.n_train_rows == 540 and k == 34
+    net = build_model(cfg, data.standardizer.model_dim, None, k).net
+    assert net.inp.in_features == 34 and net.inp.out_features == 128
+
+
 @pytest.mark.parametrize("level,n_speakers,per,share,expected", [
     ("speaker", 200, 2, 0.0, 200 // 4),        # one direction per 4 speaker rows
     ("speaker", 200, 2, 0.2, 160 // 4),        # validation speakers' rows are not learned from

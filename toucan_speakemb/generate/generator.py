@@ -130,7 +130,7 @@ class Generator:
             path = path / "generator.safetensors"
         arrays, meta = load_tensors(path, "generator", kind=GENERATOR_KIND, format_version=FORMAT_VERSION)
         try:
-            cfg = TrainConfig.from_dict(meta["config"], f"{path} config")
+            cfg = TrainConfig.of_file(meta["config"], f"{path} config")
             profile = Profile.from_json(meta["profile"])
             spec = ConditionSpec.from_json(meta.get("conditions"))
             st = Standardizer.from_arrays(arrays)

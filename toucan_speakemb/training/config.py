@@ -45,7 +45,11 @@ class DiffusionConfig:
 @dataclass
 class ModelConfig:
     kind: str = "resmlp"  # resmlp (default) | fc3 (the source's three-layer network)
-    hidden: int = 256
+    hidden: int = 256  # the network's width; with a principal subspace, at most this (hidden_per_64_dims)
+    # with a principal subspace: hidden_per_64_dims units for every 64 directions (or part of 64) the network
+    # sees, at most `hidden` (0: always `hidden`): the demo's 540 speakers -> 34 directions -> 128 units, which
+    # overfit later and train 2.5x faster per step than 256; 1800 speakers -> 112 -> 256 (docs/benchmarks.md)
+    hidden_per_64_dims: int = 128
     blocks: int = 3
     expansion: int = 2
     time_dim: int = 128
@@ -68,15 +72,22 @@ class ModelConfig:
     # likelihood (toucan_speakemb/diffusion/subspace.py)
     subspace: str = "scaled"
     subspace_rows_per_dim: int = 16
-    subspace_dims: int = 64
+    subspace_dims: int = 32
     # the directions outside the subspace: "full" (the Gaussian fit's own variances: at step 0 the model is
     # the same Gaussian as without a subspace) or "isotropic" (one pooled variance: probabilistic PCA)
     subspace_rest: str = "full"
 
-    def options(self) -> Dict[str, Any]:
+    def width(self, directions: Optional[int]) -> int:
+        """The network's width when it sees ``directions`` principal directions (None: every dimension)."""
+        if directions is None or not self.hidden_per_64_dims:
+            return self.hidden
+        return min(self.hidden, self.hidden_per_64_dims * -(-int(directions) // 64))
+
+    def options(self, directions: Optional[int] = None) -> Dict[str, Any]:
+        hidden = self.width(directions)
         if self.kind == "fc3":
-            return {"hidden": self.hidden}
-        return {"hidden": self.hidden, "blocks": self.blocks, "expansion": self.expansion,
+            return {"hidden": hidden}
+        return {"hidden": hidden, "blocks": self.blocks, "expansion": self.expansion,
                 "time_dim": self.time_dim, "dropout": self.dropout}
 
 
@@ -194,6 +205,16 @@ class TrainConfig:
         return cfg
 
     @classmethod
+    def of_file(cls, d: Dict[str, Any], source: str = "config") -> "TrainConfig":
+        """The config a run's file (its config.yaml, a checkpoint, a generator) was written with. Those hold
+        every key; one missing was added later, and takes the value that rebuilds what the file holds."""
+        d = {section: dict(v) if isinstance(v, dict) else v for section, v in (d or {}).items()}
+        for (section, key), value in ADDED_KEYS.items():
+            if isinstance(d.get(section), dict) and key not in d[section]:
+                d[section][key] = value
+        return cls.from_dict(d, source)
+
+    @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "TrainConfig":
         return cls.from_dict(apply_overrides(read_yaml_mapping(path), overrides), str(path))
 
@@ -220,7 +241,8 @@ class TrainConfig:
                     ("model.blocks", self.model.blocks, 1), ("model.expansion", self.model.expansion, 1),
                     ("model.time_dim", self.model.time_dim, 2), ("data.min_utterances", self.data.min_utterances, 1),
                     ("train.weight_decay", self.train.weight_decay, 0), ("train.patience", self.train.patience, 0),
-                    ("train.grad_clip", self.train.grad_clip, 0)]
+                    ("train.grad_clip", self.train.grad_clip, 0),
+                    ("model.hidden_per_64_dims", self.model.hidden_per_64_dims, 0)]
         if self.train.threads is not None:
             at_least.append(("train.threads", self.train.threads, 1))
         for key, value, low in at_least:
@@ -273,6 +295,10 @@ class TrainConfig:
         if not 0 < self.sample.slider_strength <= 1:
             raise SpeakEmbError(f"{source}: sample.slider_strength must be in (0, 1]; got "
                                 f"{self.sample.slider_strength}")
+
+
+# keys added to the config after files were written without them: the value that rebuilds those files' models
+ADDED_KEYS = {("model", "hidden_per_64_dims"): 0}  # the width was model.hidden whatever the subspace
 
 
 def choices() -> Dict[str, Sequence[str]]:

@@ -369,7 +369,7 @@ def build_model(cfg: TrainConfig, dim: int, spec: Optional[ConditionSpec] = None
     """The denoiser; ``spec``: the trained conditions (None: unconditional); ``subspace``: the number of
     principal directions its network sees (None: all)."""
     subspace = subspace if cfg.model.gaussian_residual and subspace is not None and subspace < dim else None
-    options = cfg.model.options()
+    options = cfg.model.options(subspace)
     if spec:
         options["conditions"] = spec.cardinalities
     net = build_denoiser(cfg.model.kind, subspace or dim, cfg.diffusion.timesteps, options)
@@ -802,7 +802,7 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
     if cfg_path.exists() and checkpoints:
         import yaml
 
-        previous = TrainConfig.from_dict(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
+        previous = TrainConfig.of_file(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
         # threads, checkpoint keeping and the device do not change the result (the device: float rounding only);
         # everything else (train.steps too: the learning-rate schedule depends on it) must be as before
         free = ("train.threads", "train.keep_checkpoints", "train.device")
