@@ -170,6 +170,28 @@ def test_a_subspace_network_trains_on_the_loss_in_the_eigenbasis_and_resumes_to_
                          tensors(tmp_path / "a" / "generator.safetensors"))
 
 
+def test_a_run_started_before_the_width_rule_resumes_as_it_started_and_ends_as_if_never_interrupted(tmp_path):
+    # its config.yaml lacks model.hidden_per_64_dims (the width was model.hidden): resumed with a config whose
+    # rule would build another width, it keeps the key's old value, so the network and the generator are as
+    # without a stop
+    before = {"hidden": 40, "hidden_per_64_dims": 0, "subspace": "fixed", "subspace_dims": 2}
+    started = tiny(model=before, train={"steps": 20, "checkpoint_every": 10})
+    train(make_data(), tmp_path / "a", started, progress=False)
+    train(make_data(), tmp_path / "b", started, progress=False, max_steps=10)
+    stored = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
+    del stored["model"]["hidden_per_64_dims"]
+    (tmp_path / "b" / "config.yaml").write_text(yaml.safe_dump(stored))
+    narrower = tiny(model={**before, "hidden_per_64_dims": 8}, train={"steps": 20, "checkpoint_every": 10})
+    assert narrower.model.width(2) == 8 and started.model.width(2) == 40
+    train(make_data(), tmp_path / "b", narrower, progress=False)
+    assert_bitwise_equal(tensors(tmp_path / "b" / "generator.safetensors"),
+                         tensors(tmp_path / "a" / "generator.safetensors"))
+    assert yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["model"]["hidden_per_64_dims"] == 0
+    with pytest.raises(SpeakEmbError) as ei:  # a run that has the key is resumed only with the same value
+        train(make_data(), tmp_path / "a", narrower, progress=False)
+    assert "model.hidden_per_64_dims" in one_line(ei)
+
+
 def test_loss_log_of_a_resumed_run_equals_the_uninterrupted_one_when_logs_and_checkpoints_are_not_aligned(tmp_path):
     """log_every need not divide checkpoint_every; the running mean of an open log interval must survive."""
     cfg = tiny(train={"log_every": 4, "checkpoint_every": 10, "steps": 20})

@@ -122,9 +122,12 @@ def test_a_generator_without_the_record_falls_back_to_the_same_speaker_rule_and_
 # ---- temperature ------------------------------------------------------------------------------------------
 
 def novelty_gap(gen, means, held, t):
-    """How far the median nearest-training cosine of ``gen``'s voices at ``t`` is from the validation speakers'."""
+    """How far the median nearest-training cosine of ``gen``'s voices at ``t`` is from real new speakers' (the
+    novelty target: the validation speakers' and each training-loop speaker's, left out in turn)."""
+    from toucan_speakemb.training.trainer import novelty_target
+
     u = unit(means)
-    target = float(np.median((u[held] @ u[~held].T).max(1)))
+    target = novelty_target(means[held], means[~held])
     x = unit(gen.sample(1000, seed=5, temperature=t))
     return float(np.median((x @ u[~held].T).max(1))) - target
 
@@ -185,7 +188,7 @@ def test_with_few_validation_speakers_the_default_temperature_makes_voices_as_no
 @pytest.mark.parametrize("name", ["builtin:synthetic-small", "builtin:synthetic"])
 def test_the_novelty_target_pools_the_validation_speakers_with_every_training_speaker_left_out_in_turn(name):
     # both are draws of one quantity, a real speaker's cosine to its nearest of the population's other speakers;
-    # pooled, the median is the one of fresh speakers of the true distribution to within a fifth of the error
+    # pooled, the median is the one of fresh speakers of the true distribution to within a quarter of the error
     # of the validation share's own median (10% of the speakers), split after split
     from toucan_speakemb.core.synthetic import BUILTIN, SyntheticPopulation
     from toucan_speakemb.training.trainer import cosine_similarity_matrix_max as nearest, novelty_target
@@ -241,7 +244,7 @@ def test_the_balance_rule_takes_the_best_precision_and_recall_among_temperatures
         monkeypatch):
     from toucan_speakemb.training.trainer import temperature_reason
 
-    # as novel as the validation speakers (median within 0.005) for t in 0.9..1.1; the peak inside is found by
+    # as novel as real new speakers (median within 0.005 of the target) for t in 0.9..1.1; the peak inside is found by
     # the parabola through its neighbours, scoring three of them only
     rec, target = balance_choice(monkeypatch, peak=1.03)
     assert rec["rule"] == "balance" and rec["value"] == pytest.approx(1.03, abs=1e-3)
@@ -346,7 +349,7 @@ def test_sample_takes_a_temperature_and_refuses_a_non_positive_one(gen, tmp_path
 
 
 def test_a_temperature_that_cannot_reach_real_novelty_is_not_stored(monkeypatch):
-    # When no temperature in the range makes the voices as novel as the validation speakers, an end of the
+    # When no temperature in the range makes the voices as novel as real new speakers, an end of the
     # range would only shrink the voices (the demo's data once got 0.5, and a collapsed bank): keep 1.0.
     from types import SimpleNamespace
 

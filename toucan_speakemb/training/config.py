@@ -11,7 +11,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -47,7 +47,7 @@ class ModelConfig:
     kind: str = "resmlp"  # resmlp (default) | fc3 (the source's three-layer network)
     hidden: int = 256  # the network's width; with a principal subspace, at most this (hidden_per_64_dims)
     # with a principal subspace: hidden_per_64_dims units for every 64 directions (or part of 64) the network
-    # sees, at most `hidden` (0: always `hidden`): the demo's 540 speakers -> 34 directions -> 128 units, which
+    # sees, at most `hidden` (0: always `hidden`): the demo's 540 training rows -> 34 directions -> 128 units, which
     # overfit later and train 2.5x faster per step than 256; 1800 speakers -> 112 -> 256 (docs/benchmarks.md)
     hidden_per_64_dims: int = 128
     blocks: int = 3
@@ -203,6 +203,17 @@ class TrainConfig:
         cfg = _build(cls, d or {}, source, "")
         cfg.check(source)
         return cfg
+
+    def resuming(self, stored: Dict[str, Any]) -> Tuple["TrainConfig", List[str]]:
+        """This config for resuming a run whose stored config is ``stored``: a key the run's file lacks was added
+        after the run started, and takes the value the run was trained with (it goes on as it started).
+        Returns the config (a copy) and the keys so taken."""
+        d, taken = self.to_dict(), []
+        for (section, key), value in ADDED_KEYS.items():
+            if isinstance(stored.get(section), dict) and key not in stored[section]:
+                d[section][key] = value
+                taken.append(f"{section}.{key}: {value!r}")
+        return (TrainConfig.from_dict(d) if taken else self), taken
 
     @classmethod
     def of_file(cls, d: Dict[str, Any], source: str = "config") -> "TrainConfig":

@@ -256,8 +256,9 @@ def novelty_target(real: np.ndarray, seen: np.ndarray) -> float:
     (``seen``). Each training-loop speaker, left out in turn, gives another draw of the same quantity: its
     nearest among the ``n - 1`` others. The median is taken over both, every speaker of the set instead of the
     validation share alone. On the demo's data, over 8 validation splits, the 60 validation speakers' median
-    was 0.012 from fresh speakers' on average (at most 0.025), the pooled one 0.0016 (at most 0.003); the
-    temperature chosen on the former moved by up to 0.13 between seeds (docs/benchmarks.md)."""
+    was 0.012 from fresh speakers' on average (at most 0.025), the pooled one 0.0016 (at most 0.003); for one
+    run, the temperature chosen on the pooled target differed from the former's by up to 0.13
+    (docs/benchmarks.md)."""
     to_seen = cosine_similarity_matrix_max(real, seen)[0]
     left_out = cosine_similarity_matrix_max(seen, seen, exclude_self=True)[0] if len(seen) >= 2 else []
     return float(np.median(np.concatenate([to_seen, left_out])))
@@ -293,7 +294,8 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
     real, seen = np.asarray(means[held], np.float64), np.asarray(means[~held], np.float64)
     target = novelty_target(real, seen)
     novelty_method = ("the temperature at which the median cosine of sampled voices to their nearest "
-                      "training-loop speaker equals the validation speakers' (bisection)")
+                      "training-loop speaker equals real new speakers' (the validation speakers' and each "
+                      "training-loop speaker's, left out in turn; bisection)")
     if len(real) < BALANCE_MIN_SPEAKERS:
         with voices_as_sampled(diffusion, model, data, cfg) as voices:
             return _novelty_temperature(voices, seen, target, novelty_method)
@@ -303,7 +305,7 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
             x = voices(t)
             return {**knn_against(real, x), "median": float(np.median(cosine_similarity_matrix_max(x, seen)[0]))}
 
-        def side(c: Dict) -> int:  # the band: as novel as the validation speakers, within MEDIAN_TOLERANCE
+        def side(c: Dict) -> int:  # the band: as novel as real new speakers (the target), within MEDIAN_TOLERANCE
             return -1 if c["median"] > target + MEDIAN_TOLERANCE else 1 if c["median"] < target - MEDIAN_TOLERANCE else 0
 
         value, scored = _balance_search(score, ts, side)
@@ -332,7 +334,7 @@ def temperature_reason(rec: Dict) -> str:
     if rec.get("rule") == "balance":
         return (f"best balance of precision {rec['precision']:.3f} and recall {rec['recall']:.3f} against "
                 f"{rec['validation_speakers']} validation speakers, voices' median nearest-training cosine "
-                f"{rec['median']:.4f}, theirs {rec['target_median']:.4f}")
+                f"{rec['median']:.4f}, real new speakers' {rec['target_median']:.4f}")
     return f"voices as novel as real new speakers: median nearest-training cosine {rec['target_median']:.4f}"
 
 
@@ -802,7 +804,12 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
     if cfg_path.exists() and checkpoints:
         import yaml
 
-        previous = TrainConfig.of_file(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
+        stored = yaml.safe_load(cfg_path.read_text()) or {}
+        previous = TrainConfig.of_file(stored, str(cfg_path))
+        cfg, taken = cfg.resuming(stored)
+        if taken:
+            log.info("the run was started before %s existed: it goes on as it started (%s)",
+                     ", ".join(t.split(":")[0] for t in taken), "; ".join(taken))
         # threads, checkpoint keeping and the device do not change the result (the device: float rounding only);
         # everything else (train.steps too: the learning-rate schedule depends on it) must be as before
         free = ("train.threads", "train.keep_checkpoints", "train.device")
@@ -987,7 +994,7 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
     threshold = same_speaker_record(es)
     unseen = unseen_speaker_record(train_speakers.embeddings, data.validation)
     if unseen["value"] is not None:
-        log.info("real new speakers: %d %s speakers' nearest-training cosine: median %.4f, %g quantile %.4f "
+        log.info("acceptance of new voices: %d %s speakers' nearest-training cosine: median %.4f, %g quantile %.4f "
                  "(new voices are accepted up to it)", unseen["speakers"],
                  "validation" if unseen["held_out"] else "training", unseen["median"], unseen["quantile"],
                  unseen["value"])
