@@ -8,6 +8,7 @@ config as ``config.yaml``. Unknown keys and wrong types are errors, not silently
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,7 @@ class ModelConfig:
         """The network's width when it sees ``directions`` principal directions (None: every dimension)."""
         if directions is None or not self.hidden_per_64_dims:
             return self.hidden
-        return min(self.hidden, self.hidden_per_64_dims * -(-int(directions) // 64))
+        return min(self.hidden, self.hidden_per_64_dims * math.ceil(directions / 64))
 
     def options(self, directions: Optional[int] = None) -> Dict[str, Any]:
         hidden = self.width(directions)
@@ -204,25 +205,27 @@ class TrainConfig:
         cfg.check(source)
         return cfg
 
-    def resuming(self, stored: Dict[str, Any]) -> Tuple["TrainConfig", List[str]]:
+    def resuming(self, stored: Dict[str, Any]) -> Tuple["TrainConfig", Dict[str, Any]]:
         """This config for resuming a run whose stored config is ``stored``: a key the run's file lacks was added
         after the run started, and takes the value the run was trained with (it goes on as it started).
-        Returns the config (a copy) and the keys so taken."""
-        d, taken = self.to_dict(), []
-        for (section, key), value in ADDED_KEYS.items():
-            if isinstance(stored.get(section), dict) and key not in stored[section]:
-                d[section][key] = value
-                taken.append(f"{section}.{key}: {value!r}")
-        return (TrainConfig.from_dict(d) if taken else self), taken
+        Returns the config (a copy when a key was taken) and the keys so taken, with their values."""
+        taken = keys_added_since(stored)
+        if not taken:
+            return self, {}
+        d = self.to_dict()
+        for name, value in taken.items():
+            section, key = name.split(".")
+            d[section][key] = value
+        return TrainConfig.from_dict(d), taken
 
     @classmethod
     def of_file(cls, d: Dict[str, Any], source: str = "config") -> "TrainConfig":
         """The config a run's file (its config.yaml, a checkpoint, a generator) was written with. Those hold
         every key; one missing was added later, and takes the value that rebuilds what the file holds."""
         d = {section: dict(v) if isinstance(v, dict) else v for section, v in (d or {}).items()}
-        for (section, key), value in ADDED_KEYS.items():
-            if isinstance(d.get(section), dict) and key not in d[section]:
-                d[section][key] = value
+        for name, value in keys_added_since(d).items():
+            section, key = name.split(".")
+            d[section][key] = value
         return cls.from_dict(d, source)
 
     @classmethod
@@ -309,7 +312,17 @@ class TrainConfig:
 
 
 # keys added to the config after files were written without them: the value that rebuilds those files' models
-ADDED_KEYS = {("model", "hidden_per_64_dims"): 0}  # the width was model.hidden whatever the subspace
+ADDED_KEYS = {"model.hidden_per_64_dims": 0}  # the width was model.hidden whatever the subspace
+
+
+def keys_added_since(stored: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``ADDED_KEYS`` a stored config (every key of its time) lacks, with the values that rebuild it."""
+    missing = {}
+    for name, value in ADDED_KEYS.items():
+        section, key = name.split(".")
+        if isinstance(stored.get(section), dict) and key not in stored[section]:
+            missing[name] = value
+    return missing
 
 
 def choices() -> Dict[str, Sequence[str]]:

@@ -808,8 +808,8 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
         previous = TrainConfig.of_file(stored, str(cfg_path))
         cfg, taken = cfg.resuming(stored)
         if taken:
-            log.info("the run was started before %s existed: it goes on as it started (%s)",
-                     ", ".join(t.split(":")[0] for t in taken), "; ".join(taken))
+            log.info("the run was started before %s existed: it goes on as it started (%s)", ", ".join(taken),
+                     "; ".join(f"{name}: {value!r}" for name, value in taken.items()))
         # threads, checkpoint keeping and the device do not change the result (the device: float rounding only);
         # everything else (train.steps too: the learning-rate schedule depends on it) must be as before
         free = ("train.threads", "train.keep_checkpoints", "train.device")
