@@ -5,10 +5,10 @@ A candidate voice (a generated embedding) is accepted when its cosine similarity
 (the speaker means the generator was trained on) and to every voice already accepted is at most a threshold.
 Which threshold is a rule, chosen by ``threshold`` (``--threshold`` on the command line):
 
-- ``"unseen"``: as far as real new speakers are. At training time the generator measures, on its
-  validation speakers (real speakers it never learned from), each one's cosine to its nearest other
-  training speaker (:func:`toucan_speakemb.training.trainer.unseen_speaker_record`); the threshold is the 0.9
-  quantile of these (``"unseen:Q"`` asks for another quantile Q). A voice is then at least as far from every
+- ``"unseen"``: as far as real new speakers are. At training time the generator measures each training
+  speaker's cosine to its nearest other training speaker, each left out in turn as a real new speaker would
+  come to the population (:func:`toucan_speakemb.training.trainer.unseen_speaker_record`); the threshold is
+  the 0.9 quantile of these (``"unseen:Q"`` asks for another quantile Q). A voice is then at least as far from every
   training speaker as 9 in 10 real new speakers are, and at least as far from the other voices as real
   speakers are from their nearest neighbour in the population. On dense populations (thousands of speakers)
   real new speakers lie above the encoder's same-speaker threshold of *some* training speaker, so the rule
@@ -55,7 +55,7 @@ UNSEEN_RULE = "unseen"
 SAME_SPEAKER_RULE = "same-speaker"
 RULE_HELP = ("Which voices count as new: 'unseen' (no closer to a training speaker, or to another voice, than 9 "
              "in 10 real new speakers are to their nearest training speaker; calibrated on the generator's "
-             "validation speakers), 'unseen:Q' (quantile Q instead of 0.9), 'same-speaker' (below the encoder's "
+             "training speakers, each left out in turn), 'unseen:Q' (quantile Q instead of 0.9), 'same-speaker' (below the encoder's "
              "same-speaker threshold: stricter on dense populations, for anonymisation), or a cosine similarity. "
              "Default: the looser of 'unseen' and 'same-speaker'")
 
