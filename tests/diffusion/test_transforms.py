@@ -406,3 +406,43 @@ def test_loss_in_the_eigenbasis_is_the_training_loss_with_rotated_rows_and_noise
     assert rotated == pytest.approx(direct, rel=1e-5)
     for a, b in zip(g_direct, g_rotated):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_the_sampler_runs_in_the_eigenbasis_with_the_same_voices_and_inversion_as_in_the_data_coordinates(
+        conditional):
+    from toucan_speakemb.generate.generator import GuidedDenoiser
+
+    data = torch.tensor(low_rank_plus_scatter(300, 10, 3, 0.5), dtype=torch.float32) + 1.0
+    diffusion = GaussianDiffusion(make_betas("cosine", 50), prediction="v")
+    conditions = {"gender": 2} if conditional else None
+    model = GaussianResidual(ResidualMLPDenoiser(3, 50, hidden=8, blocks=1, conditions=conditions), 10,
+                             diffusion.alphas_cumprod, "v", 3, conditions=conditions)
+    model.fit_gaussian(data)
+    g = torch.Generator().manual_seed(1)
+    if conditional:
+        model.fit_condition_offsets(data, torch.randint(0, 4, (300, 1), generator=g))
+    for p in model.net.parameters():  # a trained-looking network
+        p.data += 0.3 * torch.randn(p.shape, generator=g)
+    model.correction_scale = 1.3  # autoguidance applies in both bases
+    sampler = GuidedDenoiser(model, torch.tensor([1]), 2.0) if conditional else model
+
+    class InDataCoordinates:  # the same Gaussian part, without the eigenbasis path
+        def __init__(self, part):
+            self.mean, self.eigvecs, self.eigvals, self.correction = part.mean, part.eigvecs, part.eigvals, part.correction
+
+        def eigen_subspace(self):
+            return None
+
+    assert sampler.eigen_subspace() == 3
+    x_T = torch.randn(64, 10, generator=g)
+    fast = diffusion.ddim_sample_loop(sampler, x_T, steps=10, gaussian=sampler)
+    slow = diffusion.ddim_sample_loop(sampler, x_T, steps=10, gaussian=InDataCoordinates(sampler))
+    assert (fast - data.mean(0)).abs().max() > 0.5  # voices, not the mean
+    torch.testing.assert_close(fast, slow, atol=2e-5, rtol=1e-5)
+    back = diffusion.ddim_invert_loop(sampler, fast, steps=10, gaussian=sampler)
+    torch.testing.assert_close(back, diffusion.ddim_invert_loop(sampler, fast, steps=10,
+                                                                gaussian=InDataCoordinates(sampler)), atol=2e-5, rtol=1e-5)
+    # a basis that is not the eigenvectors' leading columns (e.g. a hand-edited file): no eigenbasis path
+    model.basis.copy_(torch.linalg.qr(torch.randn(10, 3, generator=g))[0])
+    assert model.eigen_subspace() is None and sampler.eigen_subspace() is None

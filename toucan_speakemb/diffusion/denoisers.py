@@ -195,6 +195,19 @@ class GaussianResidual(nn.Module):
             return self.net(x, t, *args)
         return self.net(x @ self.basis, t, *args) @ self.basis.T
 
+    def eigen_subspace(self) -> Optional[int]:
+        """k when the network reads the first k coordinates of the Gaussian's eigenbasis (a principal subspace,
+        largest variances first), so that samplers may run in that basis; else None."""
+        if self.subspace is None or not torch.equal(self.basis, self.eigvecs[:, : self.subspace]):
+            return None
+        return self.subspace
+
+    def correction_in_eigenbasis(self, c: torch.Tensor, t: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """:meth:`correction` in the eigenbasis: from x_t's first k eigen-coordinates ``c`` (n, k), the
+        correction's first k (its other d - k are 0). Only when :meth:`eigen_subspace` is k."""
+        out = self.net(c, t) if cond is None else self.net(c, t, cond)
+        return out if self.correction_scale == 1 else self.correction_scale * out
+
     def trains_in_eigenbasis(self, diffusion) -> bool:
         """Whether :meth:`loss_in_eigenbasis` stands for ``diffusion``'s training loss: an L2 loss (L1 is not
         invariant under rotation) of the prediction this model makes, by a network that sees a principal

@@ -155,16 +155,16 @@ class GaussianDiffusion:
         exact_gaussian = gaussian is not None and eta == 0
         if exact_gaussian and clip is not None:
             raise ValueError("clip bounds the whole x0 prediction; with the exact Gaussian step it is split in two")
-        x = x_T
         ab = self.alphas_cumprod
+        if exact_gaussian:
+            # DDIM is linear in the prediction: the Gaussian part of the step is taken exactly and only the
+            # network's correction (its contribution with x_t set to 0) gets DDIM's first-order step
+            ends = [float(ab[j]) for j in ts[1:]] + [1.0]
+            return self._ddim_moves(model, x_T, [(int(i), float(ab[i]), a) for i, a in zip(ts, ends)], gaussian)
+        x = x_T
         for k, i in enumerate(ts):
             t = torch.full((x.shape[0],), int(i), dtype=torch.long, device=x.device)
             a_prev = ab[ts[k + 1]] if k + 1 < len(ts) else 1.0
-            if exact_gaussian:
-                # DDIM is linear in the prediction: the Gaussian part of the step is taken exactly and only the
-                # network's correction (its contribution with x_t set to 0) gets DDIM's first-order step
-                x = self._ddim_step(model, x, int(i), float(ab[i]), float(a_prev), gaussian)
-                continue
             x0, eps = self.x0_and_eps(x, t, model(x, t))
             if clip is not None:
                 x0 = x0.clamp(-clip, clip)
@@ -188,11 +188,35 @@ class GaussianDiffusion:
         Gaussian part (taken exactly with ``gaussian``, :func:`gaussian_flow_step` being invertible) and for the
         rest converges at first order in the number of steps."""
         ts = np.asarray(timesteps) if timesteps is not None else self.ddim_timesteps(self.num_timesteps, steps)
-        x, t_from, a_from = x0, 0, 1.0
+        moves, t_from, a_from = [], 0, 1.0
         for i in ts[::-1]:
-            x = self._ddim_step(model, x, t_from, a_from, float(self.alphas_cumprod[i]), gaussian)
+            moves.append((t_from, a_from, float(self.alphas_cumprod[i])))
             t_from, a_from = int(i), float(self.alphas_cumprod[i])
-        return x
+        return self._ddim_moves(model, x0, moves, gaussian)
+
+    def _ddim_moves(self, model: Denoiser, x: torch.Tensor, moves: Sequence, gaussian=None) -> torch.Tensor:
+        """``x`` carried through deterministic DDIM ``moves`` (model step t, from ᾱ = a_from to a_to).
+
+        When the network of a Gaussian-residual model reads the first k coordinates of the Gaussian's
+        eigenbasis (``gaussian.eigen_subspace()``), the path runs in that basis: the exact Gaussian step is then
+        elementwise and the network's input and output are the first k coordinates, so the d x d products of
+        every step (two for the Gaussian, two d x k for the subspace) become one rotation in and one out. The
+        same arithmetic as the step in the data's coordinates up to float rounding (a test checks)."""
+        k = gaussian.eigen_subspace() if gaussian is not None else None
+        if not k:
+            for t, a_from, a_to in moves:
+                x = self._ddim_step(model, x, t, a_from, a_to, gaussian)
+            return x
+        v = gaussian.eigvecs
+        m = gaussian.mean @ v
+        c = x @ v
+        for t, a_from, a_to in moves:
+            tt = torch.full((c.shape[0],), int(t), dtype=torch.long, device=c.device)
+            x0_c, eps_c = self.x0_and_eps(torch.zeros_like(c[:, :k]), tt,
+                                          gaussian.correction_in_eigenbasis(c[:, :k].contiguous(), tt))
+            c = a_to**0.5 * m + flow_gain(a_from, a_to, gaussian.eigvals) * (c - a_from**0.5 * m)
+            c[:, :k] += float(np.sqrt(a_to)) * x0_c + float(np.sqrt(1 - a_to)) * eps_c
+        return c @ v.T.contiguous()  # a contiguous transpose: see gaussian_flow_step
 
     def _ddim_step(self, model: Denoiser, x: torch.Tensor, t: int, a_from: float, a_to: float, gaussian=None):
         """One deterministic DDIM move of ``x`` from noise level ᾱ = a_from (model evaluated at step t) to a_to."""
@@ -243,10 +267,16 @@ def gaussian_flow_step(xt: torch.Tensor, abar_t: float, abar_s: float, mean: tor
     keeps its standardised value: c_s = √ᾱ_s m + √((ᾱ_s λ + 1 - ᾱ_s) / (ᾱ_t λ + 1 - ᾱ_t)) (c_t - √ᾱ_t m).
     """
     c = (xt - abar_t**0.5 * mean) @ eigvecs
-    scale = (noisy_variance(abar_s, eigvals) / noisy_variance(abar_t, eigvals)).sqrt()
+    scale = flow_gain(abar_t, abar_s, eigvals)
     # a contiguous transpose: with a transposed operand narrower than 8 columns the matrix kernel's result for a
     # row depends on its position in the batch, and a voice must not depend on its batch (samplers.in_blocks)
     return abar_s**0.5 * mean + (c * scale) @ eigvecs.T.contiguous()
+
+
+def flow_gain(abar_t: float, abar_s: float, eigvals: torch.Tensor) -> torch.Tensor:
+    """√((ᾱ_s λ + 1 - ᾱ_s) / (ᾱ_t λ + 1 - ᾱ_t)): how the probability flow from ᾱ_t to ᾱ_s scales each centred
+    eigen-coordinate of N(m, V diag(λ) Vᵀ)."""
+    return (noisy_variance(abar_s, eigvals) / noisy_variance(abar_t, eigvals)).sqrt()
 
 
 def noisy_variance(abar, eigvals):

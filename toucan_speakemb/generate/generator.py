@@ -357,10 +357,21 @@ class GuidedDenoiser:
 
     def correction(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The guided network part (for a Gaussian-residual model: the guided correction to its Gaussian)."""
+        return self._guided(self._net, x, t)
+
+    def eigen_subspace(self):
+        """As the model's (:meth:`GaussianResidual.eigen_subspace`): the sampler may run in the eigenbasis."""
+        return self.residual.eigen_subspace()
+
+    def correction_in_eigenbasis(self, c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """:meth:`correction` in the eigenbasis (:meth:`GaussianResidual.correction_in_eigenbasis`)."""
+        return self._guided(self.residual.correction_in_eigenbasis, c, t)
+
+    def _guided(self, net, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         n = len(x)
         cond = torch.cat([self.codes.expand(n, -1),
                           torch.zeros(n, self.codes.shape[1], dtype=torch.long, device=self.codes.device)])
-        out = self._net(torch.cat([x, x]), torch.cat([t, t]), cond)
+        out = net(torch.cat([x, x]), torch.cat([t, t]), cond)
         return out[n:] + self.guidance * (out[:n] - out[n:])
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
