@@ -41,6 +41,15 @@ def test_train_refuses_an_unknown_profile_before_making_the_run_folder(tmp_path)
     assert not (tmp_path / "r").exists()
 
 
+def test_train_refuses_a_speaker_whose_mean_embedding_is_all_zero_before_making_the_run_folder(tmp_path):
+    es = make_set()
+    es.embeddings[4:6] = 0  # both utterances of speaker s2: its mean has no direction to measure novelty by
+    line = assert_error(invoke("train", "--data", es.save(tmp_path / "d.npz"), "--out", tmp_path / "r", *TINY),
+                        "all-zero mean", "'s2'")
+    assert "1 speaker(s)" in line
+    assert not (tmp_path / "r").exists()
+
+
 def test_evaluate_refuses_an_unknown_profile(tmp_path, run):
     _, data = run
     assert_error(invoke("evaluate", "--real", data, "--generated", data, "--out", tmp_path / "rep",

@@ -427,12 +427,9 @@ def test_the_sampler_runs_in_the_eigenbasis_with_the_same_voices_and_inversion_a
     model.correction_scale = 1.3  # autoguidance applies in both bases
     sampler = GuidedDenoiser(model, torch.tensor([1]), 2.0) if conditional else model
 
-    class InDataCoordinates:  # the same Gaussian part, without the eigenbasis path
+    class InDataCoordinates:  # the same Gaussian part with only the basic contract: no eigenbasis path
         def __init__(self, part):
             self.mean, self.eigvecs, self.eigvals, self.correction = part.mean, part.eigvecs, part.eigvals, part.correction
-
-        def eigen_subspace(self):
-            return None
 
     assert sampler.eigen_subspace() == 3
     x_T = torch.randn(64, 10, generator=g)

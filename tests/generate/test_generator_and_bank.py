@@ -187,6 +187,36 @@ def test_ddim_voices_do_not_depend_on_the_sampling_batch_size(gen):
     np.testing.assert_array_equal(gen.sample_seeds(seeds, batch_size=3), gen.sample_seeds(seeds, batch_size=64))
 
 
+@pytest.fixture(scope="module")
+def subspace_gen(tmp_path_factory):
+    # a network that sees 6 of 64 principal directions: the sampler then runs in the Gaussian's eigenbasis
+    from toucan_speakemb.core.synthetic import builtin_set
+
+    cfg = TrainConfig.from_dict({
+        "seed": 2, "model": {"hidden": 32, "blocks": 1, "time_dim": 16, "subspace": "fixed", "subspace_dims": 6},
+        "diffusion": {"timesteps": 40},
+        "train": {"steps": 20, "batch_size": 32, "threads": 1, "log_every": 10, "checkpoint_every": 20,
+                  "warmup_steps": 2, "validation_share": 0},
+        "sample": {"steps": 8, "batch_size": 64}})
+    out = tmp_path_factory.mktemp("subspace") / "run"
+    train(builtin_set("builtin:synthetic-small"), out, cfg, progress=False)
+    return Generator.load(out)
+
+
+def test_voices_sampled_in_the_eigenbasis_do_not_depend_on_their_batch_bit_for_bit(subspace_gen):
+    from toucan_speakemb.diffusion.denoisers import gaussian_part
+
+    assert gaussian_part(subspace_gen.model).eigen_subspace() == 6
+    seeds = voice_seeds(9, 300)
+    batch = subspace_gen.sample_seeds(seeds)
+    for i in (0, 5, 37, 255, 256, 299):
+        np.testing.assert_array_equal(subspace_gen.sample_seeds([seeds[i]])[0], batch[i])
+    np.testing.assert_array_equal(subspace_gen.sample_seeds(seeds[::-1])[::-1], batch)
+    edited = subspace_gen.sample_seeds(seeds[:12], sliders={"pc1": 1.5})  # decoded again from moved noise
+    np.testing.assert_array_equal(subspace_gen.sample_seeds(seeds[7:8], sliders={"pc1": 1.5})[0], edited[7])
+    assert not np.allclose(edited, batch[:12])
+
+
 def test_edited_voices_do_not_depend_on_their_batch_bit_for_bit(gen):
     seeds = voice_seeds(8, 12)
     for kw in (dict(sliders={"pc1": 1.5}), dict(sliders={"pc1": -1.0}, slider_method="renoise")):
@@ -348,12 +378,14 @@ def test_bank_provenance_records_the_steps_the_sampler_really_ran(gen):
 
 
 @pytest.mark.parametrize("kw", [dict(sampler="ancestral"), dict(sampler="ddim", steps=8, eta=1.0)])
-def test_a_stochastically_sampled_voice_does_not_depend_on_its_batch(gen, kw):
-    seeds = voice_seeds(4, 3)
-    together = gen.sample_seeds(seeds, **kw)
-    alone = gen.sample_seeds(seeds[1:2], **kw)
-    other_batch = gen.sample_seeds(seeds[::-1], batch_size=2, **kw)
-    np.testing.assert_array_equal(alone[0], together[1])
+@pytest.mark.parametrize("which", ["gen", "subspace_gen"])  # the full-width network and one that sees 6 directions
+def test_a_stochastically_sampled_voice_does_not_depend_on_its_batch(which, kw, request):
+    g = request.getfixturevalue(which)
+    seeds = voice_seeds(4, 40)
+    together = g.sample_seeds(seeds, **kw)
+    alone = g.sample_seeds(seeds[17:18], **kw)
+    other_batch = g.sample_seeds(seeds[::-1], batch_size=7, **kw)
+    np.testing.assert_array_equal(alone[0], together[17])
     np.testing.assert_array_equal(other_batch[::-1], together)
 
 

@@ -15,6 +15,7 @@ import math
 from typing import Any, Dict, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from toucan_speakemb.diffusion.gaussian import gaussian_posterior_x0, posterior_gain, prediction_from_x0
@@ -193,7 +194,9 @@ class GaussianResidual(nn.Module):
         args = () if cond is None else (cond,)
         if self.subspace is None:
             return self.net(x, t, *args)
-        return self.net(x @ self.basis, t, *args) @ self.basis.T
+        # F.linear on a contiguous (k, d) weight: a product with the narrow (d, k) basis as its right operand
+        # gives a row a result that depends on its position in the batch for k < 8 (see gaussian_flow_step)
+        return self.net(F.linear(x, self.basis.T.contiguous()), t, *args) @ self.basis.T
 
     def eigen_subspace(self) -> Optional[int]:
         """k when the network reads the first k coordinates of the Gaussian's eigenbasis (a principal subspace,
@@ -260,7 +263,8 @@ def gaussian_part(model):
     A denoiser with one (:class:`GaussianResidual`, or a guided wrapper around it) answers ``gaussian_part()``
     with an object that has ``mean``, ``eigvecs``, ``eigvals`` of N(μ, Σ) and ``correction(x, t)``, the network's
     share of the prediction: the DDIM sampler steps the Gaussian exactly, and sliders move voices along its
-    eigenvectors. Every caller asks here instead of testing types."""
+    eigenvectors. When it also has ``eigen_subspace()`` and ``correction_in_eigenbasis(c, t)``
+    (:class:`GaussianResidual`), the sampler may run in the Gaussian's eigenbasis. Every caller asks here instead of testing types."""
     method = getattr(model, "gaussian_part", None)
     return method() if callable(method) else None
 

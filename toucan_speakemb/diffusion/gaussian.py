@@ -147,7 +147,8 @@ class GaussianDiffusion:
         """DDIM (Song et al. 2021, eq. 12): deterministic for eta = 0; eta = 1 is DDPM-like on the sub-sequence.
 
         ``gaussian``: a model whose prediction is a Gaussian part plus a correction (it has ``mean``,
-        ``eigvecs``, ``eigvals`` of N(μ, Σ)). Then, with eta = 0, the Gaussian part of each step is taken
+        ``eigvecs``, ``eigvals`` of N(μ, Σ), ``correction(x, t)``, and optionally ``eigen_subspace()`` and
+        ``correction_in_eigenbasis(c, t)``: see :meth:`_ddim_moves`). Then, with eta = 0, the Gaussian part of each step is taken
         exactly (:func:`gaussian_flow_step`) and only the correction with DDIM's first-order step, so few
         steps no longer shrink the samples: DDIM alone is exact for no Gaussian but in the limit of many steps.
         """
@@ -202,7 +203,8 @@ class GaussianDiffusion:
         elementwise and the network's input and output are the first k coordinates, so the d x d products of
         every step (two for the Gaussian, two d x k for the subspace) become one rotation in and one out. The
         same arithmetic as the step in the data's coordinates up to float rounding (a test checks)."""
-        k = gaussian.eigen_subspace() if gaussian is not None else None
+        # a Gaussian part without the method (only mean, eigvecs, eigvals, correction) steps in data coordinates
+        k = getattr(gaussian, "eigen_subspace", lambda: None)() if gaussian is not None else None
         if not k:
             for t, a_from, a_to in moves:
                 x = self._ddim_step(model, x, t, a_from, a_to, gaussian)

@@ -480,6 +480,11 @@ def prepare_data(es: EmbeddingSet, cfg: TrainConfig) -> Tuple[TrainingData, Embe
         raise SpeakEmbError(f"training needs at least 2 speakers; the data has {len(es.speakers)} "
                             f"(a generator of new voices learns how speakers differ)")
     means = es.speaker_means()
+    zero = np.flatnonzero(~np.any(means.embeddings != 0, axis=1))
+    if len(zero):  # novelty is a cosine to the nearest training speaker: a mean of length 0 has no direction
+        raise SpeakEmbError(f"{len(zero)} speaker(s) have an all-zero mean embedding (first: "
+                            f"{means.speaker_ids[zero[0]]!r}); remove them: a voice's novelty is its cosine to "
+                            f"the training speakers, which a zero vector does not have")
     level = cfg.data.level
     if level == "speaker":
         raw, row_spk, weights = means.embeddings, np.arange(len(means)), None
