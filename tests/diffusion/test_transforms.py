@@ -443,3 +443,22 @@ def test_the_sampler_runs_in_the_eigenbasis_with_the_same_voices_and_inversion_a
     # a basis that is not the eigenvectors' leading columns (e.g. a hand-edited file): no eigenbasis path
     model.basis.copy_(torch.linalg.qr(torch.randn(10, 3, generator=g))[0])
     assert model.eigen_subspace() is None and sampler.eigen_subspace() is None
+
+
+def test_the_initial_noise_is_tempered_by_the_rest_ratio_outside_the_networks_subspace_only():
+    from toucan_speakemb.diffusion.gaussian import tempered
+
+    data = torch.tensor(low_rank_plus_scatter(300, 10, 3, 0.5), dtype=torch.float32)
+    diffusion = GaussianDiffusion(make_betas("cosine", 50), prediction="v")
+    model = GaussianResidual(ResidualMLPDenoiser(3, 50, hidden=8, blocks=1), 10, diffusion.alphas_cumprod, "v", 3)
+    model.fit_gaussian(data)
+    x = torch.randn(40, 10, generator=torch.Generator().manual_seed(0))
+    v = model.eigvecs
+    out = tempered(x, 1.2, model, 0.5) @ v
+    torch.testing.assert_close(out[:, :3], 1.2 * (x @ v)[:, :3], atol=1e-5, rtol=1e-5)  # the modelled directions
+    torch.testing.assert_close(out[:, 3:], 0.6 * (x @ v)[:, 3:], atol=1e-5, rtol=1e-5)  # the Gaussian's own
+    assert torch.equal(tempered(x, 1.2, model, 1.0), x * 1.2)  # one temperature: the plain product, bit for bit
+    assert torch.equal(tempered(x, 1.2, None, 0.5), x * 1.2)  # no Gaussian part, no subspace: nothing apart
+    full = GaussianResidual(ResidualMLPDenoiser(10, 50, hidden=8, blocks=1), 10, diffusion.alphas_cumprod, "v")
+    full.fit_gaussian(data)
+    assert torch.equal(tempered(x, 1.2, full, 0.5), x * 1.2)

@@ -207,6 +207,7 @@ def test_voices_sampled_in_the_eigenbasis_do_not_depend_on_their_batch_bit_for_b
     from toucan_speakemb.diffusion.denoisers import gaussian_part
 
     assert gaussian_part(subspace_gen.model).eigen_subspace() == 6
+    assert subspace_gen.rest_temperature == 0.7  # the recipe's: the noise outside the subspace tempered apart
     seeds = voice_seeds(9, 300)
     batch = subspace_gen.sample_seeds(seeds)
     for i in (0, 5, 37, 255, 256, 299):
@@ -215,6 +216,23 @@ def test_voices_sampled_in_the_eigenbasis_do_not_depend_on_their_batch_bit_for_b
     edited = subspace_gen.sample_seeds(seeds[:12], sliders={"pc1": 1.5})  # decoded again from moved noise
     np.testing.assert_array_equal(subspace_gen.sample_seeds(seeds[7:8], sliders={"pc1": 1.5})[0], edited[7])
     assert not np.allclose(edited, batch[:12])
+
+
+def test_the_rest_temperature_stored_with_the_generator_is_the_one_it_samples_with(subspace_gen):
+    seeds = voice_seeds(3, 20)
+    voices = subspace_gen.sample_seeds(seeds)
+    latents, steps = subspace_gen.known_latents(seeds)  # sliders start from the same x_T as sampling
+    np.testing.assert_array_equal(subspace_gen.standardizer.inverse(subspace_gen.decode(latents, steps)), voices)
+    record = subspace_gen.meta["temperature"]
+    try:
+        record["rest_temperature"] = 1.0
+        plain = subspace_gen.sample_seeds(seeds)
+        del record["rest_temperature"]  # a generator made before the ratio existed: one temperature
+        np.testing.assert_array_equal(subspace_gen.sample_seeds(seeds), plain)
+    finally:
+        record["rest_temperature"] = 0.7
+    assert not np.allclose(plain, voices)
+    np.testing.assert_array_equal(subspace_gen.sample_seeds(seeds), voices)
 
 
 def test_edited_voices_do_not_depend_on_their_batch_bit_for_bit(gen):

@@ -212,6 +212,7 @@ def test_bad_choice_is_refused_naming_the_key_and_the_allowed_values(d, key):
     ({"sample": {"slider_inversion_steps": 0}}, "sample.slider_inversion_steps"),
     ({"normalization": {"radial": True, "polar": "always"}}, "normalization.polar"),
     ({"sample": {"autoguidance": -0.5}}, "sample.autoguidance"),
+    ({"sample": {"rest_temperature": 0}}, "sample.rest_temperature"),
 ])
 def test_out_of_range_value_is_refused_naming_the_key(d, key):
     with pytest.raises(SpeakEmbError) as ei:

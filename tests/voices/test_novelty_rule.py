@@ -177,6 +177,15 @@ def test_with_enough_validation_speakers_the_default_temperature_balances_precis
     assert summary["temperature"]["value"] == rec["value"]
 
 
+def test_the_rest_ratio_applies_to_trained_weights_and_not_to_the_gaussian_fit_kept_as_step_0(gen):
+    from toucan_speakemb.training.trainer import rest_temperature
+
+    cfg = TrainConfig.from_dict(TINY)
+    assert rest_temperature(cfg, 0) == 1.0 and rest_temperature(cfg, 250) == cfg.sample.rest_temperature == 0.7
+    rec = gen.meta["temperature"]  # chosen with the ratio the kept weights sample with, and stored with it
+    assert rec["rest_temperature"] == rest_temperature(cfg, gen.meta["selected_step"]) == gen.rest_temperature
+
+
 def test_the_balance_record_holds_the_judgement_voice_quality_would_make_at_its_temperature(gen, dense_train):
     # keep_better_voices takes the voices' precision and recall from the record instead of sampling again
     from toucan_speakemb.training import trainer
@@ -184,7 +193,7 @@ def test_the_balance_record_holds_the_judgement_voice_quality_would_make_at_its_
     rec = gen.meta["temperature"]
     data, means = trainer.prepare_data(dense_train, gen.cfg)
     again = trainer.voice_quality(trainer.build_diffusion(gen.cfg), gen.model, data, means.embeddings, gen.cfg,
-                                  rec["value"])
+                                  rec["value"], rest=rec["rest_temperature"])
     assert rec["rule"] == "balance"
     assert (again["precision"], again["recall"], again["f1"]) == (rec["precision"], rec["recall"], rec["f1"])
 

@@ -203,8 +203,7 @@ class GaussianDiffusion:
         elementwise and the network's input and output are the first k coordinates, so the d x d products of
         every step (two for the Gaussian, two d x k for the subspace) become one rotation in and one out. The
         same arithmetic as the step in the data's coordinates up to float rounding (a test checks)."""
-        # a Gaussian part without the method (only mean, eigvecs, eigvals, correction) steps in data coordinates
-        k = getattr(gaussian, "eigen_subspace", lambda: None)() if gaussian is not None else None
+        k = eigen_subspace(gaussian)
         if not k:
             for t, a_from, a_to in moves:
                 x = self._ddim_step(model, x, t, a_from, a_to, gaussian)
@@ -229,6 +228,27 @@ class GaussianDiffusion:
         x0_c, eps_c = self.x0_and_eps(torch.zeros_like(x), tt, gaussian.correction(x, tt))
         return (gaussian_flow_step(x, a_from, a_to, gaussian.mean, gaussian.eigvecs, gaussian.eigvals)
                 + float(np.sqrt(a_to)) * x0_c + float(np.sqrt(1 - a_to)) * eps_c)
+
+
+def eigen_subspace(gaussian) -> Optional[int]:
+    """k when the network of ``gaussian`` (a Gaussian part, or None) reads the first k coordinates of its
+    eigenbasis, else None; a Gaussian part with only the basic contract (``mean``, ``eigvecs``, ``eigvals``,
+    ``correction``) has none."""
+    method = getattr(gaussian, "eigen_subspace", None)
+    return method() if callable(method) else None
+
+
+def tempered(x_T: torch.Tensor, temperature: float, gaussian=None, rest: float = 1.0) -> torch.Tensor:
+    """The initial noise ``x_T`` at ``temperature``: multiplied by it, or, when the network of ``gaussian``
+    models a principal subspace (:func:`eigen_subspace`) and ``rest`` is not 1, its component outside that
+    subspace by ``rest`` x ``temperature`` (the Gaussian part's exact directions; sample.rest_temperature)."""
+    k = eigen_subspace(gaussian) if rest != 1 else None
+    if not k:
+        return x_T * temperature
+    v = gaussian.eigvecs[:, :k]
+    # products through F.linear with contiguous weights: a row's result does not depend on its batch position
+    inside = F.linear(F.linear(x_T, v.T.contiguous()), v.contiguous())
+    return temperature * (rest * x_T + (1 - rest) * inside)
 
 
 def prediction_from_x0(prediction: str, xt: torch.Tensor, abar: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ import torch
 from toucan_speakemb.training.conditions import ConditionSpec
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.diffusion.denoisers import gaussian_part
+from toucan_speakemb.diffusion.gaussian import tempered
 from toucan_speakemb.generate.request import SamplingRequest
 from toucan_speakemb.generate.sliders import SliderSpace, apply_sliders, check_sliders
 from toucan_speakemb.diffusion.samplers import RENOISE_STREAM, VoiceNoise, get_sampler, in_blocks, sample as run_sampler
@@ -94,6 +95,13 @@ class Generator:
         """Default scale of the initial noise x_T (``temperature`` of :meth:`sample_seeds`): the one stored with
         the generator (chosen at training time on training speakers alone), else 1.0 (plain sampling)."""
         return float((self.meta.get("temperature") or {}).get("value") or 1.0)
+
+    @property
+    def rest_temperature(self) -> float:
+        """The ratio of the temperature the directions outside the network's subspace sample at
+        (``sample.rest_temperature`` as the run applied it, stored with the temperature); 1.0 for a generator
+        made before it existed or one that kept the Gaussian fit."""
+        return float((self.meta.get("temperature") or {}).get("rest_temperature") or 1.0)
 
     def training_speakers(self) -> Tuple[np.ndarray, List[str]]:
         """The training speakers' mean embeddings (n, d) and ids, stored in the generator file.
@@ -217,7 +225,8 @@ class Generator:
             # x_T (times the temperature) and the noise of stochastic steps come from each voice's own seed, so a
             # voice never depends on the batch it is sampled in
             z = run_sampler(method, self.diffusion, model, seeds[b:b + batch_size], self.model_dim, steps, eta,
-                            gaussian_part(model), temperature=temperature, device=self.device)
+                            gaussian_part(model), temperature=temperature, device=self.device,
+                            rest_temperature=self.rest_temperature)
             out.append(self.standardizer.inverse(z.cpu().numpy()))
         x = np.concatenate(out, axis=0) if out else np.zeros((0, self.dim), np.float32)
         if req.sliders:
@@ -269,7 +278,11 @@ class Generator:
         eta = sc.eta if eta is None else eta
         if not get_sampler(sampler).is_deterministic(eta):
             return None, None
-        x_T = self.initial_noise(seeds) * self.check_temperature(temperature)
+        t, part = self.check_temperature(temperature), gaussian_part(self.model)
+        # as run_sampler tempers it: on the model's device, in blocks of one shape (a voice's x_T never depends
+        # on the others)
+        x_T = in_blocks(lambda x: tempered(x.to(self.device), t, part, self.rest_temperature).cpu(),
+                        self.initial_noise(seeds))
         return x_T, (sc.steps if steps is None else int(steps))
 
     @torch.no_grad()

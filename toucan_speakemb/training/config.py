@@ -174,6 +174,12 @@ class SampleConfig:
     # network's correction (1: the model as trained; above 1: its departures from the Gaussian amplified).
     # Models without a Gaussian part (model.gaussian_residual false) have nothing to guide with: no effect
     autoguidance: float = 1.3
+    # the directions outside the network's principal subspace (where the Gaussian fit is exact: the scatter no
+    # model of the speakers explains) sample at this x the temperature. Below 1 the temperature chosen at
+    # training then spreads the modelled directions further at the same novelty: on the demo's data recall at
+    # matched novelty +0.09 at the same precision (docs/benchmarks.md). 1: one temperature for every direction.
+    # Not applied to the Gaussian fit itself (a run that keeps step 0)
+    rest_temperature: float = 0.7
     # sliders: latent = move the voice's noise x_T and decode it again (found by DDIM inversion when the voice
     # was not sampled with the deterministic DDIM); renoise = move the voice, re-noise it to slider_strength x T
     # and denoise (SDEdit)
@@ -246,7 +252,8 @@ class TrainConfig:
                     ("train.log_every", self.train.log_every),
                     ("train.validate_every", self.train.validate_every),
                     ("train.checkpoint_every", self.train.checkpoint_every), ("sample.steps", self.sample.steps),
-                    ("normalization.n_quantiles", self.normalization.n_quantiles)]
+                    ("normalization.n_quantiles", self.normalization.n_quantiles),
+                    ("sample.rest_temperature", self.sample.rest_temperature)]
         for key, value in positive:
             if not value > 0:
                 raise SpeakEmbError(f"{source}: {key} must be positive; got {value}")
@@ -312,7 +319,8 @@ class TrainConfig:
 
 
 # keys added to the config after files were written without them: the value that rebuilds those files' models
-ADDED_KEYS = {"model.hidden_per_64_dims": 0}  # the width was model.hidden whatever the subspace
+ADDED_KEYS = {"model.hidden_per_64_dims": 0,  # the width was model.hidden whatever the subspace
+              "sample.rest_temperature": 1.0}  # one temperature for every direction
 
 
 def keys_added_since(stored: Dict[str, Any]) -> Dict[str, Any]:

@@ -37,7 +37,7 @@ from toucan_speakemb.evaluation.matched import MEDIAN_TOLERANCE, match_knob
 from toucan_speakemb.evaluation.metrics import cosine_similarity_matrix_max, knn_measures, same_speaker_threshold
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.diffusion.denoisers import GaussianResidual, build_denoiser, gaussian_part
-from toucan_speakemb.diffusion.gaussian import GaussianDiffusion
+from toucan_speakemb.diffusion.gaussian import GaussianDiffusion, tempered
 from toucan_speakemb.diffusion.schedules import make_betas
 from toucan_speakemb.training.conditions import ConditionSpec, draw_null_mask
 from toucan_speakemb.core.distributed import resolve_device
@@ -111,17 +111,18 @@ BALANCE_MIN_SPEAKERS = 50       # fewer validation speakers: their k-NN balls ar
 
 @contextmanager
 def voices_as_sampled(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
-                      cfg: TrainConfig, n: int = TEMPERATURE_VOICES):
+                      cfg: TrainConfig, n: int = TEMPERATURE_VOICES, rest: float = 1.0):
     """``voices(t)``: ``n`` voices in the data space at temperature ``t``, sampled as the generator samples by
-    default (DDIM with its steps and autoguidance) from the same fixed noise every call, so that two
-    temperatures or two sets of weights differ only by that. The model is back as it was after."""
+    default (DDIM with its steps and autoguidance; ``rest``: the temperature ratio outside the network's
+    subspace, :func:`rest_temperature`) from the same fixed noise every call, so that two temperatures or two
+    sets of weights differ only by that. The model is back as it was after."""
     noise = torch.randn(n, data.standardizer.model_dim,
                         generator=torch.Generator().manual_seed(cfg.seed ^ 0x7E3))
     gaussian = gaussian_part(model)
     was_training, scale = model.training, None if gaussian is None else gaussian.correction_scale
 
     def voices(t: float) -> np.ndarray:
-        x_T = (noise * t).to(model_device(model))
+        x_T = tempered(noise.to(model_device(model)), t, gaussian, rest)
         z = diffusion.ddim_sample_loop(model, x_T, steps=cfg.sample.steps, gaussian=gaussian)
         return data.standardizer.inverse(z.cpu().numpy())
 
@@ -259,8 +260,22 @@ def novelty_target(real: np.ndarray, seen: np.ndarray) -> float:
     return float(np.median(np.concatenate([to_seen, left_out])))
 
 
+def rest_temperature(cfg: TrainConfig, step: int) -> float:
+    """The temperature ratio of the directions outside the network's subspace for the weights of ``step``:
+    ``sample.rest_temperature``, or 1 for step 0, the Gaussian fit itself, where no direction is modelled apart."""
+    return 1.0 if step == 0 else float(cfg.sample.rest_temperature)
+
+
 def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
-                       means: np.ndarray, cfg: TrainConfig) -> Dict:
+                       means: np.ndarray, cfg: TrainConfig, rest: float = 1.0) -> Dict:
+    """:func:`choose_temperature_value` with the voices tempered by ``rest`` outside the network's subspace
+    (:func:`rest_temperature`); the record says which ratio (``rest_temperature``), so that the generator
+    samples as the temperature was chosen."""
+    return {**choose_temperature_value(diffusion, model, data, means, cfg, rest), "rest_temperature": float(rest)}
+
+
+def choose_temperature_value(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
+                             means: np.ndarray, cfg: TrainConfig, rest: float = 1.0) -> Dict:
     """The default sampling temperature (scale of the initial noise), chosen on training speakers alone.
 
     How novel a real new speaker is: :func:`novelty_target`, the median cosine of a real speaker to its nearest
@@ -292,10 +307,10 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
                       "training-loop speaker equals real new speakers' (the validation speakers' and each "
                       "training-loop speaker's, left out in turn; bisection)")
     if len(real) < BALANCE_MIN_SPEAKERS:
-        with voices_as_sampled(diffusion, model, data, cfg) as voices:
+        with voices_as_sampled(diffusion, model, data, cfg, rest=rest) as voices:
             return _novelty_temperature(voices, seen, target, novelty_method)
     ts = np.round(np.arange(TEMPERATURE_RANGE[0], TEMPERATURE_RANGE[1] + 1e-9, TEMPERATURE_STEP), 4)
-    with voices_as_sampled(diffusion, model, data, cfg, n=judging_voices(len(real))) as voices:
+    with voices_as_sampled(diffusion, model, data, cfg, n=judging_voices(len(real)), rest=rest) as voices:
         def score(t: float) -> Dict:
             x = voices(t)
             return {**knn_against(real, x), "median": float(np.median(cosine_similarity_matrix_max(x, seen)[0]))}
@@ -343,14 +358,14 @@ def unjudged_reason(data: "TrainingData", cfg: TrainConfig, k: int = 5) -> Optio
 
 
 def voice_quality(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData", means: np.ndarray,
-                  cfg: TrainConfig, temperature: float, k: int = 5) -> Optional[Dict[str, float]]:
+                  cfg: TrainConfig, temperature: float, k: int = 5, rest: float = 1.0) -> Optional[Dict[str, float]]:
     """k-NN precision and recall of the model's voices at ``temperature`` against the validation speakers'
     means, and their harmonic mean (:func:`knn_against`); None when they cannot be judged so
     (:func:`unjudged_reason`)."""
     if unjudged_reason(data, cfg, k):
         return None
     held = np.asarray(data.validation, bool)
-    with voices_as_sampled(diffusion, model, data, cfg, n=judging_voices(int(held.sum()))) as voices:
+    with voices_as_sampled(diffusion, model, data, cfg, n=judging_voices(int(held.sum())), rest=rest) as voices:
         x = voices(temperature)
     return knn_against(np.asarray(means[held], np.float64), x, k=k)
 
@@ -619,10 +634,11 @@ def keep_better_voices(diffusion: GaussianDiffusion, ema: torch.nn.Module, best:
     judged = {}
     for name, step, weights in (("final", final_step, final_state), ("best", state.best_step, best)):
         ema.load_state_dict(weights)
-        t = choose_temperature(diffusion, ema, data, means, cfg)
+        rest = rest_temperature(cfg, step)
+        t = choose_temperature(diffusion, ema, data, means, cfg, rest)
         # the balance rule has judged the voices at the temperature it chose, from the same noise: not again
         voices = ({key: t[key] for key in ("precision", "recall", "f1")} if t.get("rule") == "balance" else
-                  voice_quality(diffusion, ema, data, means, cfg, t["value"]))
+                  voice_quality(diffusion, ema, data, means, cfg, t["value"], rest=rest))
         judged[name] = {"step": int(step), "temperature": t, "voices": voices}
     q_final, q_best = judged["final"]["voices"], judged["best"]["voices"]
     kept = "final" if q_final is not None and q_best is not None and q_final["f1"] > q_best["f1"] else "best"
@@ -998,7 +1014,8 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
                  "%g quantile %.4f (new voices are accepted up to it)", unseen["speakers"], unseen["median"],
                  unseen["quantile"], unseen["value"])
     if temperature is None:
-        temperature = choose_temperature(diffusion, ema, data, train_speakers.embeddings, cfg)
+        temperature = choose_temperature(diffusion, ema, data, train_speakers.embeddings, cfg,
+                                         rest_temperature(cfg, state.best_step if validating else state.step))
     log.info("default temperature %.3f (%s)", temperature["value"], temperature_reason(temperature))
     gen_path = save_generator(run_dir, cfg, ema, data.standardizer, es, train_speakers, state, threshold, data,
                               unseen, temperature)
