@@ -462,3 +462,23 @@ def test_the_initial_noise_is_tempered_by_the_rest_ratio_outside_the_networks_su
     full = GaussianResidual(ResidualMLPDenoiser(10, 50, hidden=8, blocks=1), 10, diffusion.alphas_cumprod, "v")
     full.fit_gaussian(data)
     assert torch.equal(tempered(x, 1.2, full, 0.5), x * 1.2)
+
+
+@pytest.mark.parametrize("dim,k", [(50, 3), (65, 7), (64, 6)])
+def test_tempered_noise_of_a_row_does_not_depend_on_its_place_in_the_block(dim, k):
+    from toucan_speakemb.diffusion.gaussian import tempered
+
+    data = torch.tensor(low_rank_plus_scatter(300, dim, k, 0.5), dtype=torch.float32)
+    diffusion = GaussianDiffusion(make_betas("cosine", 50), prediction="v")
+    model = GaussianResidual(ResidualMLPDenoiser(k, 50, hidden=8, blocks=1), dim, diffusion.alphas_cumprod, "v", k)
+    model.fit_gaussian(data)
+    block = torch.randn(256, dim, generator=torch.Generator().manual_seed(3))
+    together = tempered(block, 1.2, model, 0.7)
+    for i in (0, 5, 37, 255):
+        alone = torch.zeros_like(block)
+        alone[0] = block[i]  # the row first in a block of zeros, as a voice sampled alone
+        assert torch.equal(tempered(alone, 1.2, model, 0.7)[0], together[i])
+        x_t = torch.zeros_like(block)
+        x_t[0] = block[i]
+        t = torch.full((256,), 10)
+        assert torch.equal(model.correction(x_t, t)[0], model.correction(block, t)[i])  # the network's input too

@@ -182,8 +182,26 @@ def test_the_rest_ratio_applies_to_trained_weights_and_not_to_the_gaussian_fit_k
 
     cfg = TrainConfig.from_dict(TINY)
     assert rest_temperature(cfg, 0) == 1.0 and rest_temperature(cfg, 250) == cfg.sample.rest_temperature == 0.7
-    rec = gen.meta["temperature"]  # chosen with the ratio the kept weights sample with, and stored with it
-    assert rec["rest_temperature"] == rest_temperature(cfg, gen.meta["selected_step"]) == gen.rest_temperature
+    # this network sees every direction (32 rows per 16 directions, 32 dims): none is tempered apart, and the
+    # record says what sampling does
+    assert gen.meta["temperature"]["rest_temperature"] == 1.0 == gen.rest_temperature
+
+
+def test_the_rest_ratio_is_stored_only_with_a_temperature_chosen_with_it(monkeypatch):
+    from types import SimpleNamespace
+
+    from toucan_speakemb.training import trainer
+
+    part = SimpleNamespace(eigen_subspace=lambda: 3)
+    model = SimpleNamespace(gaussian_part=lambda: part)
+    for rec, stored in (({"value": 1.1, "rule": "balance"}, 0.7), ({"value": 0.9, "rule": "novelty", "reached": True}, 0.7),
+                        ({"value": 1.0, "rule": "novelty", "reached": False, "nearest_end": 1.5}, 1.0),  # unreachable
+                        ({"value": 1.0, "reason": "no validation speakers"}, 1.0)):
+        monkeypatch.setattr(trainer, "choose_temperature_value", lambda *a, rec=rec: dict(rec))
+        assert trainer.choose_temperature(None, model, None, None, None, 0.7)["rest_temperature"] == stored
+    no_subspace = SimpleNamespace(gaussian_part=lambda: SimpleNamespace(eigen_subspace=lambda: None))
+    monkeypatch.setattr(trainer, "choose_temperature_value", lambda *a: {"value": 1.1, "rule": "balance"})
+    assert trainer.choose_temperature(None, no_subspace, None, None, None, 0.7)["rest_temperature"] == 1.0
 
 
 def test_the_balance_record_holds_the_judgement_voice_quality_would_make_at_its_temperature(gen, dense_train):

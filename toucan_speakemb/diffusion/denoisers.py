@@ -194,9 +194,12 @@ class GaussianResidual(nn.Module):
         args = () if cond is None else (cond,)
         if self.subspace is None:
             return self.net(x, t, *args)
-        # F.linear on a contiguous (k, d) weight: a product with the narrow (d, k) basis as its right operand
-        # gives a row a result that depends on its position in the batch for k < 8 (see gaussian_flow_step)
-        return self.net(F.linear(x, self.basis.T.contiguous()), t, *args) @ self.basis.T
+        # the coordinates through the full d x d rotation when the basis is its leading columns: a product with the
+        # narrow (d, k) basis gives a row a result that depends on its position in the batch for some d and k
+        # (k < 12 and d not a multiple of 4; see gaussian_flow_step)
+        k = self.eigen_subspace()
+        c = (x @ self.eigvecs)[:, :k].contiguous() if k else F.linear(x, self.basis.T.contiguous())
+        return self.net(c, t, *args) @ self.basis.T
 
     def eigen_subspace(self) -> Optional[int]:
         """k when the network reads the first k coordinates of the Gaussian's eigenbasis (a principal subspace,

@@ -245,10 +245,12 @@ def tempered(x_T: torch.Tensor, temperature: float, gaussian=None, rest: float =
     k = eigen_subspace(gaussian) if rest != 1 else None
     if not k:
         return x_T * temperature
-    v = gaussian.eigvecs[:, :k]
-    # products through F.linear with contiguous weights: a row's result does not depend on its batch position
-    inside = F.linear(F.linear(x_T, v.T.contiguous()), v.contiguous())
-    return temperature * (rest * x_T + (1 - rest) * inside)
+    # through the full d x d rotation and back, as the eigenbasis sampler does: a product with the narrow d x k
+    # basis gives a row a result that depends on its position in the batch for some d and k (d not a multiple of
+    # 4, k of 2-11), and a voice must not depend on its batch
+    scale = torch.full((x_T.shape[1],), float(rest) * temperature, dtype=x_T.dtype, device=x_T.device)
+    scale[:k] = temperature
+    return ((x_T @ gaussian.eigvecs) * scale) @ gaussian.eigvecs.T.contiguous()
 
 
 def prediction_from_x0(prediction: str, xt: torch.Tensor, abar: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:

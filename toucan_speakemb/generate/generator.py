@@ -197,8 +197,9 @@ class Generator:
         (:class:`~toucan_speakemb.generate.request.SamplingRequest`; or its fields as keyword arguments:
         ``conditions``, ``guidance``: conditional sampling, see the module's docstring; ``sliders`` with
         ``slider_method`` and ``slider_strength``: the voices edited, see toucan_speakemb/generate/sliders.py;
-        ``temperature``: the initial noise x_T is multiplied by it (below 1: voices nearer the population's
-        typical ones, more precise and less varied; above 1: more varied), default :attr:`temperature`;
+        ``temperature``: the initial noise x_T is multiplied by it, outside the network's subspace by
+        :attr:`rest_temperature` x it (below 1: voices nearer the population's typical ones, more precise and
+        less varied; above 1: more varied), default :attr:`temperature`;
         ``sampler``, ``steps``, ``eta``). ``batch_size`` bounds the memory only: voices do not depend on it."""
         if request is not None and settings:
             raise TypeError("give a SamplingRequest or its fields as keywords, not both")

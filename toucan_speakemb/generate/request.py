@@ -25,7 +25,8 @@ class SamplingRequest:
     sliders: Mapping[str, float] = field(default_factory=dict)    # e.g. {"pc1": 1.5}
     slider_method: Optional[str] = None      # latent | renoise; None: the generator's
     slider_strength: Optional[float] = None  # renoise only
-    temperature: Optional[float] = None      # scale of x_T; None: the one stored with the generator
+    temperature: Optional[float] = None      # scale of x_T (outside the network's subspace x the generator's
+    #                                          rest ratio); None: the one stored with the generator
 
     @classmethod
     def of(cls, conditions: Optional[Mapping[str, Any]] = None, sliders: Optional[Mapping[str, float]] = None,

@@ -177,7 +177,8 @@ class SampleConfig:
     # the directions outside the network's principal subspace (where the Gaussian fit is exact: the scatter no
     # model of the speakers explains) sample at this x the temperature. Below 1 the temperature chosen at
     # training then spreads the modelled directions further at the same novelty: on the demo's data recall at
-    # matched novelty +0.09 at the same precision (docs/benchmarks.md). 1: one temperature for every direction.
+    # matched novelty +0.09-0.12 for precision -0.03 to -0.06 (docs/benchmarks.md). 1: one temperature for every
+    # direction.
     # Not applied to the Gaussian fit itself (a run that keeps step 0)
     rest_temperature: float = 0.7
     # sliders: latent = move the voice's noise x_T and decode it again (found by DDIM inversion when the voice

@@ -37,7 +37,7 @@ from toucan_speakemb.evaluation.matched import MEDIAN_TOLERANCE, match_knob
 from toucan_speakemb.evaluation.metrics import cosine_similarity_matrix_max, knn_measures, same_speaker_threshold
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.diffusion.denoisers import GaussianResidual, build_denoiser, gaussian_part
-from toucan_speakemb.diffusion.gaussian import GaussianDiffusion, tempered
+from toucan_speakemb.diffusion.gaussian import GaussianDiffusion, eigen_subspace, tempered
 from toucan_speakemb.diffusion.schedules import make_betas
 from toucan_speakemb.training.conditions import ConditionSpec, draw_null_mask
 from toucan_speakemb.core.distributed import resolve_device
@@ -269,9 +269,14 @@ def rest_temperature(cfg: TrainConfig, step: int) -> float:
 def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
                        means: np.ndarray, cfg: TrainConfig, rest: float = 1.0) -> Dict:
     """:func:`choose_temperature_value` with the voices tempered by ``rest`` outside the network's subspace
-    (:func:`rest_temperature`); the record says which ratio (``rest_temperature``), so that the generator
-    samples as the temperature was chosen."""
-    return {**choose_temperature_value(diffusion, model, data, means, cfg, rest), "rest_temperature": float(rest)}
+    (:func:`rest_temperature`); the record says which ratio the generator samples with (``rest_temperature``):
+    ``rest`` when a temperature was chosen with it, else 1 (no temperature chosen: plain sampling; or a network
+    without a principal subspace in the Gaussian's eigenbasis, where no direction is tempered apart)."""
+    if eigen_subspace(gaussian_part(model)) is None:
+        rest = 1.0
+    rec = choose_temperature_value(diffusion, model, data, means, cfg, rest)
+    chosen = "rule" in rec and "nearest_end" not in rec  # not the "no validation" or "unreachable" records
+    return {**rec, "rest_temperature": float(rest) if chosen else 1.0}
 
 
 def choose_temperature_value(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
@@ -638,7 +643,7 @@ def keep_better_voices(diffusion: GaussianDiffusion, ema: torch.nn.Module, best:
         t = choose_temperature(diffusion, ema, data, means, cfg, rest)
         # the balance rule has judged the voices at the temperature it chose, from the same noise: not again
         voices = ({key: t[key] for key in ("precision", "recall", "f1")} if t.get("rule") == "balance" else
-                  voice_quality(diffusion, ema, data, means, cfg, t["value"], rest=rest))
+                  voice_quality(diffusion, ema, data, means, cfg, t["value"], rest=t.get("rest_temperature", rest)))
         judged[name] = {"step": int(step), "temperature": t, "voices": voices}
     q_final, q_best = judged["final"]["voices"], judged["best"]["voices"]
     kept = "final" if q_final is not None and q_best is not None and q_final["f1"] > q_best["f1"] else "best"
