@@ -219,21 +219,13 @@ class TrainConfig:
         taken = keys_added_since(stored)
         if not taken:
             return self, {}
-        d = self.to_dict()
-        for name, value in taken.items():
-            section, key = name.split(".")
-            d[section][key] = value
-        return TrainConfig.from_dict(d), taken
+        return TrainConfig.from_dict(with_keys(self.to_dict(), taken)), taken
 
     @classmethod
     def of_file(cls, d: Dict[str, Any], source: str = "config") -> "TrainConfig":
         """The config a run's file (its config.yaml, a checkpoint, a generator) was written with. Those hold
         every key; one missing was added later, and takes the value that rebuilds what the file holds."""
-        d = {section: dict(v) if isinstance(v, dict) else v for section, v in (d or {}).items()}
-        for name, value in keys_added_since(d).items():
-            section, key = name.split(".")
-            d[section][key] = value
-        return cls.from_dict(d, source)
+        return cls.from_dict(with_keys(d or {}, keys_added_since(d or {})), source)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "TrainConfig":
@@ -322,6 +314,15 @@ class TrainConfig:
 # keys added to the config after files were written without them: the value that rebuilds those files' models
 ADDED_KEYS = {"model.hidden_per_64_dims": 0,  # the width was model.hidden whatever the subspace
               "sample.rest_temperature": 1.0}  # one temperature for every direction
+
+
+def with_keys(d: Dict[str, Any], values: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of the config mapping ``d`` with ``values`` ({"section.key": value}) set; ``d`` is left as it is."""
+    out = {section: dict(v) if isinstance(v, dict) else v for section, v in d.items()}
+    for name, value in values.items():
+        section, key = name.split(".")
+        out[section][key] = value
+    return out
 
 
 def keys_added_since(stored: Dict[str, Any]) -> Dict[str, Any]:
