@@ -15,7 +15,8 @@ bandwidth, scale or mixing range):
 - **precision and recall**: the k-NN measures of Kynkäänniemi et al. (2019) against the unseen speakers.
 
 :func:`curve` traces a system across its knob, :func:`match_knob` finds the knob value whose novelty
-median is the unseen speakers' (bisection: novelty moves one way along every knob here), and
+median is the unseen speakers' (bisection, :func:`knob_at_median`: novelty moves one way along every knob
+here), and
 :func:`at_novelty` reads a curve at a novelty.
 """
 
@@ -97,16 +98,25 @@ def curve(sample: Callable[[float], np.ndarray], knobs: Sequence[float], real: n
 
 def match_knob(sample: Callable[[float], np.ndarray], lo: float, hi: float, train: np.ndarray, target: float,
                iters: int = 12) -> Tuple[float, float, bool]:
-    """The knob value in [lo, hi] whose median nearest-training cosine is ``target`` (bisection).
+    """The knob value in [lo, hi] whose median nearest-training cosine is ``target`` (bisection,
+    :func:`knob_at_median` on the medians of ``sample(knob)``)."""
+    train = np.asarray(train, np.float64)
 
-    Returns (knob, its median, reached). When no value in the range reaches the target, the end nearest to
-    it is returned with ``reached`` False: the system cannot be that novel (or that close) along this knob.
-    """
     def median(v: float) -> float:
         nearest, _ = M.cosine_similarity_matrix_max(np.asarray(sample(v), np.float64), train)
         return float(np.median(nearest))
 
-    train = np.asarray(train, np.float64)
+    return knob_at_median(median, lo, hi, target, iters)
+
+
+def knob_at_median(median: Callable[[float], float], lo: float, hi: float, target: float,
+                   iters: int = 12) -> Tuple[float, float, bool]:
+    """The knob value in [lo, hi] at which ``median(knob)`` (a novelty median, monotone along the knob) is
+    ``target``, by bisection to within a tenth of ``MEDIAN_TOLERANCE`` or ``iters`` halvings.
+
+    Returns (knob, its median, reached). When no value in the range reaches the target, the end nearest to
+    it is returned with ``reached`` False: the system cannot be that novel (or that close) along this knob.
+    """
     m_lo, m_hi = median(lo), median(hi)
     if (m_lo - target) * (m_hi - target) > 0:  # the target is outside what this knob reaches
         return (lo, m_lo, False) if abs(m_lo - target) < abs(m_hi - target) else (hi, m_hi, False)
