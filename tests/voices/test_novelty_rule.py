@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -306,7 +307,10 @@ def test_the_balance_rule_takes_the_best_precision_and_recall_among_temperatures
     assert [c["temperature"] for c in rec["balance_curve"]] == sorted(c["temperature"] for c in rec["balance_curve"])
     assert len(rec["balance_curve"]) == 4  # the ends, the middle and the vertex
     assert target - 0.0025 - 5e-4 <= rec["median"] <= target + 5e-4
-    assert len(sampled) == len(set(sampled))  # each temperature sampled once, for its median and its score
+    # the searches sample each temperature once for its median (no voices are kept); the scored ones once more
+    counts = Counter(sampled)
+    assert max(counts.values()) <= 2
+    assert {t for t, c in counts.items() if c == 2} <= {c["temperature"] for c in rec["balance_curve"]}
     assert temperature_reason(rec).startswith("best balance of precision 0.900 and recall 0.900 against 60 ")
     # a peak where the voices are closer to the training speakers than real new speakers: not taken, the
     # band's least novel edge instead, where the voices are as novel as real new speakers
@@ -347,6 +351,25 @@ def test_when_no_temperature_makes_the_voices_as_novel_the_balance_rule_falls_ba
     rec, _, sampled = balance_choice(monkeypatch, peak=1.0, crossing=1.55)  # median at 1.5: target + 0.0025
     assert rec["rule"] == "novelty" and rec["value"] == 1.5 and rec["reached"] is False
     assert len(sampled) == len(set(sampled))  # the range's ends sampled once
+    # ... and not one beyond it
+    rec, _, _ = balance_choice(monkeypatch, peak=1.0, crossing=1.62)  # median at 1.5: target + 0.006
+    assert rec["value"] == 1.0 and rec["nearest_end"] == 1.5 and "1.0 kept" in rec["reason"]
+
+
+def test_voices_inside_the_band_at_every_temperature_are_balanced_over_the_whole_range(monkeypatch):
+    # a median that does not move with the temperature (here: 0.001 more novel than real new speakers)
+    rec, target, _ = balance_choice(monkeypatch, peak=1.2, slope=0.0, crossing=0.0)
+    assert rec["band"] == [0.5, 1.5]
+
+
+def test_a_judgement_samples_sixteen_sets_of_the_validation_speakers_size_up_to_a_cap():
+    from toucan_speakemb.training.trainer import (JUDGING_DRAWS, JUDGING_MAX_VOICES, TEMPERATURE_VOICES,
+                                                   judging_voices)
+
+    assert judging_voices(200) == JUDGING_DRAWS * 200 == 3200
+    assert judging_voices(10) == TEMPERATURE_VOICES
+    assert judging_voices(2000) == (JUDGING_MAX_VOICES // 2000) * 2000  # fewer sets of more speakers
+    assert judging_voices(20000) == 20000  # at least one whole set
 
 
 def test_temperature_scales_the_initial_noise_and_defaults_to_the_stored_one(gen):

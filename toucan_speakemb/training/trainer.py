@@ -107,6 +107,7 @@ TEMPERATURE_VOICES = 512        # voices sampled per tried temperature (at least
 # voice sets of the validation speakers' size each judgement averages over: with 4, the harmonic mean of 200
 # validation speakers varied by 0.013 from noise to noise on (b), more than it changes across the novelty band
 JUDGING_DRAWS = 16
+JUDGING_MAX_VOICES = 8192       # fewer draws past this many voices: more validation speakers judge finer per set
 BAND_WIDTH = MEDIAN_TOLERANCE / 2  # how much more novel than real new speakers a chosen temperature's voices may be
 BALANCE_MIN_SPEAKERS = 50       # fewer validation speakers: their k-NN balls are too coarse to weigh P against R
 
@@ -142,8 +143,10 @@ def voices_as_sampled(diffusion: GaussianDiffusion, model: torch.nn.Module, data
 
 def judging_voices(n_validation: int) -> int:
     """How many voices a judgement against ``n_validation`` speakers samples: ``JUDGING_DRAWS`` sets of their
-    size (k-NN precision and recall are biased when the two sets differ in size), at least ``TEMPERATURE_VOICES``."""
-    return max(TEMPERATURE_VOICES, JUDGING_DRAWS * int(n_validation))
+    size (k-NN precision and recall are biased when the two sets differ in size), fewer sets when that passes
+    ``JUDGING_MAX_VOICES``, at least one and at least ``TEMPERATURE_VOICES`` voices."""
+    n = max(int(n_validation), 1)
+    return max(TEMPERATURE_VOICES, max(1, min(JUDGING_DRAWS, JUDGING_MAX_VOICES // n)) * n)
 
 
 def knn_against(real: np.ndarray, voices: np.ndarray, k: int = 5) -> Dict[str, float]:
@@ -181,7 +184,8 @@ def _unreachable(end: float, median: float, target: float, method: str) -> Dict:
 def _novelty_band(median: Callable[[float], float], target: float) -> Optional[Tuple[float, float]]:
     """The temperatures [a, b] whose voices are at least as novel as real new speakers and at most
     ``BAND_WIDTH`` more: median nearest-training cosine ``median(t)`` in [target - BAND_WIDTH, target] (it
-    falls as the temperature rises); each edge by bisection. None when no temperature of the range is in it.
+    falls as the temperature rises); each edge by bisection, to within a tenth of the yardstick's tolerance
+    (0.0005). None when no temperature of the range is in it.
 
     The band is half the yardstick's ±0.005 and on its novel side: the target and the voices' median are each
     estimates, off by about 0.003 from what a report over other voices and more real speakers reads. Voices
@@ -189,11 +193,11 @@ def _novelty_band(median: Callable[[float], float], target: float) -> Optional[T
     novel edge, where the balance peaks on the demo's data, in two demo reports of three; at the more novel
     edge, where it peaks on (b), in (b)'s benchmark (docs/benchmarks.md)."""
     lo, hi = TEMPERATURE_RANGE
-    a, _, reached_a = knob_at_median(median, lo, hi, target)
-    b, _, reached_b = knob_at_median(median, lo, hi, target - BAND_WIDTH)
-    if (not reached_a and a == hi) or (not reached_b and b == lo):  # never novel enough, or always too novel
+    if median(hi) > target or median(lo) < target - BAND_WIDTH:  # never novel enough, or always too novel
         return None
-    return float(a), float(b)
+    a = knob_at_median(median, lo, hi, target)[0] if median(lo) > target else lo
+    b = knob_at_median(median, lo, hi, target - BAND_WIDTH)[0] if median(hi) < target - BAND_WIDTH else hi
+    return float(min(a, b)), float(max(a, b))  # ordered should the medians not fall with the temperature
 
 
 def _balance_search(score: Callable[[float], Dict], a: float, b: float) -> Tuple[float, Dict[float, Dict]]:
@@ -272,8 +276,7 @@ def choose_temperature_value(diffusion: GaussianDiffusion, model: torch.nn.Modul
       range reaches it nor nearly.
     - Without validation speakers at the speaker level: 1.0 (plain sampling).
 
-    The voices are sampled as the generator samples by default, from fixed noise (:func:`voices_as_sampled`),
-    once per temperature tried.
+    The voices are sampled as the generator samples by default, from fixed noise (:func:`voices_as_sampled`).
     """
     if data.validation is None or not np.any(data.validation) or cfg.data.level != "speaker":
         return {"value": 1.0, "reason": "no validation speakers at the speaker level to choose one on"}
@@ -286,20 +289,25 @@ def choose_temperature_value(diffusion: GaussianDiffusion, model: torch.nn.Modul
     balance = len(real) >= BALANCE_MIN_SPEAKERS
     n = judging_voices(len(real)) if balance else TEMPERATURE_VOICES
     with voices_as_sampled(diffusion, model, data, cfg, n=n, rest=rest) as voices:
-        sampled: Dict[float, np.ndarray] = {}
+        medians: Dict[float, float] = {}  # by temperature rounded to 4 decimals, as stored
 
-        def at(t: float) -> np.ndarray:  # each temperature sampled once, for the medians and the scores
-            if t not in sampled:
-                sampled[t] = voices(t)
-            return sampled[t]
+        def median_of(t: float, x: np.ndarray) -> float:
+            if t not in medians:
+                medians[t] = float(np.median(cosine_similarity_matrix_max(x, seen)[0]))
+            return medians[t]
 
-        def median(t: float) -> float:
-            return float(np.median(cosine_similarity_matrix_max(at(t), seen)[0]))
+        def median(t: float) -> float:  # the searches keep each temperature's median, not its voices
+            t = round(float(t), 4)
+            return medians[t] if t in medians else median_of(t, voices(t))
+
+        def score(t: float) -> Dict:  # the few scored temperatures are sampled again (no voices are kept)
+            x = voices(t)
+            return {**knn_against(real, x), "median": median_of(t, x)}
 
         band = _novelty_band(median, target) if balance else None
         if band is None:
             return _novelty_temperature(median, target, novelty_method)
-        value, scored = _balance_search(lambda t: {**knn_against(real, at(t)), "median": median(t)}, *band)
+        value, scored = _balance_search(score, *band)
     curve = [{"temperature": t, **{k: round(v, 4) for k, v in c.items()}} for t, c in scored.items()]
     return {"value": value, "rule": "balance", "target_median": target, **scored[value],
             "validation_speakers": int(len(real)), "band": [round(band[0], 4), round(band[1], 4)],
