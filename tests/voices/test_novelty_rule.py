@@ -257,12 +257,12 @@ def test_the_novelty_target_pools_the_validation_speakers_with_every_training_sp
     assert np.mean(pooled) < np.mean(alone) / 4
 
 
-def balance_choice(monkeypatch, peak: float, slope: float = 0.05, crossing: float = 1.0, f1=None):
+def balance_choice(monkeypatch, peak: float, slope: float = 0.05, crossing: float = 1.0, f1=None, held: int = 60):
     """choose_temperature on stand-in voices that stand for their temperature t: their median
     nearest-training cosine is the validation speakers' + slope (crossing - t), so that they are at least as
     novel as real new speakers and at most 0.0025 more for t in crossing .. crossing + 0.0025 / slope; the
-    harmonic mean of precision and recall peaks at ``peak`` (or is ``f1(t)``). Returns (the record, the
-    novelty target, the temperatures sampled in order)."""
+    harmonic mean of precision and recall peaks at ``peak`` (or is ``f1(t)``); ``held`` validation speakers of
+    300. Returns (the record, the novelty target, the temperatures sampled in order)."""
     from types import SimpleNamespace
 
     import torch
@@ -271,8 +271,8 @@ def balance_choice(monkeypatch, peak: float, slope: float = 0.05, crossing: floa
     from toucan_speakemb.training.config import TrainConfig
 
     means = np.random.default_rng(0).normal(size=(300, 8))
-    data = SimpleNamespace(validation=np.arange(300) < 60, standardizer=SimpleNamespace(model_dim=8))
-    target = trainer.novelty_target(means[:60], means[60:])
+    data = SimpleNamespace(validation=np.arange(300) < held, standardizer=SimpleNamespace(model_dim=8))
+    target = trainer.novelty_target(means[:held], means[held:])
     real_cosines = trainer.cosine_similarity_matrix_max
     sampled = []
 
@@ -357,9 +357,29 @@ def test_when_no_temperature_makes_the_voices_as_novel_the_balance_rule_falls_ba
 
 
 def test_voices_inside_the_band_at_every_temperature_are_balanced_over_the_whole_range(monkeypatch):
-    # a median that does not move with the temperature (here: 0.001 more novel than real new speakers)
+    # a median that does not move with the temperature: exactly as novel as real new speakers everywhere
     rec, target, _ = balance_choice(monkeypatch, peak=1.2, slope=0.0, crossing=0.0)
-    assert rec["band"] == [0.5, 1.5]
+    assert rec["band"] == [0.5, 1.5] and rec["value"] == pytest.approx(1.2, abs=2e-3)
+
+
+def test_the_band_is_read_from_the_ends_of_the_range_and_its_edges_are_ordered():
+    from toucan_speakemb.training.trainer import _novelty_band
+
+    target = 0.9
+    for bump in (0.0, 0.004, 0.03):  # falling medians, and ones that rise back up between 1.0 and 1.2
+        a, b = _novelty_band(lambda t: target + 0.01 - 0.02 * (t - 0.5) + (bump if 1.0 < t < 1.2 else 0.0), target)
+        assert 0.5 <= a <= b <= 1.5
+    assert _novelty_band(lambda t: target - 0.01 + 0.02 * t, target) is None  # rising: not novel enough at 1.5
+    assert _novelty_band(lambda t: target + 0.1, target) is None  # never as novel
+    assert _novelty_band(lambda t: target - 0.1, target) is None  # always far more novel
+
+
+def test_the_stored_median_is_the_one_of_the_voices_at_the_stored_temperature(monkeypatch):
+    # the searches round each temperature as it is stored before sampling it, so the record describes the
+    # voices the generator makes by default; steep medians make a rounding off by 5e-5 show
+    for held in (60, 20):  # the balance rule, and the novelty rule of fewer validation speakers
+        rec, target, _ = balance_choice(monkeypatch, peak=1.0, crossing=1.23456789, slope=0.5, held=held)
+        assert rec["median"] == pytest.approx(target + 0.5 * (1.23456789 - rec["value"]), abs=1e-12)
 
 
 def test_a_judgement_samples_sixteen_sets_of_the_validation_speakers_size_up_to_a_cap():

@@ -184,8 +184,9 @@ def _unreachable(end: float, median: float, target: float, method: str) -> Dict:
 def _novelty_band(median: Callable[[float], float], target: float) -> Optional[Tuple[float, float]]:
     """The temperatures [a, b] whose voices are at least as novel as real new speakers and at most
     ``BAND_WIDTH`` more: median nearest-training cosine ``median(t)`` in [target - BAND_WIDTH, target] (it
-    falls as the temperature rises); each edge by bisection, to within a tenth of the yardstick's tolerance
-    (0.0005). None when no temperature of the range is in it.
+    falls as the temperature rises, as spreading the voices makes them more novel); each edge by bisection,
+    to within a tenth of the yardstick's tolerance (0.0005). None when the range's ends show that no
+    temperature is in it (medians that do not fall may hide a band between them).
 
     The band is half the yardstick's ±0.005 and on its novel side: the target and the voices' median are each
     estimates, off by about 0.003 from what a report over other voices and more real speakers reads. Voices
@@ -197,7 +198,7 @@ def _novelty_band(median: Callable[[float], float], target: float) -> Optional[T
         return None
     a = knob_at_median(median, lo, hi, target)[0] if median(lo) > target else lo
     b = knob_at_median(median, lo, hi, target - BAND_WIDTH)[0] if median(hi) < target - BAND_WIDTH else hi
-    return float(min(a, b)), float(max(a, b))  # ordered should the medians not fall with the temperature
+    return float(a), float(b)  # a <= b: the two bisections halve the same points until they part
 
 
 def _balance_search(score: Callable[[float], Dict], a: float, b: float) -> Tuple[float, Dict[float, Dict]]:
