@@ -195,13 +195,14 @@ def test_the_rest_ratio_is_stored_only_with_a_temperature_chosen_with_it(monkeyp
 
     part = SimpleNamespace(eigen_subspace=lambda: 3)
     model = SimpleNamespace(gaussian_part=lambda: part)
-    for rec, stored in (({"value": 1.1, "rule": "balance"}, 0.7), ({"value": 0.9, "rule": "novelty", "reached": True}, 0.7),
-                        ({"value": 1.0, "rule": "novelty", "reached": False, "nearest_end": 1.5}, 1.0),  # unreachable
-                        ({"value": 1.0, "reason": "no validation speakers"}, 1.0)):
+    for rec, stored in (({"value": 1.1, "chosen": True, "rule": "balance"}, 0.7),
+                        ({"value": 0.9, "chosen": True, "rule": "novelty", "reached": True}, 0.7),
+                        ({"value": 1.0, "chosen": False, "rule": "novelty", "nearest_end": 1.5}, 1.0),  # unreachable
+                        ({"value": 1.0, "chosen": False, "reason": "no validation speakers"}, 1.0)):
         monkeypatch.setattr(trainer, "choose_temperature_value", lambda *a, rec=rec: dict(rec))
         assert trainer.choose_temperature(None, model, None, None, None, 0.7)["rest_temperature"] == stored
     no_subspace = SimpleNamespace(gaussian_part=lambda: SimpleNamespace(eigen_subspace=lambda: None))
-    monkeypatch.setattr(trainer, "choose_temperature_value", lambda *a: {"value": 1.1, "rule": "balance"})
+    monkeypatch.setattr(trainer, "choose_temperature_value", lambda *a: {"value": 1.1, "chosen": True, "rule": "balance"})
     assert trainer.choose_temperature(None, no_subspace, None, None, None, 0.7)["rest_temperature"] == 1.0
 
 
@@ -302,7 +303,7 @@ def test_the_balance_rule_takes_the_best_precision_and_recall_among_temperatures
     # bisection to within 0.0005 of median, 0.01 of temperature); the peak inside is found by the parabola
     # through the band's ends and middle
     rec, target, sampled = balance_choice(monkeypatch, peak=1.03)
-    assert rec["rule"] == "balance" and rec["value"] == pytest.approx(1.03, abs=2e-3)
+    assert rec["chosen"] is True and rec["rule"] == "balance" and rec["value"] == pytest.approx(1.03, abs=2e-3)
     assert rec["band"] == pytest.approx([1.0, 1.05], abs=0.011)
     assert [c["temperature"] for c in rec["balance_curve"]] == sorted(c["temperature"] for c in rec["balance_curve"])
     assert len(rec["balance_curve"]) == 4  # the ends, the middle and the vertex
@@ -343,13 +344,13 @@ def test_when_no_temperature_makes_the_voices_as_novel_the_balance_rule_falls_ba
     # far more novel than real new speakers at every temperature: no band, and no temperature reaches them
     rec, target, _ = balance_choice(monkeypatch, peak=1.0, crossing=-2.0)
     assert rec["rule"] == "novelty" and rec["value"] == 1.0 and "1.0 kept" in rec["reason"]
-    assert rec["nearest_end"] == 0.5 and "balance_curve" not in rec
+    assert rec["nearest_end"] == 0.5 and "balance_curve" not in rec and rec["chosen"] is False
     # never as novel: the same, at the other end
     rec, _, _ = balance_choice(monkeypatch, peak=1.0, crossing=3.0)
     assert rec["value"] == 1.0 and rec["nearest_end"] == 1.5
     # an end within the yardstick's tolerance of the target: taken
     rec, _, sampled = balance_choice(monkeypatch, peak=1.0, crossing=1.55)  # median at 1.5: target + 0.0025
-    assert rec["rule"] == "novelty" and rec["value"] == 1.5 and rec["reached"] is False
+    assert rec["rule"] == "novelty" and rec["value"] == 1.5 and rec["reached"] is False and rec["chosen"] is True
     assert len(sampled) == len(set(sampled))  # the range's ends sampled once
     # ... and not one beyond it
     rec, _, _ = balance_choice(monkeypatch, peak=1.0, crossing=1.62)  # median at 1.5: target + 0.006

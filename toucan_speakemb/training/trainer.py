@@ -167,15 +167,15 @@ def _novelty_temperature(median: Callable[[float], float], target: float, method
     value, m, reached = knob_at_median(median, *TEMPERATURE_RANGE, target)
     if not reached and abs(m - target) > MEDIAN_TOLERANCE:
         return _unreachable(value, m, target, method)
-    return {"value": round(float(value), 4), "rule": "novelty", "reached": reached, "target_median": target,
-            "median": m, "method": method}
+    return {"value": round(float(value), 4), "chosen": True, "rule": "novelty", "reached": reached,
+            "target_median": target, "median": m, "method": method}
 
 
 def _unreachable(end: float, median: float, target: float, method: str) -> Dict:
     """No temperature in the range makes the voices as novel as real new speakers, nor nearly (the
     yardstick's tolerance): an end of the range would only shrink (or spread) the voices without reaching
     it, so plain sampling is kept."""
-    return {"value": 1.0, "rule": "novelty", "reached": False, "target_median": target,
+    return {"value": 1.0, "chosen": False, "rule": "novelty", "reached": False, "target_median": target,
             "nearest_end": round(float(end), 4), "median_at_nearest_end": median, "method": method,
             "reason": f"no temperature in {TEMPERATURE_RANGE[0]:g}..{TEMPERATURE_RANGE[1]:g} reaches the "
                       f"real new speakers' median {target:.4f} (at {end:g}: {median:.4f}); 1.0 kept"}
@@ -251,8 +251,7 @@ def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, dat
     if eigen_subspace(gaussian_part(model)) is None:
         rest = 1.0
     rec = choose_temperature_value(diffusion, model, data, means, cfg, rest)
-    chosen = "rule" in rec and "nearest_end" not in rec  # not the "no validation" or "unreachable" records
-    return {**rec, "rest_temperature": float(rest) if chosen else 1.0}
+    return {**rec, "rest_temperature": float(rest) if rec["chosen"] else 1.0}
 
 
 def choose_temperature_value(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
@@ -280,7 +279,7 @@ def choose_temperature_value(diffusion: GaussianDiffusion, model: torch.nn.Modul
     The voices are sampled as the generator samples by default, from fixed noise (:func:`voices_as_sampled`).
     """
     if data.validation is None or not np.any(data.validation) or cfg.data.level != "speaker":
-        return {"value": 1.0, "reason": "no validation speakers at the speaker level to choose one on"}
+        return {"value": 1.0, "chosen": False, "reason": "no validation speakers at the speaker level to choose one on"}
     held = np.asarray(data.validation, bool)
     real, seen = np.asarray(means[held], np.float64), np.asarray(means[~held], np.float64)
     target = novelty_target(real, seen)
@@ -310,7 +309,7 @@ def choose_temperature_value(diffusion: GaussianDiffusion, model: torch.nn.Modul
             return _novelty_temperature(median, target, novelty_method)
         value, scored = _balance_search(score, *band)
     curve = [{"temperature": t, **{k: round(v, 4) for k, v in c.items()}} for t, c in scored.items()]
-    return {"value": value, "rule": "balance", "target_median": target, **scored[value],
+    return {"value": value, "chosen": True, "rule": "balance", "target_median": target, **scored[value],
             "validation_speakers": int(len(real)), "band": [round(band[0], 4), round(band[1], 4)],
             "method": "the temperature whose voices score the highest harmonic mean of k-NN precision and recall "
                       "(k = 5) against the validation speakers, among those at least as novel as real new "
@@ -1056,7 +1055,7 @@ def save_generator(run_dir: Path, cfg: TrainConfig, ema, st: Standardizer, es: E
         "train_speaker_ids": train_speakers.speaker_ids,
         "same_speaker_threshold": threshold,
         "unseen_speaker_threshold": unseen_speaker_record(train_speakers.embeddings) if unseen is None else unseen,
-        "temperature": temperature or {"value": 1.0, "reason": "not chosen"},
+        "temperature": temperature or {"value": 1.0, "chosen": False, "reason": "not chosen"},
         "toucan_speakemb_version": __version__,
     }
     if spec:
