@@ -445,13 +445,19 @@ def test_the_sampler_runs_in_the_eigenbasis_with_the_same_voices_and_inversion_a
     assert model.eigen_subspace() is None and sampler.eigen_subspace() is None
 
 
+def subspace_gaussian(n: int = 300, dim: int = 10, k: int = 3):
+    """(diffusion, data, a Gaussian-residual model fitted to them whose network reads the k principal ones)."""
+    data = torch.tensor(low_rank_plus_scatter(n, dim, k, 0.5), dtype=torch.float32)
+    diffusion = GaussianDiffusion(make_betas("cosine", 50), prediction="v")
+    model = GaussianResidual(ResidualMLPDenoiser(k, 50, hidden=8, blocks=1), dim, diffusion.alphas_cumprod, "v", k)
+    model.fit_gaussian(data)
+    return diffusion, data, model
+
+
 def test_the_initial_noise_is_tempered_by_the_rest_ratio_outside_the_networks_subspace_only():
     from toucan_speakemb.diffusion.gaussian import tempered
 
-    data = torch.tensor(low_rank_plus_scatter(300, 10, 3, 0.5), dtype=torch.float32)
-    diffusion = GaussianDiffusion(make_betas("cosine", 50), prediction="v")
-    model = GaussianResidual(ResidualMLPDenoiser(3, 50, hidden=8, blocks=1), 10, diffusion.alphas_cumprod, "v", 3)
-    model.fit_gaussian(data)
+    diffusion, data, model = subspace_gaussian()
     x = torch.randn(40, 10, generator=torch.Generator().manual_seed(0))
     v = model.eigvecs
     out = tempered(x, 1.2, model, 0.5) @ v
@@ -464,20 +470,58 @@ def test_the_initial_noise_is_tempered_by_the_rest_ratio_outside_the_networks_su
     assert torch.equal(tempered(x, 1.2, full, 0.5), x * 1.2)
 
 
+def test_direction_factors_scale_each_modelled_coordinate_of_the_initial_noise_and_no_other():
+    from toucan_speakemb.diffusion.gaussian import tempered
+
+    _, _, model = subspace_gaussian()
+    x = torch.randn(40, 10, generator=torch.Generator().manual_seed(0))
+    c = x @ model.eigvecs
+    out = tempered(x, 1.2, model, 0.5, [2.0, 1.0, 0.5]) @ model.eigvecs
+    torch.testing.assert_close(out[:, :3], 1.2 * torch.tensor([2.0, 1.0, 0.5]) * c[:, :3], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, 3:], 0.6 * c[:, 3:], atol=1e-5, rtol=1e-5)
+    # with one temperature for the rest, the factors still apply
+    out = tempered(x, 1.2, model, 1.0, [2.0, 1.0, 0.5]) @ model.eigvecs
+    torch.testing.assert_close(out[:, :3], 1.2 * torch.tensor([2.0, 1.0, 0.5]) * c[:, :3], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, 3:], 1.2 * c[:, 3:], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="2 direction factors for a subspace of 3"):
+        tempered(x, 1.2, model, 0.5, [2.0, 1.0])
+
+
+def test_variance_factors_give_the_gaussian_fit_the_variance_they_aim_at():
+    # the Gaussian part's deterministic sampler is linear in x_T: a factor s on a coordinate's noise scales its
+    # voices' spread by s, so strength 1 turns voices of variance v into voices of the training variance λ
+    from toucan_speakemb.diffusion.gaussian import tempered, variance_scales
+
+    diffusion, _, model = subspace_gaussian(n=2000)
+    lam = model.eigvals[:3].double().numpy()
+    np.testing.assert_allclose(variance_scales(lam / 4, lam, 1.0), 2.0)
+    np.testing.assert_allclose(variance_scales(lam / 4, lam, 0.5), 2 ** 0.5)
+    np.testing.assert_allclose(variance_scales(lam * 0.3, lam, 0.0), 1.0)
+    factors = variance_scales(lam * np.array([0.25, 1.0, 4.0]), lam, 1.0)  # as if shrunk, right, and spread
+    x_T = torch.randn(4000, 10, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        z = diffusion.ddim_sample_loop(model, tempered(x_T, 1.0, model, 1.0, factors), steps=10, gaussian=model)
+    spread = ((z - model.mean) @ model.eigvecs)[:, :3].double().var(0).numpy()
+    np.testing.assert_allclose(spread / lam, [4.0, 1.0, 0.25], rtol=0.08)
+    for bad in ([1.0, 0.0, 1.0], [1.0, -2.0, 1.0]):
+        with pytest.raises(ValueError, match="positive"):
+            variance_scales(np.array(bad), lam, 0.5)
+
+
 @pytest.mark.parametrize("dim,k", [(50, 3), (65, 7), (64, 6)])
 def test_tempered_noise_of_a_row_does_not_depend_on_its_place_in_the_block(dim, k):
     from toucan_speakemb.diffusion.gaussian import tempered
 
-    data = torch.tensor(low_rank_plus_scatter(300, dim, k, 0.5), dtype=torch.float32)
-    diffusion = GaussianDiffusion(make_betas("cosine", 50), prediction="v")
-    model = GaussianResidual(ResidualMLPDenoiser(k, 50, hidden=8, blocks=1), dim, diffusion.alphas_cumprod, "v", k)
-    model.fit_gaussian(data)
+    _, _, model = subspace_gaussian(dim=dim, k=k)
     block = torch.randn(256, dim, generator=torch.Generator().manual_seed(3))
+    factors = np.linspace(0.8, 1.3, k)
     together = tempered(block, 1.2, model, 0.7)
+    shaped = tempered(block, 1.2, model, 0.7, factors)
     for i in (0, 5, 37, 255):
         alone = torch.zeros_like(block)
         alone[0] = block[i]  # the row first in a block of zeros, as a voice sampled alone
         assert torch.equal(tempered(alone, 1.2, model, 0.7)[0], together[i])
+        assert torch.equal(tempered(alone, 1.2, model, 0.7, factors)[0], shaped[i])
         x_t = torch.zeros_like(block)
         x_t[0] = block[i]
         t = torch.full((256,), 10)

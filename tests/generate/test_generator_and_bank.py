@@ -240,6 +240,57 @@ def test_the_rest_temperature_stored_with_the_generator_is_the_one_it_samples_wi
     np.testing.assert_array_equal(subspace_gen.sample_seeds(seeds), voices)
 
 
+def test_the_direction_factors_stored_with_the_generator_are_the_ones_it_samples_with(subspace_gen):
+    seeds = voice_seeds(4, 20)
+    plain = subspace_gen.sample_seeds(seeds)
+    record = subspace_gen.meta["temperature"]
+    assert record.get("direction_scales") is None and subspace_gen.direction_scales is None
+    try:
+        record["direction_scales"] = [1.4, 1.0, 1.0, 1.0, 1.0, 0.7]
+        shaped = subspace_gen.sample_seeds(seeds)
+        latents, steps = subspace_gen.known_latents(seeds)  # sliders start from the same x_T as sampling
+        np.testing.assert_array_equal(subspace_gen.standardizer.inverse(subspace_gen.decode(latents, steps)), shaped)
+        np.testing.assert_array_equal(subspace_gen.sample_seeds(seeds[5:6])[0], shaped[5])  # alone as in a batch
+        record["direction_scales"] = [1.0] * 6
+        np.testing.assert_allclose(subspace_gen.sample_seeds(seeds), plain, atol=1e-5)  # factors 1: as without
+    finally:
+        record.pop("direction_scales")
+    assert not np.allclose(shaped, plain)
+    np.testing.assert_array_equal(subspace_gen.sample_seeds(seeds), plain)
+
+
+def test_direction_factors_come_from_the_voices_variance_against_the_training_rows(subspace_gen):
+    from toucan_speakemb.core.synthetic import builtin_set
+    from toucan_speakemb.training import trainer
+
+    cfg, diffusion = subspace_gen.cfg, subspace_gen.diffusion
+    data, _ = trainer.prepare_data(builtin_set("builtin:synthetic-small"), cfg)
+    half = trainer.direction_scales(diffusion, subspace_gen.model, data, cfg, step=20)
+    assert cfg.sample.variance_correction == 0.5 and len(half) == 6
+    # 20 steps leave the network near the Gaussian fit, which samples at the training variance
+    assert all(0.8 < f < 1.25 for f in half) and half != [1.0] * 6
+    cfg.sample.variance_correction = 1.0
+    try:  # the whole way is twice the log-factor of halfway (the same voices judge both)
+        whole = trainer.direction_scales(diffusion, subspace_gen.model, data, cfg, step=20)
+        np.testing.assert_allclose(whole, np.square(half), rtol=1e-4)
+        cfg.sample.variance_correction = 0.0
+        assert trainer.direction_scales(diffusion, subspace_gen.model, data, cfg, step=20) is None
+    finally:
+        cfg.sample.variance_correction = 0.5
+    assert trainer.direction_scales(diffusion, subspace_gen.model, data, cfg, step=0) is None  # the Gaussian fit
+
+
+@pytest.mark.parametrize("scales", [[1.1] * 5, [1.1] * 5 + [0.0], [1.1] * 5 + [float("nan")], "1.1", 1.1])
+def test_a_generator_file_with_damaged_direction_factors_is_refused(subspace_gen, tmp_path, scales):
+    from toucan_speakemb.core.fileio import load_tensors
+
+    arrays, meta = load_tensors(subspace_gen.path)
+    meta["temperature"]["direction_scales"] = scales
+    save_tensors(tmp_path / "g.safetensors", arrays, meta)
+    with pytest.raises(SpeakEmbError, match="damaged.*direction factors"):
+        Generator.load(tmp_path / "g.safetensors")
+
+
 def test_edited_voices_do_not_depend_on_their_batch_bit_for_bit(gen):
     seeds = voice_seeds(8, 12)
     for kw in (dict(sliders={"pc1": 1.5}), dict(sliders={"pc1": -1.0}, slider_method="renoise")):

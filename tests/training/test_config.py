@@ -213,6 +213,8 @@ def test_bad_choice_is_refused_naming_the_key_and_the_allowed_values(d, key):
     ({"normalization": {"radial": True, "polar": "always"}}, "normalization.polar"),
     ({"sample": {"autoguidance": -0.5}}, "sample.autoguidance"),
     ({"sample": {"rest_temperature": 0}}, "sample.rest_temperature"),
+    ({"sample": {"variance_correction": -0.1}}, "sample.variance_correction"),
+    ({"sample": {"variance_correction": 1.5}}, "sample.variance_correction"),
 ])
 def test_out_of_range_value_is_refused_naming_the_key(d, key):
     with pytest.raises(SpeakEmbError) as ei:

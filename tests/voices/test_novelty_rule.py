@@ -188,7 +188,7 @@ def test_the_rest_ratio_applies_to_trained_weights_and_not_to_the_gaussian_fit_k
     assert gen.meta["temperature"]["rest_temperature"] == 1.0 == gen.rest_temperature
 
 
-def test_the_rest_ratio_is_stored_only_with_a_temperature_chosen_with_it(monkeypatch):
+def test_the_rest_ratio_and_direction_factors_are_stored_only_with_a_temperature_chosen_with_them(monkeypatch):
     from types import SimpleNamespace
 
     from toucan_speakemb.training import trainer
@@ -200,10 +200,14 @@ def test_the_rest_ratio_is_stored_only_with_a_temperature_chosen_with_it(monkeyp
                         ({"value": 1.0, "chosen": False, "rule": "novelty", "nearest_end": 1.5}, 1.0),  # unreachable
                         ({"value": 1.0, "chosen": False, "reason": "no validation speakers"}, 1.0)):
         monkeypatch.setattr(trainer, "choose_temperature_value", lambda *a, rec=rec: dict(rec))
-        assert trainer.choose_temperature(None, model, None, None, None, 0.7)["rest_temperature"] == stored
+        out = trainer.choose_temperature(None, model, None, None, None, 0.7, [1.1, 0.9, 1.0])
+        assert out["rest_temperature"] == stored
+        assert out["direction_scales"] == ([1.1, 0.9, 1.0] if rec["chosen"] else None)  # with the ratio, or neither
+        assert trainer.choose_temperature(None, model, None, None, None, 0.7)["direction_scales"] is None
     no_subspace = SimpleNamespace(gaussian_part=lambda: SimpleNamespace(eigen_subspace=lambda: None))
     monkeypatch.setattr(trainer, "choose_temperature_value", lambda *a: {"value": 1.1, "chosen": True, "rule": "balance"})
-    assert trainer.choose_temperature(None, no_subspace, None, None, None, 0.7)["rest_temperature"] == 1.0
+    out = trainer.choose_temperature(None, no_subspace, None, None, None, 0.7, [1.1, 0.9, 1.0])
+    assert out["rest_temperature"] == 1.0 and out["direction_scales"] is None
 
 
 def test_the_balance_record_holds_the_judgement_voice_quality_would_make_at_its_temperature(gen, dense_train):

@@ -154,7 +154,9 @@ def request_from(gender, age, accent, extra_conditions, guidance, sliders, slide
                    "speakers and at most 0.0025 more in median cosine to the nearest training speaker; real new "
                    "speakers: the validation speakers and each training speaker left out; see summary.json). The "
                    "directions the network does not model sample at the generator's rest ratio x this "
-                   "(sample.rest_temperature, 0.7 by default).")
+                   "(sample.rest_temperature, 0.7 by default); the ones it models at a factor each x this, "
+                   "stored with the generator, that moves their voices' variance halfway to the training "
+                   "speakers' (sample.variance_correction).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (shown for more than 4096 voices).")
 @device_option
 @condition_options

@@ -238,11 +238,14 @@ def eigen_subspace(gaussian) -> Optional[int]:
     return method() if callable(method) else None
 
 
-def tempered(x_T: torch.Tensor, temperature: float, gaussian=None, rest: float = 1.0) -> torch.Tensor:
+def tempered(x_T: torch.Tensor, temperature: float, gaussian=None, rest: float = 1.0,
+             directions: Optional[Sequence[float]] = None) -> torch.Tensor:
     """The initial noise ``x_T`` at ``temperature``: multiplied by it, or, when the network of ``gaussian``
-    models a principal subspace (:func:`eigen_subspace`) and ``rest`` is not 1, its component outside that
-    subspace by ``rest`` x ``temperature`` (the Gaussian part's exact directions; sample.rest_temperature)."""
-    k = eigen_subspace(gaussian) if rest != 1 else None
+    models a principal subspace (:func:`eigen_subspace`), its component outside that subspace by ``rest`` x
+    ``temperature`` (the Gaussian part's exact directions; sample.rest_temperature) and, with ``directions``
+    (one factor per direction of the subspace, :func:`variance_scales`), each of the k principal coordinates by
+    its factor x ``temperature``."""
+    k = eigen_subspace(gaussian) if rest != 1 or directions is not None else None
     if not k:
         return x_T * temperature
     # through the full d x d rotation and back, as the eigenbasis sampler does: a product with the narrow d x k
@@ -250,7 +253,24 @@ def tempered(x_T: torch.Tensor, temperature: float, gaussian=None, rest: float =
     # 4, k of 2-11), and a voice must not depend on its batch
     scale = torch.full((x_T.shape[1],), float(rest) * temperature, dtype=x_T.dtype, device=x_T.device)
     scale[:k] = temperature
+    if directions is not None:
+        if len(directions) != k:
+            raise ValueError(f"{len(directions)} direction factors for a subspace of {k} directions")
+        scale[:k] *= torch.as_tensor(np.asarray(directions, np.float64), dtype=x_T.dtype, device=x_T.device)
     return ((x_T @ gaussian.eigvecs) * scale) @ gaussian.eigvecs.T.contiguous()
+
+
+def variance_scales(variances: np.ndarray, eigvals: np.ndarray, strength: float) -> np.ndarray:
+    """Noise factors for the principal coordinates of a model whose voices there have ``variances`` where the
+    training rows have ``eigvals`` (the Gaussian fit's): (λ / v)^(strength / 2). Multiplying a coordinate's
+    initial noise by its factor scales its voices' spread by about as much (exactly for the Gaussian part, whose
+    deterministic sampler is linear in x_T), so ``strength`` 1 would give each coordinate the training
+    variance, 0 leaves the model as it is, and ½ goes halfway in log-variance: a network that shrinks some
+    directions (autoguidance, the EMA's averaging) is widened there and narrowed where it overspreads."""
+    v, lam = np.asarray(variances, np.float64), np.asarray(eigvals, np.float64)
+    if not (np.all(v > 0) and np.all(lam > 0)):
+        raise ValueError("variances and eigenvalues must be positive")
+    return (lam / v) ** (0.5 * float(strength))
 
 
 def prediction_from_x0(prediction: str, xt: torch.Tensor, abar: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:

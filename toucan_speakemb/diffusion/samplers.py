@@ -131,11 +131,12 @@ def in_blocks(fn: Callable, x, rows: int = BLOCK_ROWS):
 
 def sample(sampler: Sampler, diffusion: "GaussianDiffusion", model: "Denoiser", seeds: Sequence[int], dim: int,
            steps: int, eta: float = 0.0, gaussian=None, rows: int = BLOCK_ROWS,
-           temperature: float = 1.0, device=None, rest_temperature: float = 1.0) -> "torch.Tensor":
+           temperature: float = 1.0, device=None, rest_temperature: float = 1.0,
+           directions=None) -> "torch.Tensor":
     """Samples (model space) for per-voice ``seeds``: x_T from each seed (scaled by ``temperature``: below 1,
     voices nearer the typical ones; outside the network's subspace by ``rest_temperature`` x ``temperature``,
-    :func:`~toucan_speakemb.diffusion.gaussian.tempered`), stochastic steps from each seed's own step stream, in blocks of ``rows``
-    rows (see :func:`in_blocks`). ``device``: where the model runs (None: the CPU). The noise is always drawn
+    inside it by ``directions`` x ``temperature``: :func:`~toucan_speakemb.diffusion.gaussian.tempered`),
+    stochastic steps from each seed's own step stream, in blocks of ``rows`` rows (see :func:`in_blocks`). ``device``: where the model runs (None: the CPU). The noise is always drawn
     on the CPU, from the same seeds, and moved there: a seed gives the same voice on every device, up to the
     device's float rounding. The samples are on ``device``."""
     import torch
@@ -147,7 +148,7 @@ def sample(sampler: Sampler, diffusion: "GaussianDiffusion", model: "Denoiser", 
         block = seeds[b:b + rows]
         step_noise = VoiceNoise(block, dim, STEP_STREAM)
         x_T = tempered(_padded(VoiceNoise(block, dim).draw().to(device), rows), temperature, gaussian,
-                       rest_temperature)
+                       rest_temperature, directions)
         z = sampler.run(diffusion, model, x_T, steps, eta, gaussian,
                         lambda: _padded(step_noise.draw().to(device), rows))
         out.append(z[:len(block)])

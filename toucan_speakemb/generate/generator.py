@@ -32,7 +32,7 @@ import torch
 from toucan_speakemb.training.conditions import ConditionSpec
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.diffusion.denoisers import gaussian_part
-from toucan_speakemb.diffusion.gaussian import tempered
+from toucan_speakemb.diffusion.gaussian import eigen_subspace, tempered
 from toucan_speakemb.generate.request import SamplingRequest
 from toucan_speakemb.generate.sliders import SliderSpace, apply_sliders, check_sliders
 from toucan_speakemb.diffusion.samplers import RENOISE_STREAM, VoiceNoise, get_sampler, in_blocks, sample as run_sampler
@@ -103,6 +103,15 @@ class Generator:
         made before it existed or one that kept the Gaussian fit."""
         return float((self.meta.get("temperature") or {}).get("rest_temperature") or 1.0)
 
+    @property
+    def direction_scales(self) -> Optional[List[float]]:
+        """The factors of the initial noise along each direction of the network's principal subspace
+        (``sample.variance_correction`` as the run applied it, stored with the temperature; see
+        :func:`toucan_speakemb.diffusion.gaussian.variance_scales`), or None (a generator made before they
+        existed, one without a principal subspace, or one that kept the Gaussian fit)."""
+        scales = (self.meta.get("temperature") or {}).get("direction_scales")
+        return None if scales is None else [float(s) for s in scales]
+
     def training_speakers(self) -> Tuple[np.ndarray, List[str]]:
         """The training speakers' mean embeddings (n, d) and ids, stored in the generator file.
 
@@ -158,6 +167,14 @@ class Generator:
             h.update(k.encode())
             h.update(np.ascontiguousarray(arrays[k]).tobytes())
         g = cls(model, cfg, st, profile, meta, h.hexdigest()[:16], path, cmeans)
+        try:
+            scales = g.direction_scales
+        except (TypeError, ValueError):
+            scales = [float("nan")]
+        k = eigen_subspace(gaussian_part(model))
+        if scales is not None and (len(scales) != k or not all(np.isfinite(s) and s > 0 for s in scales)):
+            raise SpeakEmbError(f"generator {path} is damaged: {len(scales)} direction factors of its temperature for "
+                                f"a network of {k or 0} principal directions, or factors that are not positive")
         if "train_speakers.means" in arrays:
             means = arrays["train_speakers.means"]
             if means.ndim != 2 or means.shape[1] != profile.dim or len(g._train_ids) != len(means):
@@ -198,8 +215,9 @@ class Generator:
         ``conditions``, ``guidance``: conditional sampling, see the module's docstring; ``sliders`` with
         ``slider_method`` and ``slider_strength``: the voices edited, see toucan_speakemb/generate/sliders.py;
         ``temperature``: the initial noise x_T is multiplied by it, outside the network's subspace by
-        :attr:`rest_temperature` x it (below 1: voices nearer the population's typical ones, more precise and
-        less varied; above 1: more varied), default :attr:`temperature`;
+        :attr:`rest_temperature` x it, inside it by :attr:`direction_scales` x it (below 1: voices nearer the
+        population's typical ones, more precise and less varied; above 1: more varied), default
+        :attr:`temperature`;
         ``sampler``, ``steps``, ``eta``). ``batch_size`` bounds the memory only: voices do not depend on it."""
         if request is not None and settings:
             raise TypeError("give a SamplingRequest or its fields as keywords, not both")
@@ -227,7 +245,7 @@ class Generator:
             # voice never depends on the batch it is sampled in
             z = run_sampler(method, self.diffusion, model, seeds[b:b + batch_size], self.model_dim, steps, eta,
                             gaussian_part(model), temperature=temperature, device=self.device,
-                            rest_temperature=self.rest_temperature)
+                            rest_temperature=self.rest_temperature, directions=self.direction_scales)
             out.append(self.standardizer.inverse(z.cpu().numpy()))
         x = np.concatenate(out, axis=0) if out else np.zeros((0, self.dim), np.float32)
         if req.sliders:
@@ -282,7 +300,8 @@ class Generator:
         t, part = self.check_temperature(temperature), gaussian_part(self.model)
         # as run_sampler tempers it: on the model's device, in blocks of one shape (a voice's x_T never depends
         # on the others)
-        x_T = in_blocks(lambda x: tempered(x.to(self.device), t, part, self.rest_temperature).cpu(),
+        x_T = in_blocks(lambda x: tempered(x.to(self.device), t, part, self.rest_temperature,
+                                                   self.direction_scales).cpu(),
                         self.initial_noise(seeds))
         return x_T, (sc.steps if steps is None else int(steps))
 

@@ -181,6 +181,11 @@ class SampleConfig:
     # direction.
     # Not applied to the Gaussian fit itself (a run that keeps step 0)
     rest_temperature: float = 0.7
+    # the directions the network models: their initial noise is scaled so that the voices' variance along each
+    # moves this far (in log-variance) towards the training speakers': the network shrinks some of them (the
+    # EMA's averaging, autoguidance) and spreads others. 0: not at all; 1: the whole way. Measured at
+    # temperature 1 when the run ends, stored with the temperature. Not applied to the Gaussian fit itself
+    variance_correction: float = 0.5
     # sliders: latent = move the voice's noise x_T and decode it again (found by DDIM inversion when the voice
     # was not sampled with the deterministic DDIM); renoise = move the voice, re-noise it to slider_strength x T
     # and denoise (SDEdit)
@@ -299,6 +304,9 @@ class TrainConfig:
             raise SpeakEmbError(f"{source}: train.overfit_tolerance must be in [0, 1]; got {self.train.overfit_tolerance}")
         if not 0 < self.train.p_uncond < 1:
             raise SpeakEmbError(f"{source}: train.p_uncond must be in (0, 1); got {self.train.p_uncond}")
+        if not 0 <= self.sample.variance_correction <= 1:
+            raise SpeakEmbError(f"{source}: sample.variance_correction must be in [0, 1]; got "
+                                f"{self.sample.variance_correction}")
         if not self.sample.autoguidance >= 0:
             raise SpeakEmbError(f"{source}: sample.autoguidance must be at least 0; got {self.sample.autoguidance}")
         if not self.sample.guidance >= 0:
@@ -313,7 +321,8 @@ class TrainConfig:
 
 # keys added to the config after files were written without them: the value that rebuilds those files' models
 ADDED_KEYS = {"model.hidden_per_64_dims": 0,  # the width was model.hidden whatever the subspace
-              "sample.rest_temperature": 1.0}  # one temperature for every direction
+              "sample.rest_temperature": 1.0,  # one temperature for every direction
+              "sample.variance_correction": 0.0}  # the network's directions sampled as it samples them
 
 
 def with_keys(d: Dict[str, Any], values: Dict[str, Any]) -> Dict[str, Any]:

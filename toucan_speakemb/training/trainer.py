@@ -37,7 +37,7 @@ from toucan_speakemb.evaluation.matched import MEDIAN_TOLERANCE, knob_at_median
 from toucan_speakemb.evaluation.metrics import cosine_similarity_matrix_max, knn_measures, same_speaker_threshold
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.diffusion.denoisers import GaussianResidual, build_denoiser, gaussian_part
-from toucan_speakemb.diffusion.gaussian import GaussianDiffusion, eigen_subspace, tempered
+from toucan_speakemb.diffusion.gaussian import GaussianDiffusion, eigen_subspace, tempered, variance_scales
 from toucan_speakemb.diffusion.schedules import make_betas
 from toucan_speakemb.training.conditions import ConditionSpec, draw_null_mask
 from toucan_speakemb.core.distributed import resolve_device
@@ -114,10 +114,12 @@ BALANCE_MIN_SPEAKERS = 50       # fewer validation speakers: their k-NN balls ar
 
 @contextmanager
 def voices_as_sampled(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
-                      cfg: TrainConfig, n: int = TEMPERATURE_VOICES, rest: float = 1.0):
-    """``voices(t)``: ``n`` voices in the data space at temperature ``t``, sampled as the generator samples by
-    default (DDIM with its steps and autoguidance; ``rest``: the temperature ratio outside the network's
-    subspace, :func:`rest_temperature`) from the same fixed noise every call, so that two temperatures or two
+                      cfg: TrainConfig, n: int = TEMPERATURE_VOICES, rest: float = 1.0,
+                      directions: Optional[Sequence[float]] = None, model_space: bool = False):
+    """``voices(t)``: ``n`` voices in the data space (``model_space``: in the model's) at temperature ``t``,
+    sampled as the generator samples by default (DDIM with its steps and autoguidance; ``rest``: the
+    temperature ratio outside the network's subspace, :func:`rest_temperature`; ``directions``: the factors
+    inside it, :func:`direction_scales`) from the same fixed noise every call, so that two temperatures or two
     sets of weights differ only by that. The model is back as it was after."""
     noise = torch.randn(n, data.standardizer.model_dim,
                         generator=torch.Generator().manual_seed(cfg.seed ^ 0x7E3))
@@ -125,9 +127,9 @@ def voices_as_sampled(diffusion: GaussianDiffusion, model: torch.nn.Module, data
     was_training, scale = model.training, None if gaussian is None else gaussian.correction_scale
 
     def voices(t: float) -> np.ndarray:
-        x_T = tempered(noise.to(model_device(model)), t, gaussian, rest)
-        z = diffusion.ddim_sample_loop(model, x_T, steps=cfg.sample.steps, gaussian=gaussian)
-        return data.standardizer.inverse(z.cpu().numpy())
+        x_T = tempered(noise.to(model_device(model)), t, gaussian, rest, directions)
+        z = diffusion.ddim_sample_loop(model, x_T, steps=cfg.sample.steps, gaussian=gaussian).cpu()
+        return z if model_space else data.standardizer.inverse(z.numpy())
 
     try:
         if gaussian is not None:
@@ -236,6 +238,28 @@ def novelty_target(real: np.ndarray, seen: np.ndarray) -> float:
     return float(np.median(np.concatenate([to_seen, left_out])))
 
 
+SCALE_VOICES = 4096  # voices whose principal coordinates' variances set the direction factors
+
+
+def direction_scales(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData", cfg: TrainConfig,
+                     step: int) -> Optional[List[float]]:
+    """The factors of the initial noise along the k principal directions the network models, for the weights of
+    ``step`` (``sample.variance_correction``, :func:`~toucan_speakemb.diffusion.gaussian.variance_scales`): from
+    the variances of ``SCALE_VOICES`` voices sampled at temperature 1, against the training rows' (the Gaussian
+    fit's eigenvalues). None for step 0 (the Gaussian fit, whose variances are the training rows'), for a network
+    without a principal subspace in the Gaussian's eigenbasis, and for a strength of 0."""
+    gaussian = gaussian_part(model)
+    k = eigen_subspace(gaussian)
+    strength = float(cfg.sample.variance_correction)
+    if step == 0 or not k or strength == 0:
+        return None
+    with voices_as_sampled(diffusion, model, data, cfg, n=SCALE_VOICES, model_space=True) as voices:
+        z = voices(1.0).double()
+    c = (z - gaussian.mean.cpu().double()) @ gaussian.eigvecs[:, :k].cpu().double()
+    scales = variance_scales(c.var(0).numpy(), gaussian.eigvals[:k].cpu().double().numpy(), strength)
+    return [round(float(x), 6) for x in scales]
+
+
 def rest_temperature(cfg: TrainConfig, step: int) -> float:
     """The temperature ratio of the directions outside the network's subspace for the weights of ``step``:
     ``sample.rest_temperature``, or 1 for step 0, the Gaussian fit itself, where no direction is modelled apart."""
@@ -243,19 +267,24 @@ def rest_temperature(cfg: TrainConfig, step: int) -> float:
 
 
 def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
-                       means: np.ndarray, cfg: TrainConfig, rest: float = 1.0) -> Dict:
+                       means: np.ndarray, cfg: TrainConfig, rest: float = 1.0,
+                       directions: Optional[Sequence[float]] = None) -> Dict:
     """:func:`choose_temperature_value` with the voices tempered by ``rest`` outside the network's subspace
-    (:func:`rest_temperature`); the record says which ratio the generator samples with (``rest_temperature``):
-    ``rest`` when a temperature was chosen with it, else 1 (no temperature chosen: plain sampling; or a network
-    without a principal subspace in the Gaussian's eigenbasis, where no direction is tempered apart)."""
+    (:func:`rest_temperature`) and by ``directions`` inside it (:func:`direction_scales`); the record says what
+    the generator samples with (``rest_temperature``, ``direction_scales``): these when a temperature was chosen
+    with them, else 1 and None (no temperature chosen: plain sampling; or a network without a principal
+    subspace in the Gaussian's eigenbasis, where no direction is tempered apart)."""
     if eigen_subspace(gaussian_part(model)) is None:
-        rest = 1.0
-    rec = choose_temperature_value(diffusion, model, data, means, cfg, rest)
-    return {**rec, "rest_temperature": float(rest) if rec["chosen"] else 1.0}
+        rest, directions = 1.0, None
+    rec = choose_temperature_value(diffusion, model, data, means, cfg, rest, directions)
+    chosen = rec["chosen"]
+    return {**rec, "rest_temperature": float(rest) if chosen else 1.0,
+            "direction_scales": [float(x) for x in directions] if chosen and directions is not None else None}
 
 
 def choose_temperature_value(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
-                             means: np.ndarray, cfg: TrainConfig, rest: float = 1.0) -> Dict:
+                             means: np.ndarray, cfg: TrainConfig, rest: float = 1.0,
+                             directions: Optional[Sequence[float]] = None) -> Dict:
     """The default sampling temperature (scale of the initial noise), chosen on training speakers alone.
 
     How novel a real new speaker is: :func:`novelty_target`, the median cosine of a real speaker to its nearest
@@ -288,7 +317,7 @@ def choose_temperature_value(diffusion: GaussianDiffusion, model: torch.nn.Modul
                       "training-loop speaker's, left out in turn; bisection)")
     balance = len(real) >= BALANCE_MIN_SPEAKERS
     n = judging_voices(len(real)) if balance else TEMPERATURE_VOICES
-    with voices_as_sampled(diffusion, model, data, cfg, n=n, rest=rest) as voices:
+    with voices_as_sampled(diffusion, model, data, cfg, n=n, rest=rest, directions=directions) as voices:
         medians: Dict[float, float] = {}  # by temperature rounded to 4 decimals, as stored
 
         def median_of(t: float, x: np.ndarray) -> float:
@@ -339,14 +368,16 @@ def unjudged_reason(data: "TrainingData", cfg: TrainConfig, k: int = 5) -> Optio
 
 
 def voice_quality(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData", means: np.ndarray,
-                  cfg: TrainConfig, temperature: float, k: int = 5, rest: float = 1.0) -> Optional[Dict[str, float]]:
+                  cfg: TrainConfig, temperature: float, k: int = 5, rest: float = 1.0,
+                  directions: Optional[Sequence[float]] = None) -> Optional[Dict[str, float]]:
     """k-NN precision and recall of the model's voices at ``temperature`` against the validation speakers'
     means, and their harmonic mean (:func:`knn_against`); None when they cannot be judged so
     (:func:`unjudged_reason`)."""
     if unjudged_reason(data, cfg, k):
         return None
     held = np.asarray(data.validation, bool)
-    with voices_as_sampled(diffusion, model, data, cfg, n=judging_voices(int(held.sum())), rest=rest) as voices:
+    with voices_as_sampled(diffusion, model, data, cfg, n=judging_voices(int(held.sum())), rest=rest,
+                           directions=directions) as voices:
         x = voices(temperature)
     return knn_against(np.asarray(means[held], np.float64), x, k=k)
 
@@ -615,11 +646,12 @@ def keep_better_voices(diffusion: GaussianDiffusion, ema: torch.nn.Module, best:
     judged = {}
     for name, step, weights in (("final", final_step, final_state), ("best", state.best_step, best)):
         ema.load_state_dict(weights)
-        rest = rest_temperature(cfg, step)
-        t = choose_temperature(diffusion, ema, data, means, cfg, rest)
+        t = choose_temperature(diffusion, ema, data, means, cfg, rest_temperature(cfg, step),
+                               direction_scales(diffusion, ema, data, cfg, step))
         # the balance rule has judged the voices at the temperature it chose, from the same noise: not again
         voices = ({key: t[key] for key in ("precision", "recall", "f1")} if t.get("rule") == "balance" else
-                  voice_quality(diffusion, ema, data, means, cfg, t["value"], rest=t.get("rest_temperature", rest)))
+                  voice_quality(diffusion, ema, data, means, cfg, t["value"], rest=t.get("rest_temperature", 1.0),
+                                directions=t.get("direction_scales")))
         judged[name] = {"step": int(step), "temperature": t, "voices": voices}
     q_final, q_best = judged["final"]["voices"], judged["best"]["voices"]
     kept = "final" if q_final is not None and q_best is not None and q_final["f1"] > q_best["f1"] else "best"
@@ -995,9 +1027,16 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
                  "%g quantile %.4f (new voices are accepted up to it)", unseen["speakers"], unseen["median"],
                  unseen["quantile"], unseen["value"])
     if temperature is None:
+        kept_step = state.best_step if validating else state.step
         temperature = choose_temperature(diffusion, ema, data, train_speakers.embeddings, cfg,
-                                         rest_temperature(cfg, state.best_step if validating else state.step))
+                                         rest_temperature(cfg, kept_step),
+                                         direction_scales(diffusion, ema, data, cfg, kept_step))
     log.info("default temperature %.3f (%s)", temperature["value"], temperature_reason(temperature))
+    if temperature.get("direction_scales"):
+        f = np.asarray(temperature["direction_scales"])
+        log.info("the noise of the network's %d principal directions is scaled by %.3f-%.3f (median %.3f), to move "
+                 "their voices' variance %g of the way (in log-variance) to the training speakers'", len(f), f.min(),
+                 f.max(), np.median(f), cfg.sample.variance_correction)
     gen_path = save_generator(run_dir, cfg, ema, data.standardizer, es, train_speakers, state, threshold, data,
                               unseen, temperature)
     write_loss_log(run_dir, state.history, plot=True, validation=state.validation if validating else None,
