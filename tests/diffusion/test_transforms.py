@@ -485,6 +485,8 @@ def test_direction_factors_scale_each_modelled_coordinate_of_the_initial_noise_a
     torch.testing.assert_close(out[:, 3:], 1.2 * c[:, 3:], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="2 direction factors for a subspace of 3"):
         tempered(x, 1.2, model, 0.5, [2.0, 1.0])
+    with pytest.raises(ValueError, match="no principal subspace"):  # factors for nothing are a caller's error
+        tempered(x, 1.2, None, 1.0, [2.0, 1.0, 0.5])
 
 
 def test_variance_factors_give_the_gaussian_fit_the_variance_they_aim_at():

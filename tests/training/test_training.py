@@ -685,6 +685,32 @@ def test_the_best_weights_of_an_overfitting_network_are_kept_with_their_own_temp
     assert "their voices are no better" in (out / "train.log").read_text()
 
 
+def test_each_set_of_weights_of_an_overfitting_network_is_judged_with_its_own_direction_factors(tmp_path,
+                                                                                                 monkeypatch):
+    from toucan_speakemb.training import trainer
+
+    chosen_with, judged_with = [], []
+    monkeypatch.setattr(trainer, "direction_scales", lambda diffusion, model, data, cfg, step: [float(step)])
+
+    def choose(diffusion, model, data, means, cfg, rest=1.0, directions=None):
+        chosen_with.append(directions)
+        return {"value": 1.0, "chosen": True, "rule": "novelty", "reached": True, "target_median": 0.5,
+                "median": 0.5, "method": "stand-in", "rest_temperature": rest, "direction_scales": directions}
+
+    def quality(*a, **k):
+        judged_with.append(k["directions"])
+        return {"precision": 0.9, "recall": 0.9, "f1": 0.9}
+
+    monkeypatch.setattr(trainer, "choose_temperature", choose)
+    monkeypatch.setattr(trainer, "voice_quality", quality)
+    out = tmp_path / "run"
+    train(make_data(n_speakers=40), out, tiny(train=OVERFITTING), progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    final, best = summary["overfitting"]["final"]["step"], summary["overfitting"]["best"]["step"]
+    assert chosen_with == judged_with == [[float(final)], [float(best)]]
+    assert summary["temperature"]["direction_scales"] == [float(best)]  # the kept weights' (equal voices: best)
+
+
 def test_a_run_that_does_not_overfit_records_no_comparison(validated_run, tmp_path):
     assert json.loads((validated_run / "summary.json").read_text())["overfitting"] is None  # select best
     run = {**VALIDATED, "lr": 0.03, "steps": 60, "patience": 1, "select": "last"}  # select last, within tolerance

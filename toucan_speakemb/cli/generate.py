@@ -155,8 +155,9 @@ def request_from(gender, age, accent, extra_conditions, guidance, sliders, slide
                    "speakers: the validation speakers and each training speaker left out; see summary.json). The "
                    "directions the network does not model sample at the generator's rest ratio x this "
                    "(sample.rest_temperature, 0.7 by default); the ones it models at a factor each x this, "
-                   "stored with the generator, that moves their voices' variance halfway to the training "
-                   "speakers' (sample.variance_correction).")
+                   "stored with the chosen temperature, that moves their voices' variance part of the way to the "
+                   "training speakers' (sample.variance_correction: 0.5 by default, halfway in log-variance; "
+                   "with the deterministic sampler, which only the initial noise drives).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (shown for more than 4096 voices).")
 @device_option
 @condition_options

@@ -247,6 +247,8 @@ def tempered(x_T: torch.Tensor, temperature: float, gaussian=None, rest: float =
     its factor x ``temperature``."""
     k = eigen_subspace(gaussian) if rest != 1 or directions is not None else None
     if not k:
+        if directions is not None:
+            raise ValueError("direction factors for a model whose network models no principal subspace")
         return x_T * temperature
     # through the full d x d rotation and back, as the eigenbasis sampler does: a product with the narrow d x k
     # basis gives a row a result that depends on its position in the batch for some d and k (d not a multiple of

@@ -136,9 +136,10 @@ def sample(sampler: Sampler, diffusion: "GaussianDiffusion", model: "Denoiser", 
     """Samples (model space) for per-voice ``seeds``: x_T from each seed (scaled by ``temperature``: below 1,
     voices nearer the typical ones; outside the network's subspace by ``rest_temperature`` x ``temperature``,
     inside it by ``directions`` x ``temperature``: :func:`~toucan_speakemb.diffusion.gaussian.tempered`),
-    stochastic steps from each seed's own step stream, in blocks of ``rows`` rows (see :func:`in_blocks`). ``device``: where the model runs (None: the CPU). The noise is always drawn
-    on the CPU, from the same seeds, and moved there: a seed gives the same voice on every device, up to the
-    device's float rounding. The samples are on ``device``."""
+    stochastic steps from each seed's own step stream, in blocks of ``rows`` rows (see :func:`in_blocks`).
+    ``device``: where the model runs (None: the CPU). The noise is always drawn on the CPU, from the same seeds,
+    and moved there: a seed gives the same voice on every device, up to the device's float rounding. The samples
+    are on ``device``."""
     import torch
 
     from toucan_speakemb.diffusion.gaussian import tempered

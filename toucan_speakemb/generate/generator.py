@@ -45,6 +45,25 @@ from toucan_speakemb.training.trainer import (GENERATOR_KIND, FORMAT_VERSION, TE
                                               build_model, model_device)
 
 
+def check_noise_record(record: Any, k: Optional[int], path: Any) -> None:
+    """Refuse a generator file whose temperature record (how the initial noise is scaled) is damaged: not a
+    mapping, or direction factors that are not a list of one number in 0.001..1000 per principal direction of
+    its network (``k``; None: it has none)."""
+    if record is None:
+        return
+    if not isinstance(record, dict):
+        raise SpeakEmbError(f"generator {path} is damaged: its temperature record is not a mapping "
+                            f"({str(record)[:40]})")
+    scales = record.get("direction_scales")
+    if scales is None:
+        return
+    fine = (isinstance(scales, list) and len(scales) == (k or 0) and
+            all(isinstance(f, (int, float)) and not isinstance(f, bool) and 1e-3 < f < 1e3 for f in scales))
+    if not fine:
+        raise SpeakEmbError(f"generator {path} is damaged: its direction factors must be a list of {k or 0} numbers "
+                            f"in 0.001..1000, one per principal direction of its network; got {str(scales)[:60]}")
+
+
 def voice_seeds(seed: int, n: int) -> np.ndarray:
     """n distinct per-voice seeds derived from one bank seed (SeedSequence: no overlap between bank seeds)."""
     if not 0 <= int(seed) < 2**63:
@@ -107,8 +126,9 @@ class Generator:
     def direction_scales(self) -> Optional[List[float]]:
         """The factors of the initial noise along each direction of the network's principal subspace
         (``sample.variance_correction`` as the run applied it, stored with the temperature; see
-        :func:`toucan_speakemb.diffusion.gaussian.variance_scales`), or None (a generator made before they
-        existed, one without a principal subspace, or one that kept the Gaussian fit)."""
+        :func:`toucan_speakemb.diffusion.gaussian.variance_scales`), or None: a generator made before they
+        existed, one without a principal subspace, one that kept the Gaussian fit, one whose run chose no
+        temperature, or one trained with ``sample.variance_correction`` 0."""
         scales = (self.meta.get("temperature") or {}).get("direction_scales")
         return None if scales is None else [float(s) for s in scales]
 
@@ -167,14 +187,7 @@ class Generator:
             h.update(k.encode())
             h.update(np.ascontiguousarray(arrays[k]).tobytes())
         g = cls(model, cfg, st, profile, meta, h.hexdigest()[:16], path, cmeans)
-        try:
-            scales = g.direction_scales
-        except (TypeError, ValueError):
-            scales = [float("nan")]
-        k = eigen_subspace(gaussian_part(model))
-        if scales is not None and (len(scales) != k or not all(np.isfinite(s) and s > 0 for s in scales)):
-            raise SpeakEmbError(f"generator {path} is damaged: {len(scales)} direction factors of its temperature for "
-                                f"a network of {k or 0} principal directions, or factors that are not positive")
+        check_noise_record(meta.get("temperature"), eigen_subspace(gaussian_part(model)), path)
         if "train_speakers.means" in arrays:
             means = arrays["train_speakers.means"]
             if means.ndim != 2 or means.shape[1] != profile.dim or len(g._train_ids) != len(means):
@@ -300,9 +313,8 @@ class Generator:
         t, part = self.check_temperature(temperature), gaussian_part(self.model)
         # as run_sampler tempers it: on the model's device, in blocks of one shape (a voice's x_T never depends
         # on the others)
-        x_T = in_blocks(lambda x: tempered(x.to(self.device), t, part, self.rest_temperature,
-                                                   self.direction_scales).cpu(),
-                        self.initial_noise(seeds))
+        rest, directions = self.rest_temperature, self.direction_scales
+        x_T = in_blocks(lambda x: tempered(x.to(self.device), t, part, rest, directions).cpu(), self.initial_noise(seeds))
         return x_T, (sc.steps if steps is None else int(steps))
 
     @torch.no_grad()

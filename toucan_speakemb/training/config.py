@@ -184,7 +184,8 @@ class SampleConfig:
     # the directions the network models: their initial noise is scaled so that the voices' variance along each
     # moves this far (in log-variance) towards the training speakers': the network shrinks some of them (the
     # EMA's averaging, autoguidance) and spreads others. 0: not at all; 1: the whole way. Measured at
-    # temperature 1 when the run ends, stored with the temperature. Not applied to the Gaussian fit itself
+    # temperature 1 when the run ends, stored with the temperature when one is chosen (none chosen: plain
+    # sampling). Not applied to the Gaussian fit itself
     variance_correction: float = 0.5
     # sliders: latent = move the voice's noise x_T and decode it again (found by DDIM inversion when the voice
     # was not sampled with the deterministic DDIM); renoise = move the voice, re-noise it to slider_strength x T

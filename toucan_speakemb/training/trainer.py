@@ -126,7 +126,7 @@ def voices_as_sampled(diffusion: GaussianDiffusion, model: torch.nn.Module, data
     gaussian = gaussian_part(model)
     was_training, scale = model.training, None if gaussian is None else gaussian.correction_scale
 
-    def voices(t: float) -> np.ndarray:
+    def voices(t: float) -> Union[np.ndarray, torch.Tensor]:
         x_T = tempered(noise.to(model_device(model)), t, gaussian, rest, directions)
         z = diffusion.ddim_sample_loop(model, x_T, steps=cfg.sample.steps, gaussian=gaussian).cpu()
         return z if model_space else data.standardizer.inverse(z.numpy())
@@ -247,12 +247,13 @@ def direction_scales(diffusion: GaussianDiffusion, model: torch.nn.Module, data:
     ``step`` (``sample.variance_correction``, :func:`~toucan_speakemb.diffusion.gaussian.variance_scales`): from
     the variances of ``SCALE_VOICES`` voices sampled at temperature 1, against the training rows' (the Gaussian
     fit's eigenvalues). None for step 0 (the Gaussian fit, whose variances are the training rows'), for a network
-    without a principal subspace in the Gaussian's eigenbasis, and for a strength of 0."""
+    without a principal subspace in the Gaussian's eigenbasis, for a strength of 0, and for data on which no
+    temperature is chosen (:func:`no_temperature_reason`)."""
     gaussian = gaussian_part(model)
     k = eigen_subspace(gaussian)
     strength = float(cfg.sample.variance_correction)
-    if step == 0 or not k or strength == 0:
-        return None
+    if step == 0 or not k or strength == 0 or no_temperature_reason(data, cfg):
+        return None  # (nor where no temperature will be chosen: the factors are stored only with one)
     with voices_as_sampled(diffusion, model, data, cfg, n=SCALE_VOICES, model_space=True) as voices:
         z = voices(1.0).double()
     c = (z - gaussian.mean.cpu().double()) @ gaussian.eigvecs[:, :k].cpu().double()
@@ -307,8 +308,9 @@ def choose_temperature_value(diffusion: GaussianDiffusion, model: torch.nn.Modul
 
     The voices are sampled as the generator samples by default, from fixed noise (:func:`voices_as_sampled`).
     """
-    if data.validation is None or not np.any(data.validation) or cfg.data.level != "speaker":
-        return {"value": 1.0, "chosen": False, "reason": "no validation speakers at the speaker level to choose one on"}
+    reason = no_temperature_reason(data, cfg)
+    if reason:
+        return {"value": 1.0, "chosen": False, "reason": reason}
     held = np.asarray(data.validation, bool)
     real, seen = np.asarray(means[held], np.float64), np.asarray(means[~held], np.float64)
     target = novelty_target(real, seen)
@@ -345,6 +347,13 @@ def choose_temperature_value(diffusion: GaussianDiffusion, model: torch.nn.Modul
                       f"speakers and at most {BAND_WIDTH:g} more (median nearest-training cosine of the "
                       "validation speakers and of the training-loop speakers, each left out in turn)",
             "balance_curve": curve}
+
+
+def no_temperature_reason(data: "TrainingData", cfg: TrainConfig) -> Optional[str]:
+    """Why no default temperature can be chosen on this data (None: it can)."""
+    if data.validation is None or not np.any(data.validation) or cfg.data.level != "speaker":
+        return "no validation speakers at the speaker level to choose one on"
+    return None
 
 
 def temperature_reason(rec: Dict) -> str:
