@@ -314,7 +314,8 @@ class Generator:
         # as run_sampler tempers it: on the model's device, in blocks of one shape (a voice's x_T never depends
         # on the others)
         rest, directions = self.rest_temperature, self.direction_scales
-        x_T = in_blocks(lambda x: tempered(x.to(self.device), t, part, rest, directions).cpu(), self.initial_noise(seeds))
+        x_T = in_blocks(lambda x: tempered(x.to(self.device), t, part, rest, directions).cpu(),
+                        self.initial_noise(seeds))
         return x_T, (sc.steps if steps is None else int(steps))
 
     @torch.no_grad()

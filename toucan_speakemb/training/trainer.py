@@ -267,6 +267,14 @@ def rest_temperature(cfg: TrainConfig, step: int) -> float:
     return 1.0 if step == 0 else float(cfg.sample.rest_temperature)
 
 
+def temperature_for_weights(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
+                            means: np.ndarray, cfg: TrainConfig, step: int) -> Dict:
+    """:func:`choose_temperature` for the weights of ``step`` that ``model`` holds, with their rest ratio
+    (:func:`rest_temperature`) and direction factors (:func:`direction_scales`)."""
+    return choose_temperature(diffusion, model, data, means, cfg, rest_temperature(cfg, step),
+                              direction_scales(diffusion, model, data, cfg, step))
+
+
 def choose_temperature(diffusion: GaussianDiffusion, model: torch.nn.Module, data: "TrainingData",
                        means: np.ndarray, cfg: TrainConfig, rest: float = 1.0,
                        directions: Optional[Sequence[float]] = None) -> Dict:
@@ -655,8 +663,7 @@ def keep_better_voices(diffusion: GaussianDiffusion, ema: torch.nn.Module, best:
     judged = {}
     for name, step, weights in (("final", final_step, final_state), ("best", state.best_step, best)):
         ema.load_state_dict(weights)
-        t = choose_temperature(diffusion, ema, data, means, cfg, rest_temperature(cfg, step),
-                               direction_scales(diffusion, ema, data, cfg, step))
+        t = temperature_for_weights(diffusion, ema, data, means, cfg, step)
         # the balance rule has judged the voices at the temperature it chose, from the same noise: not again
         voices = ({key: t[key] for key in ("precision", "recall", "f1")} if t.get("rule") == "balance" else
                   voice_quality(diffusion, ema, data, means, cfg, t["value"], rest=t.get("rest_temperature", 1.0),
@@ -1036,10 +1043,8 @@ def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_di
                  "%g quantile %.4f (new voices are accepted up to it)", unseen["speakers"], unseen["median"],
                  unseen["quantile"], unseen["value"])
     if temperature is None:
-        kept_step = state.best_step if validating else state.step
-        temperature = choose_temperature(diffusion, ema, data, train_speakers.embeddings, cfg,
-                                         rest_temperature(cfg, kept_step),
-                                         direction_scales(diffusion, ema, data, cfg, kept_step))
+        temperature = temperature_for_weights(diffusion, ema, data, train_speakers.embeddings, cfg,
+                                              state.best_step if validating else state.step)
     log.info("default temperature %.3f (%s)", temperature["value"], temperature_reason(temperature))
     if temperature.get("direction_scales"):
         f = np.asarray(temperature["direction_scales"])
