@@ -17,10 +17,23 @@ from toucan_speakemb.core.synthetic import SyntheticPopulation, builtin_set
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_demo_trains_samples_and_writes_a_report_with_plots(tmp_path):
+def test_demo_trains_samples_and_writes_a_report_with_plots(tmp_path, monkeypatch):
+    import toucan_speakemb.demo as demo
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    pools_in_report, real_evaluate = [], demo.evaluate
+
+    def evaluate(*args, **kwargs):
+        pools_in_report.extend(p["num_threads"] for p in threadpool_info())
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(demo, "evaluate", evaluate)
     out = tmp_path / "demo"
-    r = CliRunner().invoke(main, ["demo", "--out", str(out), "--steps", "30", "--voices", "40", "--no-progress"])
+    with threadpool_limits(3):  # wider than the demo's one thread on any machine
+        r = CliRunner().invoke(main, ["demo", "--out", str(out), "--steps", "30", "--voices", "40", "--no-progress"])
     assert r.exit_code == 0, r.output
+    # the report's numpy work too runs on the training's one thread, so that the demo is fast beside another job
+    assert pools_in_report and set(pools_in_report) == {1}
     report = (out / "report.md").read_text()
     summary = json.loads((out / "run" / "summary.json").read_text())
     assert "trained 30 steps in" in report and f"kept the weights of step {summary['selected_step']};" in report

@@ -41,9 +41,9 @@ def train(data, out, config, profile, no_progress, overrides):
       balanced   utterances drawn so that every speaker weighs the same
       utterance  every utterance once (the source presentation's setting)
 
-    Training uses one CPU thread (train.threads=1): these small networks gain little from more, and jobs
-    sharing a machine then do not slow each other down (with a thread per core, two trainings on two cores
-    ran several times slower). train.threads=N uses N; on a GPU it does not matter.
+    Training uses one CPU thread (train.threads=1), torch's and numpy's: these small networks gain little from
+    more, and jobs sharing a machine then do not slow each other down (with a thread per core, two trainings
+    on two cores ran several times slower). train.threads=N uses N; on a GPU it does not matter.
 
     train.device=DEVICE. {device_help} The run's log and summary.json say which device was used; the
     generator file holds CPU tensors, so it loads on any machine.
@@ -232,7 +232,8 @@ def demo(out, steps, voices, seed, toucan_dir, tts_model, vocoder, no_progress):
     """Train a small generator on embedded data of known structure, sample voices, write a report.
 
     Needs no download. The report compares the generated voices with fresh speakers drawn from the true
-    distribution and with a Gaussian fit, on the measures of `benchmarks/bench_generation.py`.
+    distribution and with a Gaussian fit, on the measures of `benchmarks/bench_generation.py`. It computes on
+    one CPU thread (torch's and numpy's), so that it stays fast beside another job on a small machine.
 
     With --toucan-dir: hear voices without a corpus. A small generator is trained in the Toucan model's own
     space on stand-in speakers placed around its default embedding (not a real speaker distribution), and two

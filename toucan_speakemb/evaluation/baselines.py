@@ -27,6 +27,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 
 from toucan_speakemb.core.errors import SpeakEmbError
+from toucan_speakemb.core.threads import blas_threads
 
 
 def gaussian_fit(train: np.ndarray, n: int, seed: int = 0, scale: float = 1.0) -> np.ndarray:
@@ -97,8 +98,6 @@ def fit_mixture(train: np.ndarray, seed: int = 0, max_components: int = 16, expl
     Directions outside the subspace are drawn independently with their own variances (principal components
     are uncorrelated), so the total variance is the training data's (at ``scale`` 1).
     """
-    from threadpoolctl import threadpool_limits
-
     x = np.asarray(train, dtype=np.float64)
     mu, vt, var = _pca(x)
     share = np.cumsum(var) / var.sum()
@@ -108,7 +107,7 @@ def fit_mixture(train: np.ndarray, seed: int = 0, max_components: int = 16, expl
     # in the many low-variance directions
     z = (x - mu) @ vt[:q].T
     reg = 1e-3 * float(var[:q].mean())
-    with threadpool_limits(1):  # EM on small matrices: many BLAS threads only fight each other (20x slower)
+    with blas_threads(1):  # EM on small matrices: many BLAS threads only fight each other (20x slower)
         best = _fit_by_bic(z, q, reg, max_components, seed)
     if best is None:
         raise SpeakEmbError(f"Gaussian mixture baseline: {len(x)} training rows are too few to fit")

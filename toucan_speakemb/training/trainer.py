@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from toucan_speakemb.core.threads import blas_threads
 from toucan_speakemb.core.version import __version__
 from toucan_speakemb.evaluation.matched import MEDIAN_TOLERANCE, knob_at_median
 from toucan_speakemb.evaluation.metrics import cosine_similarity_matrix_max, knn_measures, same_speaker_threshold
@@ -833,8 +834,9 @@ def train(data: Union[str, Path, EmbeddingSet], out: Union[str, Path], cfg: Opti
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _attach_log_file(run_dir)
     try:
-        return _train(es, prepared, run_dir, cfg, progress, max_steps, data if data_name is None else data_name,
-                      device)
+        with blas_threads(cfg.train.threads):  # numpy's pools too, not only torch's (set in _train)
+            return _train(es, prepared, run_dir, cfg, progress, max_steps,
+                          data if data_name is None else data_name, device)
     finally:
         logging.getLogger("toucan_speakemb").removeHandler(handler)
         handler.close()
