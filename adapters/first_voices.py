@@ -21,6 +21,7 @@ import numpy as np
 
 from toucan_speakemb.core.embedding_set import EmbeddingSet
 from toucan_speakemb.core.synthetic import SyntheticPopulation
+from toucan_speakemb.core.threads import cpu_threads
 from toucan_speakemb.generate.generator import Generator
 from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.training.trainer import train
@@ -59,11 +60,12 @@ def hear_voices(models: ToucanModels, out: Path, texts: Sequence[str] = SENTENCE
     out = Path(out)
     cfg = TrainConfig()
     cfg.train.steps, cfg.seed, cfg.train.device = steps, seed, device
-    train(toucan_space_set(models, seed=seed), out / "run", cfg, progress=progress)
-    gen = Generator.load(out / "run", device)
-    lines = [t for t in texts for _ in range(voices)]  # every utterance in a new voice
-    targets = [out / "wavs" / f"{i + 1:02d}_voice{v + 1}.wav" for i in range(len(texts)) for v in range(voices)]
-    cars, _ = synthesis.synth(lines, targets, gen, models, seed=seed, device=device, language=language,
-                              progress=progress)
+    with cpu_threads(cfg.train.threads):  # the whole job on the training's threads, as the demo
+        train(toucan_space_set(models, seed=seed), out / "run", cfg, progress=progress)
+        gen = Generator.load(out / "run", device)
+        lines = [t for t in texts for _ in range(voices)]  # every utterance in a new voice
+        targets = [out / "wavs" / f"{i + 1:02d}_voice{v + 1}.wav" for i in range(len(texts)) for v in range(voices)]
+        cars, _ = synthesis.synth(lines, targets, gen, models, seed=seed, device=device, language=language,
+                                  progress=progress)
     log.info("%d wavs in %s (%s)", len(cars), out / "wavs", NOT_REAL)
     return cars

@@ -19,7 +19,7 @@ from toucan_speakemb.training.config import TrainConfig
 from toucan_speakemb.evaluation.report import GeneratedSet, evaluate, write_report
 from toucan_speakemb.generate.generator import Generator
 from toucan_speakemb.core.synthetic import BUILTIN, builtin_population, builtin_set
-from toucan_speakemb.core.threads import blas_threads
+from toucan_speakemb.core.threads import cpu_threads
 from toucan_speakemb.training.trainer import train
 from toucan_speakemb.voices.bank import VoiceBank
 
@@ -34,9 +34,9 @@ def run_demo(out: Path, steps: Optional[int] = None, n_voices: int = 500, seed: 
     cfg = TrainConfig()
     cfg.train.steps = steps or cfg.train.steps
     cfg.seed = seed
-    # the whole job (training, sampling, the report) at the training's thread count, numpy's pools too: one
-    # thread keeps the demo fast beside another job (docs/benchmarks.md, the demo's run time)
-    with blas_threads(cfg.train.threads):
+    # the whole job (training, sampling, the report) on the training's threads, torch's and numpy's: one thread
+    # keeps the demo fast beside another job (docs/benchmarks.md, the demo's run time)
+    with cpu_threads(cfg.train.threads):
         train(data, out / "run", cfg, progress=progress)
         summary = json.loads((out / "run" / "summary.json").read_text())
         train_s = summary["train_seconds"]  # across resumes

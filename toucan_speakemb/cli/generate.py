@@ -43,7 +43,8 @@ def train(data, out, config, profile, no_progress, overrides):
 
     Training uses one CPU thread (train.threads=1), torch's and numpy's: these small networks gain little from
     more, and jobs sharing a machine then do not slow each other down (with a thread per core, two trainings
-    on two cores ran several times slower). train.threads=N uses N; on a GPU it does not matter.
+    on two cores ran several times slower). train.threads=N uses N; on a GPU it still sets the CPU work (the
+    Gaussian fit, the validation judgements).
 
     train.device=DEVICE. {device_help} The run's log and summary.json say which device was used; the
     generator file holds CPU tensors, so it loads on any machine.

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from toucan_speakemb.core.fileio import atomic_write_bytes
-from toucan_speakemb.core.threads import blas_threads
+from toucan_speakemb.core.threads import cpu_threads
 
 
 def _figure(figsize=(6, 4)):
@@ -93,7 +93,7 @@ def plot_tsne(real: np.ndarray, generated: np.ndarray, path: Path, title: str = 
     if x.shape[1] > 50 and len(x) > 50:
         x = PCA(50, random_state=seed).fit_transform(x)
     perplexity = float(min(30, (len(x) - 1) / 3))
-    with blas_threads(1):  # OpenMP threads on a busy machine spin against each other: 5-7x slower seen
+    with cpu_threads(1):  # OpenMP threads on a busy machine spin against each other: 5-7x slower seen
         # 500 iterations (250 after the early exaggeration) settle a map of 1000 points; 1000 took twice as long
         y = TSNE(2, perplexity=perplexity, init="pca", random_state=seed, max_iter=500).fit_transform(x)
     plt, fig = _figure((6, 5))

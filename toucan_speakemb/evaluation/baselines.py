@@ -22,12 +22,13 @@ comparisons set each knob where the baseline is as novel as real unseen speakers
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
 from toucan_speakemb.core.errors import SpeakEmbError
-from toucan_speakemb.core.threads import blas_threads
+from toucan_speakemb.core.threads import cpu_threads
 
 
 def gaussian_fit(train: np.ndarray, n: int, seed: int = 0, scale: float = 1.0) -> np.ndarray:
@@ -107,7 +108,8 @@ def fit_mixture(train: np.ndarray, seed: int = 0, max_components: int = 16, expl
     # in the many low-variance directions
     z = (x - mu) @ vt[:q].T
     reg = 1e-3 * float(var[:q].mean())
-    with blas_threads(1):  # EM on small matrices: many BLAS threads only fight each other (20x slower)
+    importlib.import_module("sklearn.mixture")  # loaded before the limit: a pool first loaded inside is not limited
+    with cpu_threads(1):  # EM on small matrices: many BLAS threads only fight each other (20x slower)
         best = _fit_by_bic(z, q, reg, max_components, seed)
     if best is None:
         raise SpeakEmbError(f"Gaussian mixture baseline: {len(x)} training rows are too few to fit")

@@ -131,8 +131,9 @@ class TrainLoopConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
-    # torch CPU threads. 1 by default: these small networks gain little from more, and two jobs with torch's
-    # default (a thread per core) on one machine slow each other several-fold (None: torch's default)
+    # CPU threads, torch's and numpy's (core.threads.cpu_threads), for the run and put back after it. 1 by
+    # default: these small networks gain little from more, and two jobs with a thread per core on one machine
+    # slow each other several-fold (None: as torch and numpy choose)
     threads: Optional[int] = 1
     # torch device of the model, the batches, the noise and the EMA: auto (cuda:LOCAL_RANK when this torch sees
     # CUDA, else cpu), cpu, cuda or cuda:<i>. The checkpoints and the generator hold CPU tensors whatever it is

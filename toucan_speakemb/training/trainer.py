@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from toucan_speakemb.core.threads import blas_threads
+from toucan_speakemb.core.threads import cpu_threads
 from toucan_speakemb.core.version import __version__
 from toucan_speakemb.evaluation.matched import MEDIAN_TOLERANCE, knob_at_median
 from toucan_speakemb.evaluation.metrics import cosine_similarity_matrix_max, knn_measures, same_speaker_threshold
@@ -834,7 +834,7 @@ def train(data: Union[str, Path, EmbeddingSet], out: Union[str, Path], cfg: Opti
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _attach_log_file(run_dir)
     try:
-        with blas_threads(cfg.train.threads):  # numpy's pools too, not only torch's (set in _train)
+        with cpu_threads(cfg.train.threads):  # torch's threads and numpy's pools, as they were after the run
             return _train(es, prepared, run_dir, cfg, progress, max_steps,
                           data if data_name is None else data_name, device)
     finally:
@@ -844,8 +844,6 @@ def train(data: Union[str, Path, EmbeddingSet], out: Union[str, Path], cfg: Opti
 
 def _train(es: EmbeddingSet, prepared: Tuple[TrainingData, EmbeddingSet], run_dir: Path, cfg: TrainConfig, progress: bool, max_steps: Optional[int],
            data_source, device: str = "cpu") -> Path:
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
     cfg_path = run_dir / "config.yaml"
     checkpoints = list_checkpoints(run_dir)
     if cfg_path.exists() and checkpoints:
