@@ -5,7 +5,7 @@ import copy
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_info
 
 import toucan_speakemb.training.trainer as trainer
 from toucan_speakemb.core.threads import cpu_threads
@@ -23,17 +23,9 @@ def pool_sizes():
     return sorted(p["num_threads"] for p in threadpool_info())
 
 
-class wide:
-    """Torch and every pool at WIDE threads for the block; torch's count as it was after."""
-
-    def __enter__(self):
-        self.torch_before = torch.get_num_threads()
-        self.pools = threadpool_limits(WIDE)
-        torch.set_num_threads(WIDE)
-
-    def __exit__(self, *exc):
-        self.pools.restore_original_limits()
-        torch.set_num_threads(self.torch_before)
+def wide():
+    """Torch and every pool at WIDE threads for the block (each test checks that they are)."""
+    return cpu_threads(WIDE)
 
 
 def test_cpu_threads_limits_torch_and_every_pool_for_the_block_and_restores_them_after():
